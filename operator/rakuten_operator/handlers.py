@@ -1,0 +1,89 @@
+"""Kopf handlers for ServedModel: thin wrappers over :mod:`rakuten_operator.reconcile`.
+
+Run with ``rakuten-mlops operator run`` (or ``kopf run -m rakuten_operator.handlers``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from rakuten_operator import GROUP, PEERING_NAME, PLURAL, VERSION
+from rakuten_operator.cluster import Cluster, ClusterUnavailable, DeploymentNotFound
+from rakuten_operator.reconcile import ModelRollout
+from rakuten_operator.registry import RegistryUnavailable
+from rakuten_operator.rollout import RolloutStatus, ServedModelSpec, wait_seconds
+
+log = logging.getLogger("rakuten_operator")
+STORAGE_PREFIX = "operator.mlops.rakuten.io"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Operator-wide settings: state in annotations, no cluster-wide scans, named peering."""
+    # Handler progress and the last-handled spec go to annotations: the CRD's status schema
+    # stays closed (no status.kopf) and survives restarts.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{STORAGE_PREFIX}/finalizer"
+    # Namespaced operator: listing namespaces or CRDs would need a ClusterRole.
+    settings.scanning.disabled = True
+    settings.posting.reporting_component = "rakuten-mlops-operator"
+    if settings.peering.name == "default":
+        settings.peering.name = PEERING_NAME
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def check_target(spec: kopf.Spec, namespace: str, **_: Any) -> None:
+    """Refuse a ServedModel whose spec is invalid or whose Deployment does not exist."""
+    try:
+        served = ServedModelSpec.from_spec(dict(spec))
+    except ValueError as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    try:
+        Cluster(namespace).get_deployment(served.deployment)
+    except DeploymentNotFound as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    except ClusterUnavailable as exc:
+        raise kopf.TemporaryError(str(exc), delay=10) from exc
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+def follow_alias(
+    name: str, namespace: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """Poll the alias every spec.pollSeconds and drive the rollout; one daemon per ServedModel.
+
+    Outages of MLflow or of the API server end this call with a TemporaryError: kopf logs it,
+    posts an Event and calls the daemon again after the delay, which resumes from the status.
+    """
+
+    def notify(event_type: str, reason: str, message: str) -> None:
+        kopf.event(body, type=event_type, reason=reason, message=message)
+
+    rollout = ModelRollout(name, namespace, Cluster(namespace), notify)
+    raw_status = dict(body.get("status") or {})
+    missing_reported = False
+    while not stopped:
+        spec = ServedModelSpec.from_spec(dict(body.get("spec") or {}))
+        try:
+            raw_status = rollout.step(spec, raw_status)
+            missing_reported = False
+        except DeploymentNotFound as exc:
+            # check_target already failed permanently for this spec; keep polling so that the
+            # ServedModel recovers by itself once the Deployment exists.
+            if not missing_reported:
+                notify("Warning", "DeploymentNotFound", str(exc))
+                log.warning("%s/%s: %s", namespace, name, exc)
+                missing_reported = True
+        except RegistryUnavailable as exc:
+            raise kopf.TemporaryError(str(exc), delay=spec.poll_seconds) from exc
+        except ClusterUnavailable as exc:
+            raise kopf.TemporaryError(str(exc), delay=min(spec.poll_seconds, 5.0)) from exc
+        stopped.wait(wait_seconds(spec, RolloutStatus.from_status(raw_status).phase))

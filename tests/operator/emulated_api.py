@@ -1,0 +1,171 @@
+"""An emulated Kubernetes API server (kmock's KubernetesEmulator) served on a loopback port.
+
+No Kubernetes cluster can run on this machine (no container runtime for nodes, no network
+beyond the package registries), so the operator's integration tests talk to kmock's
+in-memory emulator over real HTTP instead. kmock stores objects, serves list/watch/get,
+create, merge-patch and delete; the few API-server behaviours the operator relies on and
+kmock 0.8 leaves out are added here, each as the real API server does it:
+
+- ``metadata.generateName`` gets a random suffix (kopf posts Events that way; without it
+  kmock stores every Event under the name ``None`` and refuses the second one);
+- a new object gets ``uid``, ``creationTimestamp`` and ``generation: 1``;
+- a change to a Deployment's ``spec`` bumps ``metadata.generation`` (the rollout watch
+  compares it with ``status.observedGeneration``).
+
+The test plays the Deployment controller: it writes ``status`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+import uuid
+from typing import Any
+
+import httpx
+import kmock
+
+SERVEDMODELS = "mlops.rakuten.io/v1alpha1/servedmodels"
+DEPLOYMENTS = "apps/v1/deployments"
+EVENTS = "v1/events"
+PEERINGS = "kopf.dev/v1/kopfpeerings"
+
+
+class RakutenEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus the API-server behaviours listed in the module docstring."""
+
+    async def _handle(self, request: kmock.Request):  # type: ignore[override]
+        resource = request.resource
+        if resource is not None and isinstance(request.data, dict):
+            if request.action == kmock.action.CREATE:
+                meta = request.data.setdefault("metadata", {})
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("generation", 1)
+                meta.setdefault(
+                    "creationTimestamp",
+                    datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                )
+            elif (
+                request.action == kmock.action.UPDATE
+                and request.name
+                and not request.subresource
+                and "spec" in request.data
+            ):
+                key = (resource, request.namespace, request.name)
+                if key in self.objects and not self.objects[key].deleted:
+                    current = self.objects[key].get("metadata", {}).get("generation", 1)
+                    request.data.setdefault("metadata", {})["generation"] = current + 1
+        return await super()._handle(request)
+
+
+class EmulatedApiServer:
+    """Runs the emulator in a background thread with its own event loop; HTTP helpers for tests."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.emulator: RakutenEmulator | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kmock-emulator", daemon=True)
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> EmulatedApiServer:
+        self._thread.start()
+        if not self._ready.wait(20):
+            raise RuntimeError("the emulated API server did not start within 20 s")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self.http.close()
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        emulator = RakutenEmulator()
+        emulator.resources.load_bundled()
+        emulator.resources[SERVEDMODELS] = kmock.ResourceInfo(
+            kind="ServedModel",
+            singular="servedmodel",
+            namespaced=True,
+            shortnames={"sm"},
+            verbs={"get", "list", "watch", "patch", "create", "delete", "update"},
+            subresources={"status"},
+        )
+        emulator.resources[PEERINGS] = kmock.ResourceInfo(
+            kind="KopfPeering",
+            singular="kopfpeering",
+            namespaced=True,
+            verbs={"get", "list", "watch", "patch", "create"},
+        )
+        self.emulator = emulator
+        async with emulator, kmock.Server(emulator, host="127.0.0.1", port=self.port):
+            self._ready.set()
+            await self._stop.wait()
+
+    # -- HTTP helpers (what kubectl would do) ------------------------------------------------
+    @staticmethod
+    def path(resource: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        group_version, plural = resource.rsplit("/", 1)
+        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        path = f"{prefix}/namespaces/{namespace}/{plural}"
+        if name:
+            path += f"/{name}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+    def create(self, resource: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        rsp = self.http.post(self.path(resource, namespace), json=body)
+        rsp.raise_for_status()
+        return rsp.json()
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        rsp = self.http.get(self.path(resource, namespace, name))
+        if rsp.status_code == 404:
+            return None
+        rsp.raise_for_status()
+        return rsp.json()
+
+    def patch(
+        self, resource: str, namespace: str, name: str, body: dict[str, Any], subresource: str | None = None
+    ) -> dict[str, Any]:
+        rsp = self.http.patch(
+            self.path(resource, namespace, name, subresource),
+            json=body,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        rsp.raise_for_status()
+        return rsp.json()
+
+    def list(self, resource: str, namespace: str) -> list[dict[str, Any]]:
+        rsp = self.http.get(self.path(resource, namespace))
+        rsp.raise_for_status()
+        return rsp.json()["items"]
+
+    def history(self, resource: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Every stored version of one object, oldest first (what the API server saw)."""
+        assert self.emulator is not None
+        obj = self.emulator.objects[resource, namespace, name]
+        return [dict(version.raw) for version in obj.history if version is not None]
+
+    def kubeconfig(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emulated", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": "emulated-token"}}],
+            "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}],
+            "current-context": "emulated",
+        }

@@ -1,0 +1,59 @@
+"""``drift-check``: daily drift report, retrain decision, and training only when the decision says so."""
+
+from __future__ import annotations
+
+from hera.workflows import DAG, CronWorkflow, Parameter, Task
+from hera.workflows.models import TemplateRef
+
+from workflows import common, train
+
+NAME = "drift-check"
+SCHEDULE = "0 2 * * *"
+DRIFT_FILE = common.output_file("drift.json")
+DECISION_FILE = common.output_file("decision.json")
+# `decide --output` writes {"retrain": true|false, "reasons": [...]}.
+WHEN_RETRAIN = "{{=jsonpath(tasks.decide.outputs.parameters.decision, '$.retrain') == true}}"
+
+
+def build() -> CronWorkflow:
+    with CronWorkflow(
+        name=NAME,
+        annotations={
+            "workflows.argoproj.io/description": "Drift report, retrain decision, rakuten-train if needed."
+        },
+        entrypoint="main",
+        arguments=[
+            Parameter(name="window", value="7d", description="how far back the current data reaches"),
+            Parameter(
+                name="model", value="sgd", enum=list(train.MODELS), description="estimator if retraining"
+            ),
+        ],
+        **common.workflow_defaults(deadline_seconds=6 * 3600),
+        **common.cron_defaults(schedule=SCHEDULE, starting_deadline_seconds=3600),
+    ) as cron:
+        drift = common.cli_step(
+            "drift",
+            ["drift", "--window", "{{inputs.parameters.window}}", "--output", DRIFT_FILE],
+            inputs=[Parameter(name="window")],
+            outputs=[common.file_output("report", DRIFT_FILE)],
+            resources=common.DRIFT,
+            timeout_seconds=1800,
+        )
+        decide = common.cli_step(
+            "decide",
+            ["decide", "--output", DECISION_FILE],
+            outputs=[common.file_output("decision", DECISION_FILE)],
+            resources=common.LIGHT,
+            timeout_seconds=600,
+        )
+        with DAG(name="main"):
+            drift_task = drift(name="drift", arguments={"window": "{{workflow.parameters.window}}"})
+            decide_task = decide(name="decide")
+            retrain = Task(
+                name="retrain",
+                template_ref=TemplateRef(name=train.NAME, template=common.TRAIN_ENTRYPOINT),
+                arguments={"model": "{{workflow.parameters.model}}"},
+                when=WHEN_RETRAIN,
+            )
+            drift_task >> decide_task >> retrain
+    return cron

@@ -41,6 +41,8 @@ class LoadBatch(Base):
     row_start: Mapped[int] = mapped_column(Integer)
     row_end: Mapped[int] = mapped_column(Integer)
     row_count: Mapped[int] = mapped_column(Integer, default=0)
+    order_seed: Mapped[int] = mapped_column(Integer, default=42)
+    source_rows: Mapped[int] = mapped_column(Integer, default=0)
     checksum: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|failed
     message: Mapped[str | None] = mapped_column(Text)

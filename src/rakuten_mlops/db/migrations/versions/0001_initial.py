@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("row_start", sa.Integer, nullable=False),
         sa.Column("row_end", sa.Integer, nullable=False),
         sa.Column("row_count", sa.Integer, nullable=False),
+        sa.Column("order_seed", sa.Integer, nullable=False),
+        sa.Column("source_rows", sa.Integer, nullable=False),
         sa.Column("checksum", sa.String(64)),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("message", sa.Text),

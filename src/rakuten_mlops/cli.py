@@ -1,0 +1,154 @@
+"""`rakuten-mlops`: the one command line that runs every job of the platform.
+
+Heavy libraries (pandas, scikit-learn, MLflow) are imported inside the commands so that
+`--help` and small commands stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from rakuten_mlops import __version__
+from rakuten_mlops.errors import PlatformError
+from rakuten_mlops.settings import get_settings
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+app = typer.Typer(
+    name="rakuten-mlops",
+    help="Rakuten France product classification: data, training, registry, serving, drift.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Data database (migrations).", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: generate, load incrementally, status.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(data_app, name="data")
+
+
+def print_backends(quiet: bool = False) -> None:
+    """Every command says which backends it uses (to stderr when the output is JSON)."""
+    (err_console if quiet else console).print(f"[dim]{get_settings().backends_line()}[/dim]")
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (jobs also do this themselves)."""
+    from rakuten_mlops.db import upgrade
+
+    settings = get_settings()
+    print_backends()
+    upgrade(settings.database_url)
+    console.print("database schema is up to date")
+
+
+@data_app.command("generate")
+def data_generate(
+    out: Annotated[Path, typer.Option(help="Folder to write X_train_update.csv and Y_train_CVw08PX.csv into.")],
+    rows: Annotated[int, typer.Option(min=1, help="Number of products.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 42,
+    drift: Annotated[
+        str | None, typer.Option(help="Shift the data: class-prior, vocabulary, length or language.")
+    ] = None,
+    drift_strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="How strong the shift is (0-1).")] = 0.5,
+    first_productid: Annotated[
+        int | None, typer.Option(help="First productid (default: derived from the seed, no overlap).")
+    ] = None,
+) -> None:
+    """Write a synthetic dataset in the official Rakuten CSV layout."""
+    from rakuten_mlops.data.generator import DRIFT_KINDS, generate_to_dir
+
+    if drift is not None and drift not in DRIFT_KINDS:
+        raise typer.BadParameter(f"--drift must be one of {', '.join(DRIFT_KINDS)}", param_hint="--drift")
+    result = generate_to_dir(
+        out, rows=rows, seed=seed, drift=drift, drift_strength=drift_strength, first_productid=first_productid
+    )
+    console.print(
+        f"generated {result.rows:,} products in {result.seconds:.2f}s ({result.rows / result.seconds:,.0f} rows/s)"
+        f"{f', drift={drift} strength={drift_strength}' if drift else ''} -> {out}"
+    )
+
+
+@data_app.command("load")
+def data_load(
+    source: Annotated[Path, typer.Option(help="Folder with the official CSV files (X_*.csv and Y_*.csv).")],
+    initial_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of the source loaded by the first run.")
+    ] = 0.4,
+    batch_fraction: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Share of the source added by each later run.")
+    ] = None,
+    batch_rows: Annotated[int | None, typer.Option(min=1, help="Rows added by each later run.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fixed loading order.")] = 42,
+    all_: Annotated[bool, typer.Option("--all", help="Load everything that is left in one batch.")] = False,
+) -> None:
+    """Add the next slice of a source to the products table (one transaction, audited)."""
+    from rakuten_mlops.data.loader import LoadPlan, load_next_batch
+
+    settings = get_settings()
+    print_backends()
+    if batch_fraction is not None and batch_rows is not None:
+        raise typer.BadParameter("give --batch-fraction or --batch-rows, not both")
+    plan = LoadPlan(
+        initial_fraction=initial_fraction,
+        batch_fraction=0.03 if batch_fraction is None and batch_rows is None else batch_fraction,
+        batch_rows=batch_rows,
+        seed=seed,
+        load_all=all_,
+    )
+    result = load_next_batch(settings, source, plan)
+    console.print(result.describe())
+
+
+@data_app.command("status")
+def data_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Loaded share, rows per class, batches and the backlog since the production model."""
+    from rakuten_mlops.data.status import data_status as compute_status
+    from rakuten_mlops.data.status import render_status
+
+    settings = get_settings()
+    print_backends(quiet=as_json)
+    status = compute_status(settings)
+    if as_json:
+        sys.stdout.write(json.dumps(status.to_dict(), indent=2, default=str) + "\n")
+    else:
+        render_status(status, console)
+
+
+# --- subcommands of the other areas: one registration line each -------------------------
+from rakuten_mlops.operator_cli import operator_app  # noqa: E402
+
+app.add_typer(operator_app, name="operator")
+from rakuten_mlops.serving.commands import register as register_serving; register_serving(app)  # noqa: E402, E702, I001
+
+
+def main() -> None:
+    """Console-script entry point: domain errors become one clear line and a non-zero exit."""
+    try:
+        app()
+    except PlatformError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets: the official Rakuten files, the synthetic generator, incremental loading and status."""

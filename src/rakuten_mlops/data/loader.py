@@ -178,7 +178,6 @@ def load_next_batch(settings: Settings, source: Path, plan: LoadPlan) -> LoadRes
     data = read_source(source)
     upgrade(settings.database_url)
     engine = engine_for(settings.database_url)
-    total = len(data.frame)
     try:
         return _load_in_one_transaction(engine, data, source, plan, started)
     except Exception as exc:

@@ -1,0 +1,234 @@
+"""The committed YAML is what the code renders, validates against Argo v4, and keeps the contracts."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+from argo_support import RENDERED_DIR, REPO, cli_lacks, schema_errors, waiting_for
+
+from workflows import common, render
+
+EXPECTED_FILES = [
+    "drift-check.yaml",
+    "incremental-load.yaml",
+    "rakuten-train-weekly.yaml",
+    "rakuten-train.yaml",
+]
+
+
+def walk(value, path=""):
+    """Yield (path, value) for every leaf of a parsed document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from walk(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from walk(item, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def container_templates(doc: dict) -> list[dict]:
+    spec = doc["spec"].get("workflowSpec", doc["spec"])
+    return [t for t in spec.get("templates", []) if "container" in t]
+
+
+# ---------------------------------------------------------------- golden files
+
+
+def test_committed_yaml_equals_what_the_code_renders():
+    rendered = render.render_all()
+    assert sorted(rendered) == EXPECTED_FILES
+    committed = sorted(p.name for p in RENDERED_DIR.glob("*.yaml"))
+    assert committed == EXPECTED_FILES, "stale or missing files: run `make render-workflows`"
+    for name, text in rendered.items():
+        assert (RENDERED_DIR / name).read_text() == text, f"{name} is stale: run `make render-workflows`"
+
+
+def test_render_command_writes_the_same_files_and_check_passes(tmp_path):
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "removed-workflow.yaml").write_text("kind: Old\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "workflows", "render", "--output-dir", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert sorted(p.name for p in out.glob("*.yaml")) == EXPECTED_FILES, "stale files are removed"
+    for name in EXPECTED_FILES:
+        assert (out / name).read_text() == (RENDERED_DIR / name).read_text()
+        assert f"wrote {out / name}" in done.stdout
+    check = subprocess.run(
+        [sys.executable, "-m", "workflows", "check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+
+
+# ---------------------------------------------------------------- Argo v4 schemas
+
+
+@pytest.mark.parametrize("name", EXPECTED_FILES)
+def test_rendered_object_validates_against_argo_v4_schema(rendered, name):
+    doc = rendered[name]
+    assert doc["apiVersion"] == "argoproj.io/v1alpha1"
+    assert schema_errors(doc) == []
+
+
+def test_schema_check_is_not_vacuous(rendered):
+    """The validator rejects the v3 forms the project must not ship."""
+    cron = copy.deepcopy(rendered["drift-check.yaml"])
+    cron["spec"]["schedule"] = cron["spec"].pop("schedules")[0]
+    assert any("schedules" in e for e in schema_errors(cron))
+    template = copy.deepcopy(rendered["rakuten-train.yaml"])
+    train = next(t for t in template["spec"]["templates"] if t["name"] == "train")
+    train["synchronization"] = {"mutex": {"name": "x"}}
+    assert schema_errors(template)
+    template = copy.deepcopy(rendered["rakuten-train.yaml"])
+    template["spec"]["arguments"]["parameters"][0]["value"] = 5
+    assert schema_errors(template)
+
+
+def test_no_nulls_and_parameter_values_are_strings(rendered):
+    for name, doc in rendered.items():
+        for path, value in walk(doc):
+            assert value is not None, f"{name}: explicit null at {path}"
+            if path.endswith(".value") and ".parameters[" in path:
+                assert isinstance(value, str), f"{name}: {path} = {value!r} is not a string"
+
+
+# ---------------------------------------------------------------- what the platform relies on
+
+
+@pytest.mark.parametrize(
+    ("name", "schedule"),
+    [
+        ("incremental-load.yaml", "*/15 * * * *"),
+        ("rakuten-train-weekly.yaml", "0 3 * * 0"),
+        ("drift-check.yaml", "0 2 * * *"),
+    ],
+)
+def test_cron_workflows_never_overlap_and_keep_short_history(rendered, name, schedule):
+    spec = rendered[name]["spec"]
+    assert rendered[name]["kind"] == "CronWorkflow"
+    assert spec["schedules"] == [schedule]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["successfulJobsHistoryLimit"] == 3
+    assert spec["failedJobsHistoryLimit"] == 5
+    assert spec["timezone"] == "UTC"
+    assert spec["workflowSpec"]["activeDeadlineSeconds"] > 0
+
+
+def test_every_step_runs_the_cli_from_the_app_image_with_limits(rendered):
+    steps = [(name, t) for name, doc in rendered.items() for t in container_templates(doc)]
+    assert {t["name"] for _, t in steps} == {"load", "train", "drift", "decide"}
+    for name, t in steps:
+        c = t["container"]
+        assert c["image"] == common.IMAGE and c["command"] == ["rakuten-mlops"], (name, t["name"])
+        assert set(c["resources"]["requests"]) == {"cpu", "memory"}, (name, t["name"])
+        assert set(c["resources"]["limits"]) == {"cpu", "memory"}, (name, t["name"])
+        assert t["activeDeadlineSeconds"] > 0 and int(t["retryStrategy"]["limit"]) >= 1
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        env = {e["name"]: e for e in c["env"]}
+        assert env["RAKUTEN_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": common.POSTGRES_SECRET,
+            "key": "database-url",
+        }
+        assert env["MLFLOW_TRACKING_URI"]["valueFrom"]["configMapKeyRef"]["name"] == common.CONFIG_MAP
+        assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/tmp"}, "writable scratch for --output files"
+
+
+def test_every_workflow_runs_as_the_workflow_service_account(rendered):
+    for name, doc in rendered.items():
+        spec = doc["spec"].get("workflowSpec", doc["spec"])
+        assert spec["serviceAccountName"] == common.SERVICE_ACCOUNT, name
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert doc["metadata"]["namespace"] == common.NAMESPACE, name
+
+
+def test_training_template_outputs_decision_and_version_and_holds_the_mutex(rendered):
+    doc = rendered["rakuten-train.yaml"]
+    assert doc["kind"] == "WorkflowTemplate" and doc["metadata"]["name"] == "rakuten-train"
+    templates = {t["name"]: t for t in doc["spec"]["templates"]}
+    train = templates["train"]
+    assert train["container"]["args"][:1] == ["train"] and "--promote" in train["container"]["args"]
+    output_file = train["container"]["args"][train["container"]["args"].index("--output") + 1]
+    assert train["outputs"]["parameters"] == [{"name": "result", "valueFrom": {"path": output_file}}]
+    assert train["synchronization"] == {"mutexes": [{"name": common.TRAINING_MUTEX}]}
+    entry = templates[doc["spec"]["entrypoint"]]
+    assert {p["name"] for p in entry["outputs"]["parameters"]} == {"result", "decision", "version"}
+
+
+def test_weekly_and_drift_check_run_the_training_template_by_reference(rendered):
+    weekly = rendered["rakuten-train-weekly.yaml"]["spec"]["workflowSpec"]
+    assert weekly["workflowTemplateRef"] == {"name": "rakuten-train"}
+    drift = rendered["drift-check.yaml"]["spec"]["workflowSpec"]
+    tasks = {t["name"]: t for t in drift["templates"][-1]["dag"]["tasks"]}
+    assert tasks["retrain"]["templateRef"] == {"name": "rakuten-train", "template": "train-and-promote"}
+    assert tasks["retrain"]["depends"] == "decide" and tasks["decide"]["depends"] == "drift"
+    assert "jsonpath(tasks.decide.outputs.parameters.decision, '$.retrain')" in tasks["retrain"]["when"]
+
+
+# ---------------------------------------------------------------- the chart's substitutions
+
+
+def test_chart_substitution_of_placeholders_is_complete_and_safe(rendered):
+    """Replacing each placeholder string (as the chart does) changes exactly the intended fields."""
+    release = {
+        common.IMAGE: "registry.example/team/rakuten-app:1.2.3",
+        common.NAMESPACE: "ml-prod",
+        common.SERVICE_ACCOUNT: "prod-rakuten-mlops-workflow",
+        common.POSTGRES_SECRET: "prod-rakuten-mlops-postgres",
+        common.CONFIG_MAP: "prod-rakuten-mlops-config",
+        common.SOURCE_DATA_CLAIM: "prod-rakuten-mlops-source-data",
+    }
+    for name in EXPECTED_FILES:
+        text = (RENDERED_DIR / name).read_text()
+        text = text.replace(common.IMAGE, release[common.IMAGE])
+        text = text.replace(f"namespace: {common.NAMESPACE}\n", f"namespace: {release[common.NAMESPACE]}\n")
+        for placeholder in (
+            common.SERVICE_ACCOUNT,
+            common.POSTGRES_SECRET,
+            common.CONFIG_MAP,
+            common.SOURCE_DATA_CLAIM,
+        ):
+            text = text.replace(placeholder, release[placeholder])
+        doc = yaml.safe_load(text)
+        assert schema_errors(doc) == []
+        original = rendered[name]
+        changed = {p: (a, b) for (p, a), (_, b) in zip(walk(original), walk(doc), strict=True) if a != b}
+        for path, (before, after) in changed.items():
+            assert release.get(before) == after, f"{name}: {path} changed from {before!r} to {after!r}"
+        assert {before for before, _ in changed.values()} <= set(release)
+        assert doc["metadata"]["namespace"] == "ml-prod"
+
+
+# ---------------------------------------------------------------- the CLI understands every step
+
+
+STEP_COMMANDS = {
+    "load": ("data load", "--source", "--initial-fraction", "--batch-fraction", "--batch-rows"),
+    "train": ("train", "--model", "--promote", "--output"),
+    "drift": ("drift", "--window", "--output"),
+    "decide": ("decide", "--output"),
+}
+
+
+@pytest.mark.parametrize(
+    "step",
+    [pytest.param(step, marks=waiting_for(*spec)) for step, spec in STEP_COMMANDS.items()],
+)
+def test_each_step_calls_an_existing_cli_command_with_existing_options(rendered, step):
+    template = next(t for doc in rendered.values() for t in container_templates(doc) if t["name"] == step)
+    args = template["container"]["args"]
+    command, *_ = STEP_COMMANDS[step]
+    words = command.split()
+    assert args[: len(words)] == words
+    options = {a.replace("{{inputs.parameters.batch-unit}}", u) for a in args for u in ("fraction", "rows")}
+    options = {a for a in options if a.startswith("--")}
+    assert not cli_lacks(command, *options), f"`rakuten-mlops {command}` lacks one of {sorted(options)}"

@@ -163,11 +163,11 @@ def _copy_products(conn: Connection, rows: pd.DataFrame) -> None:
     cols = ["productid", "imageid", "designation", "description", "prdtypecode", "split", "batch_id",
             "source_row", "loaded_at"]
     for rec in rows[cols].itertuples(index=False):
-        writer.writerow(["" if (v is None or v is pd.NA) else v for v in rec])
+        writer.writerow(["\\N" if (v is None or v is pd.NA) else v for v in rec])
     buf.seek(0)
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        cursor.copy_expert(f"COPY products ({', '.join(cols)}) FROM STDIN WITH (FORMAT csv, NULL '')", buf)
+        cursor.copy_expert(f"COPY products ({', '.join(cols)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
     finally:
         cursor.close()
 

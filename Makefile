@@ -41,5 +41,8 @@ serve: venv ## run the prediction API on :8000 (embedded default)
 ui: venv ## the control room on :8501
 	$(BIN)/rakuten-mlops ui --port 8501
 
+render-workflows: venv ## regenerate the Argo YAML in charts/rakuten-mlops/files/workflows from workflows/*.py
+	$(BIN)/python -m workflows render
+
 clean: ## remove the embedded default's files
 	rm -rf .rakuten

@@ -1,0 +1,123 @@
+"""The app factory: ``create_app(settings)`` wires the model store, the prediction log and the routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from rakuten_mlops import __version__
+from rakuten_mlops.serving.deps import ServingState
+from rakuten_mlops.serving.errors import install_error_handlers
+from rakuten_mlops.serving.metrics import api_metrics, build_registry, mark_process_dead
+from rakuten_mlops.serving.middleware import BodyGuard, RequestMetrics
+from rakuten_mlops.serving.model_store import ModelStore
+from rakuten_mlops.serving.prediction_log import PredictionLog
+from rakuten_mlops.serving.predictor import PredictionService
+from rakuten_mlops.serving.retrain import make_retrainer
+from rakuten_mlops.serving.routers import admin, health, metrics, model, predictions
+from rakuten_mlops.settings import Settings, get_settings
+
+log = logging.getLogger("rakuten_mlops.serving")
+
+DESCRIPTION = """Classifies Rakuten France products (French title + description) into one of 27
+product type codes. Serves the `production` model of the MLflow registry and swaps versions
+without downtime. Metrics at `/metrics`, prediction log in the `predictions` table."""
+
+
+def create_app(settings: Settings | None = None, *, prediction_log: bool = True) -> FastAPI:
+    """The prediction API for ``settings`` (default: the environment's)."""
+    settings = settings or get_settings()
+    metrics_ = api_metrics()
+    store = ModelStore(settings, on_swap=metrics_.record_swap, on_reload=metrics_.record_reload)
+    plog = (
+        PredictionLog(
+            settings.database_url,
+            max_queue=settings.prediction_log_queue_size,
+            flush_rows=settings.prediction_log_flush_rows,
+            flush_seconds=settings.prediction_log_flush_seconds,
+            metrics=metrics_,
+        )
+        if prediction_log
+        else None
+    )
+    state = ServingState(
+        settings=settings,
+        store=store,
+        service=PredictionService(store, plog, metrics_),
+        prediction_log=plog,
+        metrics=metrics_,
+        registry=build_registry(settings.database_url),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if plog is not None:
+            plog.start()
+        loader = asyncio.create_task(store.run_background(), name="model-store")
+        try:
+            yield
+        finally:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loader
+            if plog is not None:
+                await asyncio.to_thread(plog.close)
+                log.info("prediction log closed: %d written, %d dropped", plog.written, plog.dropped)
+            metrics_.model_loaded.set(0)
+            mark_process_dead()
+
+    app = FastAPI(
+        title="Rakuten product classification API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.serving = state
+    install_error_handlers(app)
+    for router in (predictions.router, health.router, model.router, metrics.router):
+        app.include_router(router)
+    if settings.admin_token is not None:
+        state.retrainer = make_retrainer_lazily(settings)
+        app.include_router(admin.router)
+    known = frozenset(app.openapi()["paths"]) | {"/docs", "/openapi.json"}
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics_, known_paths=known)
+    return app
+
+
+def make_retrainer_lazily(settings: Settings):
+    """The retrainer of the configured mode; a misconfigured Kubernetes mode fails at request time."""
+    try:
+        return make_retrainer(settings)
+    except Exception as exc:
+        return _Unavailable(exc)
+
+
+class _Unavailable:
+    def __init__(self, exc: Exception):
+        self.exc = exc
+
+    def start(self):
+        raise self.exc
+
+    def status(self, job_id: str):
+        raise self.exc
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (what ``rakuten-mlops serve`` runs in each worker)."""
+    # Fail fast on a registry outage instead of MLflow's minutes of retries: the poll retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    logging.basicConfig(
+        level=os.environ.get("RAKUTEN_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return create_app(get_settings())

@@ -1,0 +1,62 @@
+"""FastAPI dependencies, defined once as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from rakuten_mlops.serving.model_store import ModelStore
+from rakuten_mlops.serving.prediction_log import PredictionLog
+from rakuten_mlops.serving.predictor import PredictionService
+from rakuten_mlops.settings import Settings
+
+
+@dataclass
+class ServingState:
+    """Everything the routes need, built once by ``create_app``."""
+
+    settings: Settings
+    store: ModelStore
+    service: PredictionService
+    prediction_log: PredictionLog | None
+    metrics: Any
+    registry: Any
+    retrainer: Any = None
+
+
+def get_state(request: Request) -> ServingState:
+    return request.app.state.serving
+
+
+def get_store(request: Request) -> ModelStore:
+    return request.app.state.serving.store
+
+
+def get_service(request: Request) -> PredictionService:
+    return request.app.state.serving.service
+
+
+_bearer = HTTPBearer(auto_error=False, description="RAKUTEN_ADMIN_TOKEN")
+
+
+def require_admin(
+    state: Annotated[ServingState, Depends(get_state)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Bearer token check of the admin routes (constant-time comparison)."""
+    expected = state.settings.admin_token
+    given = credentials.credentials if credentials else ""
+    if expected is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(
+            401, "missing or wrong admin bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+State = Annotated[ServingState, Depends(get_state)]
+Store = Annotated[ModelStore, Depends(get_store)]
+Service = Annotated[PredictionService, Depends(get_service)]
+Admin = Depends(require_admin)

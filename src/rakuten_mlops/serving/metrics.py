@@ -1,0 +1,224 @@
+"""Prometheus metrics of the API; the names are the contract of docs/architecture.md.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``serve --workers N``) every worker writes its values to
+that directory and ``/metrics`` aggregates them, whichever worker answers the scrape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+LENGTH_BUCKETS = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 20_000)
+SEVERITY_LEVEL = {"none": 0, "low": 1, "medium": 2, "high": 3}
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ApiMetrics:
+    """The API's own metrics (one set per process)."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "rakuten_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+        )
+        self.latency = Histogram(
+            "rakuten_http_request_duration_seconds",
+            "HTTP request latency by route, method and status.",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.predictions = Counter(
+            "rakuten_predictions_total", "Predictions served, by predicted prdtypecode.", ["prdtypecode"]
+        )
+        self.confidence = Histogram(
+            "rakuten_prediction_confidence", "Probability of the predicted class.", buckets=CONFIDENCE_BUCKETS
+        )
+        self.input_length = Histogram(
+            "rakuten_input_length_chars",
+            "Characters of designation + description per product.",
+            buckets=LENGTH_BUCKETS,
+        )
+        self.model_info = Gauge(
+            "rakuten_model_info",
+            "1 for the model version this API serves (0 for versions it served before).",
+            ["name", "version", "alias"],
+            multiprocess_mode="livemax",
+        )
+        self.model_loaded = Gauge(
+            "rakuten_model_loaded",
+            "1 when a model is loaded and /ready answers 200.",
+            multiprocess_mode="livemin",
+        )
+        self.reloads = Counter("rakuten_model_reloads", "Model (re)load attempts by result.", ["result"])
+        self.log_queue_depth = Gauge(
+            "rakuten_prediction_log_queue_depth",
+            "Predictions waiting to be written to the prediction log.",
+            multiprocess_mode="livesum",
+        )
+        self.log_dropped = Counter(
+            "rakuten_prediction_log_dropped", "Predictions not logged because the log queue was full."
+        )
+        self.log_written = Counter(
+            "rakuten_prediction_log_written", "Predictions written to the prediction log."
+        )
+        self.model_loaded.set(0)
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+
+    def record_swap(self, previous, current) -> None:
+        if previous is not None:
+            self.model_info.labels(previous.name, previous.version, previous.alias or "").set(0)
+        self.model_info.labels(current.name, current.version, current.alias or "").set(1)
+        self.model_loaded.set(1)
+
+    def record_reload(self, success: bool) -> None:
+        self.reloads.labels("success" if success else "failure").inc()
+
+
+@functools.cache
+def api_metrics() -> ApiMetrics:
+    """The process-wide metrics (created once: Prometheus names are global)."""
+    return ApiMetrics()
+
+
+class MonitoringCollector(Collector):
+    """Drift and live-F1 gauges read from the data database, cached for ``ttl`` seconds.
+
+    Only the process answering the scrape reads them, so workers do not multiply the queries.
+    """
+
+    def __init__(self, database_url: str, ttl: float = 15.0):
+        self.database_url = database_url
+        self.ttl = ttl
+        self._cached: list = []
+        self._cached_at = 0.0
+
+    def collect(self) -> Iterable:
+        now = time.monotonic()
+        if now - self._cached_at > self.ttl:
+            with contextlib.suppress(Exception):  # database down: keep the last values, never fail a scrape
+                self._cached = self._read()
+            self._cached_at = now
+        return list(self._cached)
+
+    def _read(self) -> list:
+        from sqlalchemy import func, select
+
+        from rakuten_mlops.db.engine import session_scope
+        from rakuten_mlops.db.models import DriftReport, LiveEvaluation
+
+        score = GaugeMetricFamily(
+            "rakuten_drift_score",
+            "Drift test statistic of the latest drift report.",
+            labels=["feature", "test"],
+        )
+        severity = GaugeMetricFamily(
+            "rakuten_drift_severity", "Severity of the latest drift report (0 none, 1 low, 2 medium, 3 high)."
+        )
+        live_f1 = GaugeMetricFamily(
+            "rakuten_model_live_f1",
+            "Weighted F1 of a model version on the latest labelled batch.",
+            labels=["version"],
+        )
+        with session_scope(self.database_url) as session:
+            report = session.scalars(select(DriftReport).order_by(DriftReport.id.desc()).limit(1)).first()
+            latest = (
+                select(LiveEvaluation.model_version, func.max(LiveEvaluation.id).label("id"))
+                .group_by(LiveEvaluation.model_version)
+                .subquery()
+            )
+            evaluations = session.execute(
+                select(LiveEvaluation.model_version, LiveEvaluation.f1_weighted).join(
+                    latest, LiveEvaluation.id == latest.c.id
+                )
+            ).all()
+            if report is not None:
+                summary = report.summary or {}
+                for test in summary.get("tests", []) or []:
+                    try:
+                        score.add_metric([str(test["feature"]), str(test["test"])], float(test["score"]))
+                    except (KeyError, TypeError, ValueError):
+                        continue
+                level = summary.get("severity", report.severity)
+                severity.add_metric([], float(SEVERITY_LEVEL.get(str(level).lower(), 0)))
+        for version, f1 in evaluations:
+            live_f1.add_metric([str(version)], float(f1))
+        return [score, severity, live_f1]
+
+
+def build_registry(database_url: str | None) -> CollectorRegistry:
+    """The registry ``/metrics`` renders: this process's metrics, or all workers' in multiprocess mode."""
+    from prometheus_client import REGISTRY
+
+    api_metrics()
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = CollectorRegistry()
+        registry.register(_Forward(REGISTRY))
+    if database_url:
+        registry.register(MonitoringCollector(database_url))
+    return registry
+
+
+class _Forward(Collector):
+    """Exposes the default registry's metrics inside another registry."""
+
+    def __init__(self, source: CollectorRegistry):
+        self.source = source
+
+    def collect(self) -> Iterable:
+        return self.source.collect()
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead() -> None:
+    """Drop this worker's live gauges from the multiprocess directory (on shutdown)."""
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())

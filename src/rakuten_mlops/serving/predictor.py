@@ -1,0 +1,153 @@
+"""Prediction with adaptive micro-batching.
+
+Concurrent requests that arrive while the model is busy are merged into one
+``predict_proba`` call (no added delay: a batch is whatever queued up meanwhile). A merged
+batch uses one model reference, so every product of a response gets the same version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from rakuten_mlops.data.categories import category_name
+from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
+from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
+
+MAX_MERGED_ROWS = 2_000
+
+
+@dataclass(slots=True)
+class _Job:
+    designations: list[str]
+    descriptions: list[str]
+    productids: list[int | None]
+    k: int
+    future: asyncio.Future
+
+
+class PredictionService:
+    """Turns validated products into predictions, metrics and prediction-log records."""
+
+    def __init__(self, store: ModelStore, prediction_log: PredictionLog | None, metrics):
+        self.store = store
+        self.prediction_log = prediction_log
+        self.metrics = metrics
+        self._queue: list[_Job] = []
+        self._draining = False
+        self._names: dict[int, str] = {}
+
+    async def predict(self, products: Sequence, k: int = 3) -> tuple[str, list[dict]]:
+        """Predictions for ``products`` (objects with designation/description/productid), in order."""
+        self.store.require()  # fail fast with 503 before queueing
+        loop = asyncio.get_running_loop()
+        job = _Job(
+            [p.designation for p in products],
+            [p.description or "" for p in products],
+            [p.productid for p in products],
+            k,
+            loop.create_future(),
+        )
+        self._queue.append(job)
+        if not self._draining:
+            self._draining = True
+            loop.create_task(self._drain())
+        return await job.future
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let requests parsed in the same loop turn join this batch
+            while self._queue:
+                jobs = self._take_batch()
+                try:
+                    model = self.store.require()
+                    results = self._run(model, jobs)
+                except Exception as exc:
+                    for job in jobs:
+                        if not job.future.done():
+                            job.future.set_exception(exc)
+                else:
+                    for job, result in zip(jobs, results, strict=True):
+                        if not job.future.done():
+                            job.future.set_result((model.version, result))
+                await asyncio.sleep(0)
+        finally:
+            self._draining = False
+
+    def _take_batch(self) -> list[_Job]:
+        taken, rows = 0, 0
+        for job in self._queue:
+            if taken and rows + len(job.designations) > MAX_MERGED_ROWS:
+                break
+            taken += 1
+            rows += len(job.designations)
+        jobs, self._queue = self._queue[:taken], self._queue[taken:]
+        return jobs
+
+    def _run(self, model: LoadedModel, jobs: list[_Job]) -> list[list[dict]]:
+        designations = [d for job in jobs for d in job.designations]
+        descriptions = [d for job in jobs for d in job.descriptions]
+        k = max(job.k for job in jobs)
+        preds, features = model.predict(designations, descriptions, k)
+        now = datetime.now(UTC)
+        version = model.version
+        names = self._names
+        results: list[list[dict]] = []
+        records: list[PredictionRecord] = []
+        i = 0
+        for job in jobs:
+            out = []
+            for productid in job.productids:
+                pred = preds[i]
+                pid = str(uuid.uuid4())
+                top = [
+                    {"prdtypecode": code, "category": names.get(code) or self._name(code), "probability": p}
+                    for code, p in pred.top_k[: job.k]
+                ]
+                out.append(
+                    {
+                        "prdtypecode": pred.prdtypecode,
+                        "category": top[0]["category"],
+                        "confidence": pred.confidence,
+                        "top_k": top,
+                        "model_version": version,
+                        "prediction_id": pid,
+                    }
+                )
+                text_length, word_count, description_empty, oov_rate = features[i]
+                records.append(
+                    PredictionRecord(
+                        pid,
+                        now,
+                        version,
+                        pred.prdtypecode,
+                        pred.confidence,
+                        text_length,
+                        word_count,
+                        description_empty,
+                        oov_rate,
+                        productid,
+                    )
+                )
+                i += 1
+            results.append(out)
+        self._observe(preds, features)
+        if self.prediction_log is not None:
+            self.prediction_log.append(records)
+        return results
+
+    def _name(self, code: int) -> str:
+        name = self._names[code] = category_name(code)
+        return name
+
+    def _observe(self, preds, features) -> None:
+        m = self.metrics
+        for code, count in Counter(p.prdtypecode for p in preds).items():
+            m.predictions.labels(str(code)).inc(count)
+        for pred, feats in zip(preds, features, strict=True):
+            m.confidence.observe(pred.confidence)
+            m.input_length.observe(feats[0])

@@ -1,0 +1,83 @@
+"""Admin actions behind the bearer token ``RAKUTEN_ADMIN_TOKEN`` (absent token: routes not mounted)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+
+from rakuten_mlops.serving.deps import Admin, State
+from rakuten_mlops.serving.errors import FeatureUnavailable
+from rakuten_mlops.serving.schemas import ReloadIn, ReloadOut, RetrainOut, RollbackIn, RollbackOut
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Admin])
+
+
+@router.post("/reload", response_model=ReloadOut)
+async def reload(state: State, body: ReloadIn | None = None) -> ReloadOut:
+    """Ask the registry now which version to serve and swap it in (this worker; others follow their poll)."""
+    previous = state.store.current
+    changed = await asyncio.to_thread(state.store.load, force=bool(body and body.force))
+    current = state.store.current
+    return ReloadOut(
+        changed=changed,
+        model_version=current.version if current else None,
+        previous_version=previous.version if previous else None,
+    )
+
+
+@router.post("/rollback", response_model=RollbackOut)
+async def rollback(state: State, body: RollbackIn | None = None) -> RollbackOut:
+    """Move the production alias back (to ``to`` or the previous version) and serve it at once."""
+    body = body or RollbackIn()
+    try:
+        from rakuten_mlops.training.registry import rollback as registry_rollback
+    except ImportError as exc:
+        raise FeatureUnavailable("rollback needs the training package (rakuten_mlops.training)") from exc
+    previous = state.store.current
+    result = await asyncio.to_thread(
+        registry_rollback,
+        state.settings,
+        to=body.to,
+        reason=body.reason or "rollback from the API",
+        actor="api",
+    )
+    if state.store.pinned_version is None:
+        await asyncio.to_thread(state.store.load)
+    current = state.store.current
+    return RollbackOut(
+        production_version=_version_of(result),
+        previous_version=previous.version if previous else None,
+        model_version=current.version if current else None,
+    )
+
+
+@router.post("/retrain", response_model=RetrainOut, status_code=202)
+async def retrain(state: State, request: Request) -> dict[str, Any]:
+    """Start a retraining: a local background process, or the ``rakuten-train`` Argo workflow."""
+    info = await asyncio.to_thread(state.retrainer.start)
+    return {**info, "status_url": str(request.url_for("retrain_status", job_id=info["id"]).path)}
+
+
+@router.get("/retrain/{job_id}", response_model=RetrainOut, name="retrain_status")
+async def retrain_status(job_id: str, state: State, request: Request) -> dict[str, Any]:
+    """Status of a retraining started by ``POST /admin/retrain``."""
+    try:
+        info = await asyncio.to_thread(state.retrainer.status, job_id)
+    except KeyError:
+        raise HTTPException(404, f"no retraining job {job_id!r}") from None
+    return {**info, "status_url": request.url.path}
+
+
+def _version_of(result: Any) -> str | None:
+    """The training package's rollback result: a version string, a dict, or an object with ``version``."""
+    if result is None:
+        return None
+    if isinstance(result, str | int):
+        return str(result)
+    if isinstance(result, dict):
+        value = result.get("version") or result.get("to")
+        return None if value is None else str(value)
+    value = getattr(result, "version", None) or getattr(result, "to_version", None)
+    return None if value is None else str(value)

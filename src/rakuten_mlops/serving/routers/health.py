@@ -1,0 +1,27 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import ORJSONResponse
+
+from rakuten_mlops.serving.deps import Store
+from rakuten_mlops.serving.schemas import ReadyOut
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers (a model need not be loaded)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
+async def ready(store: Store) -> ORJSONResponse:
+    """Readiness: 200 once a model is loaded, 503 before."""
+    model = store.current
+    if model is None:
+        body = ReadyOut(ready=False, reason=store.last_error or "the model is still loading")
+        return ORJSONResponse(body.model_dump(), status_code=503)
+    return ORJSONResponse(ReadyOut(ready=True, model_version=model.version).model_dump())

@@ -1,0 +1,127 @@
+"""Request and response bodies of the API (pydantic; they also make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_TEXT_CHARS = 10_000
+MAX_BATCH_ITEMS = 1_000
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Id = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+class ProductIn(BaseModel):
+    """One product to classify: French title (required) and description (optional)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "designation": "Manette sans fil Nintendo Switch Pro noire",
+                    "description": "Manette officielle, batterie rechargeable, vibrations HD.",
+                    "productid": 4252011632,
+                }
+            ]
+        },
+    )
+
+    designation: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, description="Product title.")]
+    description: Text | None = Field(default=None, description="Product description (may be empty).")
+    productid: Id | None = None
+    imageid: Id | None = None
+
+    @field_validator("designation")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("designation must not be empty or blank")
+        return value
+
+
+class BatchIn(BaseModel):
+    items: Annotated[
+        list[ProductIn],
+        Field(min_length=1, max_length=MAX_BATCH_ITEMS, description="Up to 1,000 products."),
+    ]
+
+
+class ClassScore(BaseModel):
+    prdtypecode: int
+    category: str
+    probability: float
+
+
+class PredictionOut(BaseModel):
+    prdtypecode: int
+    category: str = Field(description="Human-readable (French) category name.")
+    confidence: float
+    top_k: list[ClassScore]
+    model_version: str
+    prediction_id: str
+
+
+class BatchOut(BaseModel):
+    predictions: list[PredictionOut] = Field(description="One prediction per item, in input order.")
+    model_version: str
+
+
+class ModelOut(BaseModel):
+    loaded: bool
+    name: str
+    version: str | None
+    alias: str | None
+    pinned_version: str | None
+    run_id: str | None
+    scores: dict[str, float]
+    loaded_at: datetime | None
+    registry_reachable: bool | None
+    registry_checked_at: datetime | None
+    last_error: str | None
+    n_classes: int
+    poll_seconds: float
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    model_version: str | None = None
+    reason: str | None = None
+
+
+class ReloadIn(BaseModel):
+    force: bool = Field(default=False, description="Reload even when the registry names the served version.")
+
+
+class ReloadOut(BaseModel):
+    changed: bool
+    model_version: str | None
+    previous_version: str | None
+
+
+class RollbackIn(BaseModel):
+    to: str | None = Field(
+        default=None, max_length=32, description="Version to go back to (default: previous)."
+    )
+    reason: str = Field(default="", max_length=2_000)
+
+
+class RollbackOut(BaseModel):
+    production_version: str | None
+    previous_version: str | None
+    model_version: str | None = Field(description="Version this API serves after the rollback.")
+
+
+class RetrainOut(BaseModel):
+    id: str
+    mode: Literal["local", "kubernetes"]
+    status: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    decision: dict | None = None
+    log_tail: str | None = None
+    status_url: str

@@ -171,6 +171,7 @@ def cron_defaults(*, schedule: str, starting_deadline_seconds: int) -> dict:
     """CronWorkflow policies: never overlap a still-running run, keep a short history."""
     return {
         "schedules": [schedule],
+        "cron_suspend": False,  # rendered as `suspend: false`: the chart's switch to pause a schedule
         "timezone": TIMEZONE,
         "concurrency_policy": "Forbid",
         "starting_deadline_seconds": starting_deadline_seconds,

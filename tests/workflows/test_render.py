@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 
@@ -232,3 +233,18 @@ def test_each_step_calls_an_existing_cli_command_with_existing_options(rendered,
     options = {a.replace("{{inputs.parameters.batch-unit}}", u) for a in args for u in ("fraction", "rows")}
     options = {a for a in options if a.startswith("--")}
     assert not cli_lacks(command, *options), f"`rakuten-mlops {command}` lacks one of {sorted(options)}"
+
+
+@pytest.mark.parametrize("name", ["incremental-load.yaml", "rakuten-train-weekly.yaml", "drift-check.yaml"])
+def test_schedule_and_suspend_lines_can_be_replaced_from_helm_values(rendered, name):
+    """The regexes charts/rakuten-mlops/files/workflows/README.md gives the chart change exactly these fields."""
+    text = (RENDERED_DIR / name).read_text()
+    text, schedules = re.subn(r"(?m)^(  schedules:\n  - ).*$", r'\g<1>"5 */6 * * 1-5"', text)
+    text, suspends = re.subn(r"(?m)^  suspend: false$", "  suspend: true", text)
+    assert (schedules, suspends) == (1, 1)
+    doc = yaml.safe_load(text)
+    assert schema_errors(doc) == []
+    assert doc["spec"]["schedules"] == ["5 */6 * * 1-5"] and doc["spec"]["suspend"] is True
+    original = copy.deepcopy(rendered[name])
+    original["spec"].update(schedules=["5 */6 * * 1-5"], suspend=True)
+    assert doc == original

@@ -849,18 +849,17 @@ class LocalExecutor:
                         raise ExecutorError(f"{kind} {ref['name']!r} does not exist")
                     env.update({prefix + k: v for k, v in store[ref["name"]].items()})
         for var in container.get("env", []):
-            if "value" in var:
-                value = var["value"]
-            elif "valueFrom" in var:
+            if "value" in var:  # a path written in the YAML is a container path: localize it
+                value = _localize(var["value"], mounts)
+            elif "valueFrom" in var:  # values the caller supplied for Secrets/ConfigMaps are local already
                 value = self._env_value(var["name"], var["valueFrom"])
                 if value is None:
                     continue
             else:
                 value = ""
             env[var["name"]] = value
-        localized = {k: _localize(v, mounts) for k, v in env.items()}
-        node.env = {k: v for k, v in localized.items() if k not in self.passthrough}
-        return localized
+        node.env = {k: v for k, v in env.items() if k not in self.passthrough}
+        return env
 
     def _env_value(self, name: str, source: dict) -> str | None:
         for kind, store in (("secretKeyRef", self.secrets), ("configMapKeyRef", self.config_maps)):

@@ -1,0 +1,173 @@
+"""The rendered workflows run end to end, from their own YAML, against a real Postgres and MLflow server.
+
+Each step is the real ``rakuten-mlops`` console script of the venv, started by the local executor
+with exactly the env, arguments and parameter wiring of the rendered objects; the chart's Secret,
+ConfigMap and source-data claim are stood in for by the test's values.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from argo_support import VENV_BIN, waiting_for
+from workflows.local_executor import LocalExecutor, WorkflowRun
+
+from workflows import common
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
+
+NEEDS_LOAD = waiting_for("data load", "--source", "--initial-fraction", "--batch-rows")
+NEEDS_TRAIN = waiting_for("train", "--model", "--promote", "--output")
+NEEDS_DRIFT = waiting_for("drift", "--window", "--output")
+NEEDS_DECIDE = waiting_for("decide", "--output")
+
+
+def generate(out: Path, *extra: str) -> Path:
+    """A source-data drop in the official CSV layout (test setup, not a workflow step)."""
+    subprocess.run(
+        [str(VENV_BIN / "rakuten-mlops"), "data", "generate", "--out", str(out), *extra],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out
+
+
+class Platform:
+    """One isolated platform: its own data DB, registered model name and source-data claim."""
+
+    def __init__(self, rendered_objects, pg_url: str, mlflow_url: str, root: Path) -> None:
+        self.db_url = pg_url
+        self.mlflow_url = mlflow_url
+        self.model_name = f"wf_e2e_{uuid.uuid4().hex[:8]}"
+        self.source = root / "source-data"
+        self.source.mkdir()
+        self.lines: list[str] = []
+        self.executor = LocalExecutor(
+            rendered_objects,
+            secrets={common.POSTGRES_SECRET: {"database-url": pg_url}},
+            config_maps={
+                common.CONFIG_MAP: {
+                    "MLFLOW_TRACKING_URI": mlflow_url,
+                    "RAKUTEN_REGISTERED_MODEL": self.model_name,
+                    "RAKUTEN_MIN_F1": "0.5",  # the gate must pass on 1-2k synthetic rows
+                    "RAKUTEN_RETRAIN_BACKLOG": "1000000",  # only drift may trigger retraining here
+                    "RAKUTEN_DRIFT_MIN_CURRENT_ROWS": "100",
+                }
+            },
+            claims={common.SOURCE_DATA_CLAIM: self.source},
+            path=[VENV_BIN],
+            workdir=root / "pods",
+            backoff_scale=0.0,
+            log=self.lines.append,
+        )
+        (root / "pods").mkdir()
+
+    def run(self, name: str, **parameters: str) -> WorkflowRun:
+        run = self.executor.submit(name, parameters)
+        assert run.phase == "Succeeded", run.summary() + "\n" + "\n".join(self.lines[-60:])
+        return run
+
+    def load(self, drop: str, **parameters: str) -> WorkflowRun:
+        return self.run("incremental-load", source=f"{common.SOURCE_MOUNT}/{drop}", **parameters)
+
+    def scalar(self, sql: str) -> int:
+        engine = sa.create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text(sql)).scalar_one()
+        finally:
+            engine.dispose()
+
+    def versions(self) -> list[str]:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.mlflow_url, registry_uri=self.mlflow_url)
+        return sorted(v.version for v in client.search_model_versions(f"name='{self.model_name}'"))
+
+    def production_version(self) -> str:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.mlflow_url, registry_uri=self.mlflow_url)
+        return client.get_model_version_by_alias(self.model_name, "production").version
+
+
+@pytest.fixture
+def platform(rendered_objects, pg_url, mlflow_server, tmp_path) -> Platform:
+    return Platform(rendered_objects, pg_url, mlflow_server, tmp_path)
+
+
+@NEEDS_LOAD
+@NEEDS_TRAIN
+def test_scheduled_loads_then_weekly_training_promotes_a_model(platform):
+    generate(platform.source / "drop-1", "--rows", "3000", "--seed", "1")
+
+    first = platform.load("drop-1", **{"initial-fraction": "0.5"})
+    assert first.node("load").attempts[0].argv[:3] == ["rakuten-mlops", "data", "load"]
+    assert platform.scalar("select count(*) from products") == 1500
+    platform.load("drop-1", **{"batch-unit": "rows", "batch-size": "600"})
+    assert platform.scalar("select count(*) from products") == 2100
+    assert platform.scalar("select count(*) from load_batches where status = 'succeeded'") == 2
+
+    run = platform.run("rakuten-train-weekly")  # CronWorkflow -> workflowTemplateRef rakuten-train
+    train = run.node("train")
+    assert train.mutexes == [f"{common.NAMESPACE}/{common.TRAINING_MUTEX}"]
+    result = json.loads(train.outputs["result"])
+    assert run.outputs["decision"] == result["decision"] == "promoted", result
+    assert run.outputs["version"] == str(result["version"])
+    assert platform.production_version() == run.outputs["version"]
+    assert platform.versions() == [run.outputs["version"]]
+
+
+def train_first_model(platform: Platform) -> str:
+    generate(platform.source / "drop-1", "--rows", "3000", "--seed", "1")
+    platform.load("drop-1", **{"initial-fraction": "0.5"})
+    run = platform.run("rakuten-train")  # the WorkflowTemplate itself, as `argo submit --from` runs it
+    assert run.outputs["decision"] == "promoted", run.outputs
+    return run.outputs["version"]
+
+
+@NEEDS_LOAD
+@NEEDS_TRAIN
+@NEEDS_DRIFT
+@NEEDS_DECIDE
+def test_drifted_batch_makes_drift_check_retrain_through_the_template(platform):
+    first = train_first_model(platform)
+    generate(
+        platform.source / "drop-drifted",
+        *("--rows", "1500", "--seed", "2", "--first-productid", "900000000"),
+        *("--drift", "vocabulary", "--drift-strength", "1.0"),
+    )
+    platform.load("drop-drifted", **{"initial-fraction": "1.0"})
+
+    run = platform.run("drift-check")
+    decision = json.loads(run.node("decide").outputs["decision"])
+    assert decision["retrain"] is True, decision
+    assert run.node("retrain").phase == "Succeeded"
+    assert run.node("retrain.train").phase == "Succeeded", "the conditional step ran rakuten-train's template"
+    retrained = json.loads(run.node("retrain").outputs["result"])
+    assert run.node("retrain").outputs["decision"] in ("promoted", "rejected")
+    assert str(retrained["version"]) != first
+    assert platform.versions() == sorted([first, str(retrained["version"])])
+
+
+@NEEDS_LOAD
+@NEEDS_TRAIN
+@NEEDS_DRIFT
+@NEEDS_DECIDE
+def test_without_drift_the_conditional_training_is_skipped(platform):
+    first = train_first_model(platform)
+    platform.load("drop-1", **{"batch-unit": "rows", "batch-size": "600"})  # more of the same distribution
+
+    run = platform.run("drift-check")
+    decision = json.loads(run.node("decide").outputs["decision"])
+    assert decision["retrain"] is False, decision
+    assert run.node("retrain").phase == "Skipped"
+    assert "retrain.train" not in run.nodes
+    assert platform.versions() == [first]
+    assert platform.production_version() == first

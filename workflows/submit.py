@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from workflows import common
 from workflows.render import build_all
 
-KINDS = {"WorkflowTemplate": "workflowtemplate", "CronWorkflow": "cronwf"}
-
 
 class SubmitError(RuntimeError):
     """The submission could not be made (unknown name, no server configured, server refused)."""

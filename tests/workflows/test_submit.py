@@ -1,0 +1,101 @@
+"""``python -m workflows submit NAME`` speaks Argo server's submit API.
+
+No Argo server runs here: a loopback HTTP server records what the command sends and answers
+like argo-server's ``POST /api/v1/workflows/{namespace}/submit`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from argo_support import REPO
+from workflows.submit import SubmitError, submit
+
+
+@pytest.fixture
+def argo_api():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            if body.get("resourceName") == "missing":
+                self.send_response(404)
+                payload = {"code": 5, "message": 'workflowtemplates.argoproj.io "missing" not found'}
+            else:
+                self.send_response(200)
+                name = body["submitOptions"]["generateName"] + "abcde"
+                payload = {"metadata": {"name": name, "namespace": body["namespace"]}, "spec": {}}
+            data = json.dumps(payload).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_submit_starts_a_run_from_the_installed_template_with_parameters(argo_api):
+    url, received = argo_api
+    name = submit("rakuten-train", {"model": "logreg"}, server=url, token="s3cr3t", namespace="ml")
+    assert name == "rakuten-train-abcde"
+    (request,) = received
+    assert request["path"] == "/api/v1/workflows/ml/submit"
+    assert request["auth"] == "Bearer s3cr3t"
+    assert request["body"]["resourceKind"] == "WorkflowTemplate"
+    assert request["body"]["resourceName"] == "rakuten-train"
+    assert request["body"]["submitOptions"]["parameters"] == ["model=logreg"]
+
+
+def test_submit_from_the_command_line_reads_argo_server_and_token_from_env(argo_api):
+    url, received = argo_api
+    done = subprocess.run(
+        [sys.executable, "-m", "workflows", "submit", "drift-check", "-p", "window=1d"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "ARGO_SERVER": url, "ARGO_TOKEN": "Bearer t0k"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "submitted drift-check-abcde" in done.stdout
+    assert received[0]["body"]["resourceKind"] == "CronWorkflow"
+    assert received[0]["path"] == "/api/v1/workflows/rakuten/submit"
+    assert received[0]["auth"] == "Bearer t0k"
+
+
+def test_submit_explains_what_is_missing():
+    with pytest.raises(SubmitError, match="unknown workflow 'trian'"):
+        submit("trian", server="http://127.0.0.1:1")
+    with pytest.raises(SubmitError, match="set ARGO_SERVER"):
+        submit("rakuten-train", server="")
+
+
+def test_a_refusal_from_the_server_is_reported(argo_api, monkeypatch):
+    url, _ = argo_api
+    from workflows import submit as submit_module
+
+    monkeypatch.setattr(submit_module, "objects_by_name", lambda: {"missing": _Named("missing")})
+    with pytest.raises(SubmitError, match="refused"):
+        submit("missing", server=url)
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def to_dict(self) -> dict:
+        return {"kind": "WorkflowTemplate", "metadata": {"name": self.name}}

@@ -1,0 +1,1 @@
+"""The pages of the control room (run by ``st.navigation`` from ``app.py``)."""

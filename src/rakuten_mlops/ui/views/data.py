@@ -1,0 +1,70 @@
+"""Data: loaded share, rows per class, load batches, backlog; load the next batch."""
+
+import streamlit as st
+
+from rakuten_mlops.ui import services, session
+
+settings = session.settings()
+st.title("Data")
+
+try:
+    status = services.data_status(settings)
+except Exception as exc:
+    session.show_error("Reading the data status", exc)
+    st.stop()
+
+share = services.loaded_share(status)
+cols = st.columns(4)
+cols[0].metric("Products loaded", f"{status.total_products:,}")
+cols[1].metric("Loaded share", "n/a" if share is None else f"{share:.0%}")
+cols[2].metric("Train / test", f"{status.train_rows:,} / {status.test_rows:,}")
+cols[3].metric(
+    "Backlog",
+    f"{status.backlog_rows:,}",
+    help="Labelled rows loaded after the newest batch the production model was trained on.",
+)
+if status.production_version:
+    st.caption(
+        f"Production model v{status.production_version} was trained on batches "
+        f"{status.production_batch_ids or '?'}; retraining is due at {settings.retrain_backlog:,} backlog rows."
+    )
+if status.registry_error:
+    st.warning(f"Registry not reachable: {status.registry_error}")
+
+st.subheader("Rows per class")
+per_class = services.rows_per_class_frame(status)
+if per_class.empty:
+    st.info("No products loaded yet.")
+else:
+    st.bar_chart(per_class, x="category", y="rows", horizontal=True, sort="-rows", height=600)
+
+st.subheader("Load batches")
+st.dataframe(services.batches_frame(status), hide_index=True)
+for s in status.sources:
+    total = s.get("total") or 0
+    st.caption(f"source `{s['source']}`: {s['loaded']:,} of {total:,} rows in {s['batches']} batch(es)")
+
+st.subheader("Load the next batch")
+token = session.admin_gate()
+with st.form("load_form"):
+    source = st.text_input(
+        "Source folder (official CSV layout)", value=services.default_source(settings), key="source"
+    )
+    fraction = st.number_input(
+        "Batch size (share of the source)", min_value=0.001, max_value=1.0, value=0.03, step=0.01, format="%.3f",
+        key="batch_fraction",
+    )  # fmt: skip
+    submitted = st.form_submit_button(
+        "Load next batch", type="primary", disabled=token is None, key="load_submit"
+    )
+if submitted:
+    try:
+        with st.spinner("Loading..."):
+            result = services.load_next_batch(settings, source, fraction)
+    except Exception as exc:
+        session.show_error("Loading", exc)
+    else:
+        st.session_state["last_load_message"] = result.describe()
+        st.rerun()
+if message := st.session_state.pop("last_load_message", None):
+    st.success(message)

@@ -1,0 +1,68 @@
+"""Monitoring: latest drift summary and its Evidently report, drift scores over time, retrain
+decisions with their reasons, live F1 per model version."""
+
+import streamlit as st
+
+from rakuten_mlops.ui import services, session
+
+settings = session.settings()
+st.title("Monitoring")
+
+try:
+    reports = services.drift_reports(settings)
+except Exception as exc:
+    session.show_error("Reading the drift reports", exc)
+    reports = []
+
+st.subheader("Latest drift check")
+if not reports:
+    st.info("No drift check yet: run `rakuten-mlops drift` (or the drift-check workflow).")
+else:
+    latest = reports[0]
+    cols = st.columns(4)
+    cols[0].metric("Severity", latest["severity"])
+    cols[1].metric("Drifted", "yes" if latest["drifted"] else "no")
+    cols[2].metric("Current rows", f"{latest['n_current']:,}")
+    cols[3].metric("Reference rows", f"{latest['n_reference']:,}")
+    st.caption(
+        f"model v{latest['model_version'] or '?'}, window {str(latest['window_start'] or '-')[:19]} to "
+        f"{str(latest['window_end'] or '-')[:19]}, checked {str(latest['created_at'])[:19]}"
+    )
+    st.dataframe(services.drift_tests_frame(latest), hide_index=True)
+    html, note = services.drift_report_html(settings, latest)
+    with st.expander("Evidently report", expanded=html is not None):
+        if html is not None:
+            st.caption(note)
+            st.iframe(html, height=700)
+        else:
+            st.info(note)
+
+    st.subheader("Drift scores over time")
+    scores = services.drift_scores_over_time(reports)
+    if scores.empty:
+        st.info("The drift reports carry no test scores.")
+    else:
+        st.line_chart(scores, height=300)
+
+st.subheader("Retrain decisions")
+try:
+    decisions = services.retrain_decisions(settings)
+except Exception as exc:
+    session.show_error("Reading the retrain decisions", exc)
+else:
+    if decisions.empty:
+        st.info("No retrain decision yet (`rakuten-mlops decide`).")
+    else:
+        st.dataframe(decisions, hide_index=True)
+
+st.subheader("Live F1 per model version")
+try:
+    live = services.live_evaluations(settings)
+except Exception as exc:
+    session.show_error("Reading the live evaluations", exc)
+else:
+    if live.empty:
+        st.info("No live evaluation yet: they appear when new labelled batches are scored.")
+    else:
+        st.line_chart(services.live_f1_over_time(live), height=260)
+        st.dataframe(live, hide_index=True)

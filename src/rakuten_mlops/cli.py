@@ -139,6 +139,7 @@ from rakuten_mlops.operator_cli import operator_app  # noqa: E402
 
 app.add_typer(operator_app, name="operator")
 from rakuten_mlops.serving.commands import register as register_serving; register_serving(app)  # noqa: E402, E702, I001
+from rakuten_mlops.training.commands import register as _register_training; _register_training(app)  # noqa: E402, E702, I001
 from rakuten_mlops.ui.commands import register as _register_ui; _register_ui(app)  # noqa: E402, E702, I001
 
 

@@ -87,17 +87,23 @@ def clean_text(value: Any, fold_accents: bool = True) -> str:
     return _SPACE_RE.sub(" ", text).strip()
 
 
+def _strings(values: list) -> list[str]:
+    return [v if isinstance(v, str) else ("" if v is None or v != v else str(v)) for v in values]
+
+
 def as_text_frame(frame: pd.DataFrame | dict | Iterable[dict]) -> pd.DataFrame:
     """The two text columns as strings; a missing description column counts as empty."""
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(frame)
     if "designation" not in frame.columns:
         raise ValueError("input needs a 'designation' column (and optionally 'description')")
-    out = pd.DataFrame(index=frame.index)
-    for column in TEXT_COLUMNS:
-        values = frame[column] if column in frame.columns else pd.Series("", index=frame.index)
-        out[column] = values.astype(object).where(values.notna(), "").astype(str)
-    return out
+    return pd.DataFrame(
+        {
+            col: _strings(frame[col].tolist()) if col in frame.columns else [""] * len(frame)
+            for col in TEXT_COLUMNS
+        },
+        index=frame.index,
+    )
 
 
 class TextPreparer(TransformerMixin, BaseEstimator):
@@ -110,11 +116,17 @@ class TextPreparer(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):  # noqa: N803
-        frame = as_text_frame(X)
+        if not isinstance(X, pd.DataFrame):
+            X = pd.DataFrame(X)  # noqa: N806
+        if "designation" not in X.columns:
+            raise ValueError("input needs a 'designation' column (and optionally 'description')")
         fold = self.fold_accents
         return pd.DataFrame(
-            {col: [clean_text(v, fold) for v in frame[col].tolist()] for col in TEXT_COLUMNS},
-            index=frame.index,
+            {
+                col: [clean_text(v, fold) for v in X[col].tolist()] if col in X.columns else [""] * len(X)
+                for col in TEXT_COLUMNS
+            },
+            index=X.index,
         )
 
     def get_feature_names_out(self, input_features=None):
@@ -190,7 +202,19 @@ class SoftmaxLinearClassifier(ClassifierMixin, BaseEstimator):
         return held_out if len(held_out) >= max(50, 2 * len(self.classes_)) else None
 
     def decision_function(self, X):  # noqa: N803
-        return self.estimator_.decision_function(X)
+        """``X @ coef.T + intercept``, with coef.T kept contiguous (scikit-learn copies the
+        transposed coefficients on every call, which dominates single-row latency)."""
+        coef_t = self.__dict__.get("_coef_t")
+        if coef_t is None:
+            coef_t = self._coef_t = np.ascontiguousarray(self.estimator_.coef_.T)
+        scores = X @ coef_t + self.estimator_.intercept_
+        scores = np.asarray(scores)
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_coef_t", None)  # a cache, rebuilt on first use
+        return state
 
     def predict(self, X):  # noqa: N803
         scores = self.decision_function(X)
@@ -222,8 +246,35 @@ def make_classifier(model: str = "sgd", **params: Any) -> SoftmaxLinearClassifie
     raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODEL_KINDS)}")
 
 
+class CompactTfidfVectorizer(TfidfVectorizer):
+    """A TfidfVectorizer that saves its vocabulary as one newline-joined string.
+
+    skops stores a dict entry by entry (seconds for 100k terms, on every save and load); one
+    string is stored at once. ``stop_words_`` (every pruned n-gram, only kept for inspection) is
+    dropped from the saved state, as scikit-learn's docs advise before persisting.
+    """
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # object.__getstate__ returns the live __dict__
+        state.pop("stop_words_", None)
+        vocabulary = state.pop("vocabulary_", None)
+        if vocabulary is not None:
+            terms = [""] * len(vocabulary)
+            for term, index in vocabulary.items():
+                terms[index] = term
+            state["vocabulary_terms_"] = "\n".join(terms)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        terms = state.pop("vocabulary_terms_", None)
+        if terms is not None:
+            state["vocabulary_"] = {term: i for i, term in enumerate(terms.split("\n"))} if terms else {}
+        super().__setstate__(state)
+
+
 def make_vectorizer(max_features: int) -> TfidfVectorizer:
-    return TfidfVectorizer(
+    return CompactTfidfVectorizer(
         lowercase=True,
         strip_accents=None,  # folded by TextPreparer at C speed
         ngram_range=(1, 2),
@@ -268,4 +319,7 @@ def vectorizers(pipeline: Pipeline) -> dict[str, TfidfVectorizer]:
 
 def trusted_types() -> list[str]:
     """Our own classes/functions that skops must trust to load the pipeline."""
-    return [f"{__name__}.{cls.__name__}" for cls in (TextPreparer, SoftmaxLinearClassifier)]
+    return [
+        f"{__name__}.{cls.__name__}"
+        for cls in (TextPreparer, CompactTfidfVectorizer, SoftmaxLinearClassifier)
+    ]

@@ -1,0 +1,141 @@
+"""CLI commands of the training area: ``train``, ``promote``, ``rollback``, ``models``.
+
+Registered on the root app by ``register(app)``; heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rakuten_mlops.settings import get_settings
+
+
+def _consoles():
+    from rakuten_mlops.cli import console, print_backends
+
+    return console, print_backends
+
+
+def train(
+    model: Annotated[str, typer.Option(help="Classifier: sgd (default, fastest) or logreg.")] = "sgd",
+    search: Annotated[
+        bool, typer.Option("--search", help="Small hyperparameter search on a validation split.")
+    ] = False,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Run the promotion gate on the new version.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the decision JSON here (read by the Argo workflow).")
+    ] = None,
+) -> None:
+    """Train on the loaded data, evaluate, log to MLflow, register; --promote runs the gate.
+
+    Exit 0 also when the gate refuses the new version (the decision is printed)."""
+    from rakuten_mlops.model.pipeline import MODEL_KINDS
+
+    if model not in MODEL_KINDS:
+        raise typer.BadParameter(f"choose one of {', '.join(MODEL_KINDS)}", param_hint="--model")
+    console, print_backends = _consoles()
+    print_backends()
+    from rakuten_mlops.training.train import run_training
+
+    result = run_training(get_settings(), model=model, search=search, promote=promote)
+    console.print(result.describe(), markup=False)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+        console.print(f"decision written to {output}", markup=False)
+
+
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered version to promote.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Skip the gate (a human override; needs --reason).")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --force, recorded).")] = None,
+) -> None:
+    """Run the promotion gate for VERSION (or force it). Exit 0 promoted, 3 refused."""
+    console, print_backends = _consoles()
+    print_backends()
+    from rakuten_mlops.training.registry import promote as run_gate
+
+    decision = run_gate(get_settings(), version, force=force, reason=reason, actor="cli")
+    console.print(decision.describe(), markup=False)
+    if not decision.promoted:
+        raise typer.Exit(3)
+
+
+def rollback(
+    to: Annotated[
+        str | None, typer.Option(help="Version to restore (default: the previous production one).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded in model_events).")] = "manual rollback",
+) -> None:
+    """Move the production alias back to the previous production version (from the history)."""
+    console, print_backends = _consoles()
+    print_backends()
+    from rakuten_mlops.training.registry import rollback as run_rollback
+
+    result = run_rollback(get_settings(), to=to, reason=reason, actor="cli")
+    console.print(result.describe(), markup=False)
+
+
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the registered versions with aliases, scores, lineage, gate decisions and dates."""
+    console, print_backends = _consoles()
+    print_backends(quiet=as_json)
+    from rakuten_mlops.training.registry import list_versions
+
+    settings = get_settings()
+    versions = list_versions(settings)
+    if as_json:
+        sys.stdout.write(json.dumps([v.to_dict() for v in versions], indent=2) + "\n")
+        return
+    if not versions:
+        console.print(
+            f"no versions of {settings.registered_model} yet: run `rakuten-mlops train`", markup=False
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{settings.registered_model} versions")
+    for column in (
+        "version",
+        "aliases",
+        "f1_weighted",
+        "f1_macro",
+        "accuracy",
+        "train_rows",
+        "batches",
+        "gate",
+        "created",
+    ):
+        table.add_column(column)
+    for v in versions:
+        table.add_row(
+            v.version,
+            ",".join(v.aliases),
+            v.tag("f1_weighted")[:6],
+            v.tag("f1_macro")[:6],
+            v.tag("accuracy")[:6],
+            v.tag("train_rows"),
+            v.tag("batch_ids"),
+            v.tag("gate_decision"),
+            v.created_at,
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the top-level commands train, promote, rollback and models to the root app."""
+    app.command("train")(train)
+    app.command("promote")(promote)
+    app.command("rollback")(rollback)
+    app.command("models")(models)

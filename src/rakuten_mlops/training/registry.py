@@ -1,0 +1,503 @@
+"""The model registry side: the promotion gate (compare-and-set under a database lock), forced
+promotions, rollback from the recorded history, and listings.
+
+Gate rule (issue 3): a version takes the alias ``production`` only if its weighted F1 on the
+current test split is >= ``RAKUTEN_MIN_F1`` and >= the current production version's weighted F1,
+re-computed on that SAME test split, + ``RAKUTEN_MIN_GAIN``.
+
+Concurrency: the scores are computed outside the lock (seconds), then the decision is applied
+under the ``registry_locks`` row lock (``SELECT ... FOR UPDATE`` on Postgres, ``BEGIN IMMEDIATE``
+on SQLite) only if production is still the version that was scored against; otherwise the gate
+re-scores against the new production version. Two trainings promoting at once therefore never
+leave the worse one in production. The decision's ``model_events`` row is written in the same
+locked transaction, so the recorded history always matches the alias moves.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rakuten_mlops.errors import ModelNotFoundError, PromotionRefused
+from rakuten_mlops.settings import Settings
+from rakuten_mlops.training.dataset import LabelledSplit, load_test_set
+from rakuten_mlops.training.tracking import configure_mlflow, registry_errors
+
+MAX_GATE_ATTEMPTS = 5
+HISTORY_EVENTS = ("promoted", "forced", "rollback")
+VERSION_TAGS = (
+    "f1_weighted",
+    "f1_macro",
+    "accuracy",
+    "train_rows",
+    "test_rows",
+    "batch_ids",
+    "dataset_digest",
+    "git_sha",
+    "package_version",
+    "gate_decision",
+    "gate_reason",
+)
+
+_scores: dict[tuple[str, str, str, str], float] = {}
+_scores_lock = threading.Lock()
+
+
+@dataclass
+class GateDecision:
+    """What the gate decided for one version, with both scores and the reasons."""
+
+    version: str
+    decision: str  # promoted | rejected
+    candidate_f1: float | None
+    production_version: str | None  # production before the decision
+    production_f1: float | None
+    min_f1: float
+    min_gain: float
+    reasons: list[str] = field(default_factory=list)
+    forced: bool = False
+    reason: str | None = None  # the human's reason of a forced promotion
+    test_rows: int = 0
+    test_digest: str = ""
+    actor: str = "cli"
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision == "promoted"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "promoted": self.promoted}
+
+    def describe(self) -> str:
+        verb = "PROMOTED (forced)" if self.forced else self.decision.upper()
+        prod = (
+            f"production v{self.production_version} {_fmt(self.production_f1)}"
+            if self.production_version
+            else "no production version before"
+        )
+        lines = [
+            f"gate: version {self.version} {verb}: candidate weighted F1 {_fmt(self.candidate_f1)} vs {prod} "
+            f"(same test set: {self.test_rows:,} rows, digest {self.test_digest})"
+        ]
+        lines += [f"  - {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+@dataclass
+class RollbackResult:
+    from_version: str | None
+    to_version: str
+    reason: str
+    actor: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"rollback: production moved from version {self.from_version} to version {self.to_version} ({self.reason})"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# --- the gate rule ------------------------------------------------------------------------
+
+
+def gate_rule(
+    candidate_f1: float,
+    production_f1: float | None,
+    production_version: str | None,
+    min_f1: float,
+    min_gain: float,
+) -> tuple[bool, list[str]]:
+    """(passes, reasons) of the promotion rule; pure so it can be read and tested on its own."""
+    reasons: list[str] = []
+    passes = True
+    if candidate_f1 >= min_f1:
+        reasons.append(f"weighted F1 {candidate_f1:.4f} >= RAKUTEN_MIN_F1 {min_f1:.4f}")
+    else:
+        passes = False
+        reasons.append(f"weighted F1 {candidate_f1:.4f} < RAKUTEN_MIN_F1 {min_f1:.4f}")
+    if production_version is None or production_f1 is None:
+        reasons.append("no production version yet")
+    else:
+        bar = production_f1 + min_gain
+        relation = ">=" if candidate_f1 >= bar else "<"
+        passes = passes and candidate_f1 >= bar
+        reasons.append(
+            f"weighted F1 {candidate_f1:.4f} {relation} production v{production_version} {production_f1:.4f}"
+            f" + RAKUTEN_MIN_GAIN {min_gain:.4f}"
+        )
+    return passes, reasons
+
+
+# --- the database lock --------------------------------------------------------------------
+
+
+@contextmanager
+def registry_lock(settings: Settings, model_name: str | None = None) -> Iterator[Any]:
+    """A transaction holding the registry lock of ``model_name``; yields its connection.
+
+    Postgres: ``SELECT ... FOR UPDATE`` on the ``registry_locks`` row. SQLite: ``BEGIN IMMEDIATE``
+    (one writer at a time on the whole file). Committed on success, rolled back on error.
+    """
+    from sqlalchemy import select, update
+
+    from rakuten_mlops.db import engine_for, upgrade
+    from rakuten_mlops.db.models import RegistryLock, utcnow
+
+    name = model_name or settings.registered_model
+    upgrade(settings.database_url)
+    engine = engine_for(settings.database_url)
+    table = RegistryLock.__table__
+    dialect = engine.dialect.name
+    with engine.connect() as conn:
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        conn.execute(insert(table).values(model_name=name, updated_at=utcnow()).on_conflict_do_nothing())
+        conn.execute(select(table.c.model_name).where(table.c.model_name == name).with_for_update()).one()
+        conn.execute(update(table).where(table.c.model_name == name).values(updated_at=utcnow()))
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def _add_event(conn, event_type: str, model_name: str, **values: Any) -> None:
+    """A ``model_events`` row inside the locked transaction (same columns as record_model_event)."""
+    from sqlalchemy import insert
+
+    from rakuten_mlops.db.models import ModelEvent
+
+    conn.execute(insert(ModelEvent.__table__).values(event_type=event_type, model_name=model_name, **values))
+
+
+# --- registry reads -----------------------------------------------------------------------
+
+
+def _aliases(client, settings: Settings) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(settings.registered_model)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {alias: str(v) for alias, v in (model.aliases or {}).items()}
+
+
+def _production(client, settings: Settings) -> str | None:
+    return _aliases(client, settings).get(settings.production_alias)
+
+
+def _model_version(client, settings: Settings, version: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(settings.registered_model, str(version))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ModelNotFoundError(
+                f"{settings.registered_model} has no version {version}: see `rakuten-mlops models`"
+            ) from exc
+        raise
+
+
+def production_version(settings: Settings) -> str | None:
+    """The version behind the production alias, or None when nothing is in production yet."""
+    client = configure_mlflow(settings)
+    with registry_errors(settings):
+        return _production(client, settings)
+
+
+def score_version(settings: Settings, version: str, test: LabelledSplit) -> float:
+    """Weighted F1 of a registered version on ``test`` (versions are immutable: cached by digest)."""
+    from rakuten_mlops.model.loading import load_pipeline, model_uri
+    from rakuten_mlops.training.evaluate import weighted_f1
+
+    key = (settings.mlflow_tracking_uri, settings.registered_model, str(version), test.digest)
+    with _scores_lock:
+        if key in _scores:
+            return _scores[key]
+    score = weighted_f1(load_pipeline(model_uri(settings.registered_model, version=str(version))), test)
+    with _scores_lock:
+        _scores[key] = score
+    return score
+
+
+def remember_score(settings: Settings, version: str, test: LabelledSplit, score: float) -> None:
+    """Record a score computed elsewhere (the training run's own evaluation) for the gate."""
+    with _scores_lock:
+        _scores[(settings.mlflow_tracking_uri, settings.registered_model, str(version), test.digest)] = score
+
+
+# --- promotion ----------------------------------------------------------------------------
+
+
+def promote(
+    settings: Settings,
+    version: str | int,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    actor: str = "cli",
+) -> GateDecision:
+    """Run the gate for ``version`` (or force it, with a reason) and move ``production`` if it passes.
+
+    Every decision is written to ``model_events`` and to the version's tags. A refusal is a
+    normal outcome (``decision == "rejected"``), not an exception.
+    """
+    version = str(version)
+    if force and not (reason and reason.strip()):
+        raise PromotionRefused('a forced promotion needs a reason: --force --reason "why"')
+    client = configure_mlflow(settings)
+    with registry_errors(settings):
+        _model_version(client, settings, version)
+        test = load_test_set(settings)
+        for _attempt in range(MAX_GATE_ATTEMPTS):
+            expected = _production(client, settings)
+            decision = _decide(settings, version, expected, test, force=force, reason=reason, actor=actor)
+            with registry_lock(settings) as conn:
+                if _production(client, settings) != expected:
+                    continue  # production moved while we scored: score again against the new one
+                _apply(client, settings, conn, decision)
+                return decision
+    raise PromotionRefused(
+        f"production changed {MAX_GATE_ATTEMPTS} times while version {version} was being scored; try again"
+    )
+
+
+def _decide(
+    settings: Settings,
+    version: str,
+    expected: str | None,
+    test: LabelledSplit,
+    *,
+    force: bool,
+    reason: str | None,
+    actor: str,
+) -> GateDecision:
+    candidate_f1 = score_version(settings, version, test)
+    production_f1 = None
+    if expected is not None and expected != version:
+        try:
+            production_f1 = score_version(settings, expected, test)
+        except Exception as exc:
+            if not force:
+                raise PromotionRefused(
+                    f"cannot re-score production version {expected} on the current test set ({exc}); "
+                    'the gate cannot compare. Use --force --reason "..." to override.'
+                ) from exc
+    common = dict(
+        version=version,
+        candidate_f1=candidate_f1,
+        production_version=expected,
+        production_f1=production_f1,
+        min_f1=settings.min_f1,
+        min_gain=settings.min_gain,
+        test_rows=len(test),
+        test_digest=test.digest,
+        actor=actor,
+    )
+    if expected == version:
+        return GateDecision(
+            decision="promoted", reasons=[f"version {version} is already in production"], **common
+        )
+    passes, reasons = gate_rule(candidate_f1, production_f1, expected, settings.min_f1, settings.min_gain)
+    if force:
+        note = "gate would pass" if passes else "gate would refuse"
+        return GateDecision(
+            decision="promoted", forced=True, reason=reason, reasons=[f"forced by {actor}: {reason}", f"{note}:", *reasons], **common
+        )  # fmt: skip
+    return GateDecision(decision="promoted" if passes else "rejected", reasons=reasons, **common)
+
+
+def _apply(client, settings: Settings, conn, decision: GateDecision) -> None:
+    """Alias move, version tags and the model_events row (inside the registry lock)."""
+    name = settings.registered_model
+    if decision.production_version == decision.version:
+        return
+    if decision.promoted:
+        client.set_registered_model_alias(name, settings.production_alias, decision.version)
+    label = "forced" if decision.forced else decision.decision
+    tags = {
+        "gate_decision": label,
+        "gate_reason": "; ".join(decision.reasons)[:4900],
+        "gate_candidate_f1": _fmt(decision.candidate_f1),
+        "gate_production_version": decision.production_version or "",
+        "gate_production_f1": _fmt(decision.production_f1),
+        "gate_test_digest": decision.test_digest,
+        "gate_actor": decision.actor,
+        "gate_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, decision.version, key, value)
+    _add_event(
+        conn,
+        label,
+        name,
+        version=decision.version,
+        previous_version=decision.production_version,
+        decision=decision.decision,
+        candidate_f1=decision.candidate_f1,
+        production_f1=decision.production_f1,
+        reason=decision.reason if decision.forced else "; ".join(decision.reasons),
+        actor=decision.actor,
+        details={
+            "reasons": decision.reasons,
+            "min_f1": decision.min_f1,
+            "min_gain": decision.min_gain,
+            "test_rows": decision.test_rows,
+            "test_digest": decision.test_digest,
+            "forced": decision.forced,
+        },
+    )
+
+
+# --- rollback -----------------------------------------------------------------------------
+
+
+def production_history(conn, model_name: str) -> list[str]:
+    """The stack of production versions replayed from ``model_events`` (oldest first).
+
+    A promotion pushes its version; a rollback to a version already on the stack pops back to
+    it (so repeated rollbacks walk further back), to any other version pushes it.
+    """
+    from sqlalchemy import select
+
+    from rakuten_mlops.db.models import ModelEvent
+
+    rows = conn.execute(
+        select(ModelEvent.event_type, ModelEvent.version, ModelEvent.decision)
+        .where(ModelEvent.model_name == model_name, ModelEvent.event_type.in_(HISTORY_EVENTS))
+        .order_by(ModelEvent.id)
+    ).all()
+    stack: list[str] = []
+    for event_type, version, decision in rows:
+        if not version or (event_type != "rollback" and decision != "promoted"):
+            continue
+        if event_type == "rollback" and version in stack:
+            del stack[len(stack) - stack[::-1].index(version) :]
+        elif not stack or stack[-1] != version:
+            stack.append(version)
+    return stack
+
+
+def _previous_in(stack: list[str], current: str | None) -> str | None:
+    if current in stack:
+        below = stack[: len(stack) - stack[::-1].index(current) - 1]
+        below = [v for v in below if v != current]
+        return below[-1] if below else None
+    return stack[-1] if stack else None
+
+
+def rollback(
+    settings: Settings,
+    *,
+    to: str | int | None = None,
+    reason: str = "manual rollback",
+    actor: str = "cli",
+) -> RollbackResult:
+    """Move ``production`` back to the previous production version (or to ``to``), recorded."""
+    client = configure_mlflow(settings)
+    name = settings.registered_model
+    with registry_errors(settings):
+        if to is not None:
+            _model_version(client, settings, str(to))
+        with registry_lock(settings) as conn:
+            current = _production(client, settings)
+            target = str(to) if to is not None else _previous_in(production_history(conn, name), current)
+            if target is None:
+                raise ModelNotFoundError(
+                    f"no earlier production version of {name} is recorded: nothing to roll back to "
+                    "(use --to VERSION to pick one)"
+                )
+            if target == current:
+                raise PromotionRefused(f"version {target} is already in production: nothing to roll back")
+            client.set_registered_model_alias(name, settings.production_alias, target)
+            client.set_model_version_tag(name, target, "rollback_reason", reason[:4900])
+            _add_event(
+                conn,
+                "rollback",
+                name,
+                version=target,
+                previous_version=current,
+                decision="rollback",
+                reason=reason,
+                actor=actor,
+                details={"requested": None if to is None else str(to)},
+            )
+    return RollbackResult(from_version=current, to_version=target, reason=reason, actor=actor)
+
+
+# --- listing ------------------------------------------------------------------------------
+
+
+@dataclass
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    created_at: str
+    run_id: str | None
+    status: str
+    tags: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def tag(self, key: str, default: str = "") -> str:
+        return self.tags.get(key, default)
+
+
+def list_versions(settings: Settings) -> list[VersionInfo]:
+    """Every version of the registered model, newest first, with aliases, scores and lineage."""
+    client = configure_mlflow(settings)
+    with registry_errors(settings):
+        aliases_by_version: dict[str, list[str]] = {}
+        for alias, version in _aliases(client, settings).items():
+            aliases_by_version.setdefault(version, []).append(alias)
+        found = client.search_model_versions(f"name='{settings.registered_model}'", max_results=1000)
+    infos = [
+        VersionInfo(
+            version=str(mv.version),
+            aliases=sorted(aliases_by_version.get(str(mv.version), [])),
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
+                timespec="seconds"
+            ),
+            run_id=mv.run_id,
+            status=str(mv.status),
+            tags=dict(mv.tags or {}),
+        )
+        for mv in found
+    ]
+    return sorted(infos, key=lambda info: int(info.version), reverse=True)
+
+
+def model_events(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest ``model_events`` rows of the registered model, newest first."""
+    from sqlalchemy import select
+
+    from rakuten_mlops.db import engine_for, upgrade
+    from rakuten_mlops.db.models import ModelEvent
+
+    upgrade(settings.database_url)
+    with engine_for(settings.database_url).connect() as conn:
+        rows = conn.execute(
+            select(ModelEvent.__table__)
+            .where(ModelEvent.model_name == settings.registered_model)
+            .order_by(ModelEvent.id.desc())
+            .limit(limit)
+        ).mappings()
+        return [dict(r) for r in rows]

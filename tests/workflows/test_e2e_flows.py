@@ -136,38 +136,34 @@ def train_first_model(platform: Platform) -> str:
 @NEEDS_TRAIN
 @NEEDS_DRIFT
 @NEEDS_DECIDE
-def test_drifted_batch_makes_drift_check_retrain_through_the_template(platform):
+def test_drift_check_skips_training_without_drift_and_retrains_after_a_drifted_batch(platform):
+    """Two days in the platform's life (one training saved by running them in sequence)."""
     first = train_first_model(platform)
+
+    # Day 1: more data of the same distribution -> no drift -> the conditional training is skipped.
+    platform.load("drop-1", **{"batch-unit": "rows", "batch-size": "600"})
+    calm = platform.run("drift-check")
+    decision = json.loads(calm.node("decide").outputs["decision"])
+    assert decision["retrain"] is False, decision
+    assert calm.node("retrain").phase == "Skipped"
+    assert "retrain.train" not in calm.nodes
+    assert platform.versions() == [first] and platform.production_version() == first
+
+    # Day 2: a batch with a shifted vocabulary -> drift -> decide says retrain -> rakuten-train runs.
     generate(
         platform.source / "drop-drifted",
         *("--rows", "1500", "--seed", "2", "--first-productid", "900000000"),
         *("--drift", "vocabulary", "--drift-strength", "1.0"),
     )
     platform.load("drop-drifted", **{"initial-fraction": "1.0"})
-
-    run = platform.run("drift-check")
-    decision = json.loads(run.node("decide").outputs["decision"])
+    drifted = platform.run("drift-check")
+    decision = json.loads(drifted.node("decide").outputs["decision"])
     assert decision["retrain"] is True, decision
-    assert run.node("retrain").phase == "Succeeded"
-    assert run.node("retrain.train").phase == "Succeeded", "the conditional step ran rakuten-train's template"
-    retrained = json.loads(run.node("retrain").outputs["result"])
-    assert run.node("retrain").outputs["decision"] in ("promoted", "rejected")
+    assert drifted.node("retrain").phase == "Succeeded"
+    assert drifted.node("retrain.train").phase == "Succeeded", (
+        "the conditional step ran rakuten-train's template"
+    )
+    retrained = json.loads(drifted.node("retrain").outputs["result"])
+    assert drifted.node("retrain").outputs["decision"] in ("promoted", "rejected")
     assert str(retrained["version"]) != first
     assert platform.versions() == sorted([first, str(retrained["version"])])
-
-
-@NEEDS_LOAD
-@NEEDS_TRAIN
-@NEEDS_DRIFT
-@NEEDS_DECIDE
-def test_without_drift_the_conditional_training_is_skipped(platform):
-    first = train_first_model(platform)
-    platform.load("drop-1", **{"batch-unit": "rows", "batch-size": "600"})  # more of the same distribution
-
-    run = platform.run("drift-check")
-    decision = json.loads(run.node("decide").outputs["decision"])
-    assert decision["retrain"] is False, decision
-    assert run.node("retrain").phase == "Skipped"
-    assert "retrain.train" not in run.nodes
-    assert platform.versions() == [first]
-    assert platform.production_version() == first

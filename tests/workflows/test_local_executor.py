@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
 import pytest
 import yaml
-from argo_support import VENV_BIN, schema_errors
+from argo_support import REPO, VENV_BIN, schema_errors
 from hera.workflows import (
     DAG,
     ConfigMapEnvFrom,
@@ -383,6 +382,37 @@ def test_mutex_serializes_concurrent_runs(executor_for, tmp_path):
         assert overlap is (not mutex), f"mutex={mutex} spans={spans}"
 
 
+def test_steps_run_in_sequence_and_pass_outputs_and_when(executor_for):
+    from hera.workflows import Step, Steps
+
+    with Workflow(name="stepwise", entrypoint="main", arguments=[Parameter(name="flag", value="go")]) as w:
+        write = py("write", WRITE_JSON, '{"n": 41}', OUT, outputs=json_output())
+        echo = py("echo", PRINT, "{{inputs.parameters.msg}}", inputs=["msg"])
+        with Steps(
+            name="main",
+            outputs=[
+                Parameter(
+                    name="n",
+                    value_from=ValueFrom(expression="jsonpath(steps.first.outputs.parameters.r, '$.n') + 1"),
+                )
+            ],
+        ) as s:
+            Step(name="first", template=write)
+            with s.parallel():
+                Step(name="second", template=echo, arguments={"msg": "{{steps.first.outputs.parameters.r}}"})
+                Step(
+                    name="never",
+                    template=echo,
+                    arguments={"msg": "x"},
+                    when="{{workflow.parameters.flag}} == stop",
+                )
+    run = executor_for(as_rendered(w)).submit("stepwise")
+    assert run.phase == "Succeeded", run.summary()
+    assert json.loads(run.node("second").result) == {"n": 41}
+    assert run.node("never").phase == "Skipped"
+    assert run.outputs == {"n": "42"}
+
+
 @pytest.mark.parametrize(
     ("expression", "phases", "expected"),
     [
@@ -416,7 +446,7 @@ def test_cli_runs_a_rendered_file(tmp_path):
             "-p",
             "greeting=cli",
         ],
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+        cwd=REPO,
         capture_output=True,
         text=True,
     )

@@ -248,3 +248,12 @@ def test_schedule_and_suspend_lines_can_be_replaced_from_helm_values(rendered, n
     original = copy.deepcopy(rendered[name])
     original["spec"].update(schedules=["5 */6 * * 1-5"], suspend=True)
     assert doc == original
+
+
+def test_check_names_a_hand_edited_or_leftover_file(tmp_path):
+    render.write(tmp_path)
+    assert render.stale_files(tmp_path) == []
+    edited = tmp_path / "drift-check.yaml"
+    edited.write_text(edited.read_text().replace("0 2 * * *", "0 4 * * *"))
+    (tmp_path / "old-workflow.yaml").write_text("kind: CronWorkflow\n")
+    assert render.stale_files(tmp_path) == ["drift-check.yaml", "old-workflow.yaml"]

@@ -121,15 +121,17 @@ class PredictionLog:
         log.warning("prediction log: %d rows not written at shutdown: %s", self.depth, self.last_error)
 
     def _collect(self, deadline: float) -> None:
+        """Move queued rows to the pending batch until it is full, the deadline passes or close() is called."""
         while len(self._pending) < self.flush_rows:
             timeout = deadline - time.monotonic()
             try:
-                if timeout <= 0:
+                if timeout <= 0 or self._stop.is_set():
                     self._pending.append(self._queue.get_nowait())
                 else:
-                    self._pending.append(self._queue.get(timeout=timeout))
+                    self._pending.append(self._queue.get(timeout=min(timeout, 0.25)))
             except queue.Empty:
-                return
+                if timeout <= 0 or self._stop.is_set():
+                    return
 
     def _write_pending(self) -> bool:
         from sqlalchemy import insert

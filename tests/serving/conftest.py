@@ -1,0 +1,72 @@
+"""Fixtures of the serving tests: one real MLflow server per session, registered models, API processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from serving_helpers import ADMIN_TOKEN, ApiProcess, MlflowServer, fit_pipeline, register_version
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fitted_pipelines():
+    """Two fits that predict differently (version 1 and version 2 of the tests' models)."""
+    return fit_pipeline(0), fit_pipeline(1)
+
+
+@dataclass
+class RegisteredModel:
+    name: str
+    tracking_uri: str
+    versions: tuple[str, str]
+
+    def move_alias(self, version: str, alias: str = "production") -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(
+            tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+        ).set_registered_model_alias(self.name, alias, version)
+
+
+@pytest.fixture
+def registered_model(mlflow_server: MlflowServer, fitted_pipelines) -> RegisteredModel:
+    """A fresh registered model with two versions; ``production`` points at the first."""
+    name = f"rakuten_classifier_{uuid.uuid4().hex[:8]}"
+    v1 = register_version(mlflow_server.uri, name, pipeline=fitted_pipelines[0])
+    v2 = register_version(mlflow_server.uri, name, pipeline=fitted_pipelines[1], alias=None)
+    return RegisteredModel(name, mlflow_server.uri, (v1, v2))
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
+    """Start ``rakuten-mlops serve`` subprocesses; all are stopped after the test."""
+    started: list[ApiProcess] = []
+
+    def start(model: RegisteredModel, database_url: str, *, workers: int = 1, wait_ready: bool = True, **env):
+        base = {
+            "RAKUTEN_HOME": str(tmp_path / "home"),
+            "RAKUTEN_DATABASE_URL": database_url,
+            "MLFLOW_TRACKING_URI": model.tracking_uri,
+            "RAKUTEN_REGISTERED_MODEL": model.name,
+            "RAKUTEN_MODEL_POLL_SECONDS": "0.5",
+            "RAKUTEN_ADMIN_TOKEN": ADMIN_TOKEN,
+            "RAKUTEN_LOG_LEVEL": "INFO",
+        }
+        base.update({k.upper(): str(v) for k, v in env.items()})
+        api = ApiProcess(base, tmp_path / f"api-{len(started)}.log", workers=workers)
+        started.append(api)
+        return api.start(wait_ready=wait_ready)
+
+    yield start
+    for api in started:
+        api.terminate()

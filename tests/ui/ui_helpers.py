@@ -1,0 +1,57 @@
+"""Constants and AppTest helpers of the control-room tests."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import rakuten_mlops.ui
+
+APP = Path(rakuten_mlops.ui.__file__).with_name("app.py")
+ADMIN_TOKEN = "ui-test-token-8d41c7"
+DEAD_API = "http://127.0.0.1:9"  # nothing listens on the discard port
+REPORT_MARKER = "Evidently drift report of the UI tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- AppTest helpers -----------------------------------------------------------------------------
+
+
+def open_app(page: str | None = None, timeout: float = 90):
+    """Run the control room in AppTest and (optionally) switch to ``views/<page>.py``."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=timeout).run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def main_text(at) -> str:
+    """Every text a user reads in the main area (markdown, alerts, captions, metrics, titles)."""
+    parts = []
+    for kind in ("title", "subheader", "markdown", "caption", "success", "info", "warning", "error"):
+        parts += [str(e.value) for e in getattr(at.main, kind)]
+    parts += [f"{m.label}: {m.value}" for m in at.main.metric]
+    return "\n".join(parts)
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.main.metric}
+
+
+def charts(at) -> list:
+    return list(at.main.get("vega_lite_chart"))
+
+
+def type_token(at, token: str = ADMIN_TOKEN):
+    at.sidebar.text_input(key="admin_token").input(token).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at

@@ -299,6 +299,23 @@ class LocalExecutor:
         self.backoff_scale = backoff_scale
         self.passthrough = tuple(passthrough_env)
         self.log = log or (lambda line: print(line, file=sys.stderr))
+        self._local = threading.local()  # the state of the run in progress, per thread
+
+    @property
+    def _run_state(self) -> dict:
+        return self._local.run_state
+
+    @_run_state.setter
+    def _run_state(self, value: dict) -> None:
+        self._local.run_state = value
+
+    @property
+    def _global_scope(self) -> dict:
+        return self._local.global_scope
+
+    @_global_scope.setter
+    def _global_scope(self, value: dict) -> None:
+        self._local.global_scope = value
 
     # ------------------------------------------------------------ lookup
 
@@ -385,6 +402,8 @@ class LocalExecutor:
             }
             try:
                 self._run_template(templates[entry], entry_args, root, _Context(templates, library, ""))
+            except UnsupportedFeature:
+                raise
             except ExecutorError as exc:
                 root.phase, root.message = ERROR, str(exc)
         self.log(f"[{run_name}] {root.phase} {root.message}")

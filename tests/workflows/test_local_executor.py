@@ -34,7 +34,7 @@ from hera.workflows.models import (
     VolumeMount,
     WorkflowTemplateRef,
 )
-from workflows.local_executor import LocalExecutor, evaluate_depends
+from workflows.local_executor import LocalExecutor, UnsupportedFeature, evaluate_depends
 
 # Container paths are passed as whole arguments, as the real steps do (``--output /tmp/outputs/x.json``):
 # the executor rewrites an argument under a mount to the local directory standing in for it.
@@ -453,3 +453,12 @@ def test_cli_runs_a_rendered_file(tmp_path):
     assert done.returncode == 0, done.stderr
     assert '"value": "cli-x"' in done.stdout
     assert "c" in done.stdout and "Succeeded" in done.stdout
+
+
+def test_unsupported_features_are_refused_loudly(executor_for):
+    with Workflow(name="loop", entrypoint="main") as w:
+        echo = py("echo", PRINT, "{{inputs.parameters.msg}}", inputs=["msg"])
+        with DAG(name="main"):
+            echo(name="each", arguments={"msg": "{{item}}"}, with_items=["a", "b"])
+    with pytest.raises(UnsupportedFeature, match="withItems"):
+        executor_for(as_rendered(w)).submit("loop")

@@ -49,7 +49,10 @@ def submit(
     kind = obj.to_dict()["kind"]
     service = WorkflowsService(host=server, token=token, namespace=namespace, verify_ssl=verify_ssl)
     if apply:
-        _apply(service, obj, kind, namespace)
+        try:
+            _apply(service, obj, kind, namespace)
+        except Exception as exc:
+            raise SubmitError(f"Argo server {server} refused to create/update {kind}/{name}: {exc}") from exc
     request = WorkflowSubmitRequest(
         namespace=namespace,
         resource_kind=kind,

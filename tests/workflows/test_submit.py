@@ -25,7 +25,10 @@ def argo_api():
         def do_POST(self):  # noqa: N802 - http.server's naming
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             received.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            if body.get("resourceName") == "missing":
+            if "/submit" not in self.path:  # create of a WorkflowTemplate / CronWorkflow: echo it back
+                self.send_response(200)
+                payload = body.get("template") or body.get("cronWorkflow")
+            elif body.get("resourceName") == "missing":
                 self.send_response(404)
                 payload = {"code": 5, "message": 'workflowtemplates.argoproj.io "missing" not found'}
             else:
@@ -33,6 +36,15 @@ def argo_api():
                 name = body["submitOptions"]["generateName"] + "abcde"
                 payload = {"metadata": {"name": name, "namespace": body["namespace"]}, "spec": {}}
             data = json.dumps(payload).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802 - nothing is installed yet
+            received.append({"path": self.path, "method": "GET"})
+            data = b'{"code": 5, "message": "not found"}'
+            self.send_response(404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -99,3 +111,15 @@ class _Named:
 
     def to_dict(self) -> dict:
         return {"kind": "WorkflowTemplate", "metadata": {"name": self.name}}
+
+
+def test_apply_creates_the_object_from_code_before_submitting(argo_api):
+    url, received = argo_api
+    assert submit("rakuten-train", server=url, namespace="ml", apply=True) == "rakuten-train-abcde"
+    get, create, run = received
+    assert get["path"] == "/api/v1/workflow-templates/ml/rakuten-train"
+    assert create["path"] == "/api/v1/workflow-templates/ml"
+    template = create["body"]["template"]
+    assert template["metadata"] == {**template["metadata"], "name": "rakuten-train", "namespace": "ml"}
+    assert template["spec"]["entrypoint"] == "train-and-promote"
+    assert run["path"] == "/api/v1/workflows/ml/submit"

@@ -86,7 +86,7 @@ def env_from() -> list:
 
 
 # ---- resources per kind of step (requests sized for the 3k-100k row datasets of the project)
-LIGHT = Resources(cpu_request="100m", cpu_limit="500m", memory_request="256Mi", memory_limit="512Mi")
+LIGHT = Resources(cpu_request="100m", cpu_limit="500m", memory_request="512Mi", memory_limit="1Gi")
 LOAD = Resources(cpu_request="250m", cpu_limit="1", memory_request="512Mi", memory_limit="1Gi")
 DRIFT = Resources(cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi")
 TRAIN = Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi")

@@ -122,6 +122,8 @@ def check_trainable(data: TrainingData, min_rows_per_class: int) -> None:
             "the products table has no training rows: load data first (rakuten-mlops data load)"
         )
     counts = data.class_counts()
+    for code in data.test.frame["prdtypecode"].unique():  # a class seen only in the test split has 0
+        counts.setdefault(int(code), 0)
     if len(counts) < 2:
         raise NotEnoughDataError(f"the training rows hold {len(counts)} class; at least 2 are needed: {hint}")
     short = {code: n for code, n in counts.items() if n < min_rows_per_class}

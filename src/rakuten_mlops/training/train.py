@@ -41,6 +41,7 @@ class TrainingResult:
     lineage: dict[str, str]
     params: dict[str, Any] = field(default_factory=dict)
     decision: GateDecision | None = None
+    pipeline: Any = field(default=None, repr=False)  # the fitted in-memory pipeline (not serialised)
 
     @property
     def decision_label(self) -> str:
@@ -58,10 +59,14 @@ class TrainingResult:
             "training_seconds": round(self.training_seconds, 3),
             "lineage": self.lineage,
             "params": self.params,
-            "candidate_f1": self.metrics.get("f1_weighted"),
+            "f1_weighted": self.metrics.get("f1_weighted"),
+            "f1_macro": self.metrics.get("f1_macro"),
+            "accuracy": self.metrics.get("accuracy"),
+            "candidate_f1": gate["candidate_f1"] if gate else self.metrics.get("f1_weighted"),
             "production_version": gate["production_version"] if gate else None,
             "production_f1": gate["production_f1"] if gate else None,
             "reasons": gate["reasons"] if gate else [],
+            "reason": "; ".join(gate["reasons"]) if gate else "not submitted to the gate (no --promote)",
             "gate": gate,
         }
 
@@ -146,13 +151,15 @@ def run_training(settings: Settings, model: str = "sgd", search: bool = False, p
     evaluation.extra["training_seconds"] = seconds
     if search:
         evaluation.extra["search_seconds"] = search_seconds
-    with registry_errors(settings):
+    with registry_errors(settings), warnings.catch_warnings():
+        # MLflow hints that int64 columns cannot hold missing values: ours (labels, ids) never do
+        warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
         version, run_id = _log_and_register(settings, client, experiment_id, model, pipeline, data, evaluation, params, trials)  # fmt: skip
     metrics = evaluation.metrics
     lineage = data.lineage()
     _record_trained(settings, version, run_id, model, metrics, lineage, actor)
     result = TrainingResult(
-        version, run_id, model, metrics, seconds, lineage, _logged_params(pipeline, params)
+        version, run_id, model, metrics, seconds, lineage, _logged_params(pipeline, params), pipeline=pipeline
     )
     if promote:
         registry.remember_score(settings, version, data.test, evaluation.f1_weighted)

@@ -7,14 +7,19 @@ ConfigMap and source-data claim are stood in for by the test's values.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from argo_support import VENV_BIN, waiting_for
+from argo_support import VENV_BIN, free_port, waiting_for
 from workflows.local_executor import LocalExecutor, WorkflowRun
 
 from workflows import common
@@ -25,6 +30,7 @@ NEEDS_LOAD = waiting_for("data load", "--source", "--initial-fraction", "--batch
 NEEDS_TRAIN = waiting_for("train", "--model", "--promote", "--output")
 NEEDS_DRIFT = waiting_for("drift", "--window", "--output")
 NEEDS_DECIDE = waiting_for("decide", "--output")
+NEEDS_SERVE = waiting_for("serve", "--host", "--port")
 
 
 def generate(out: Path, *extra: str) -> Path:
@@ -57,6 +63,7 @@ class Platform:
                     "RAKUTEN_REGISTERED_MODEL": self.model_name,
                     "RAKUTEN_MIN_F1": "0.5",  # the gate must pass on 1-2k synthetic rows
                     "RAKUTEN_RETRAIN_BACKLOG": "1000000",  # only drift may trigger retraining here
+                    "RAKUTEN_RETRAIN_F1": "0.3",  # (a model of 3k rows has a modest live F1)
                     "RAKUTEN_DRIFT_MIN_CURRENT_ROWS": "100",
                 }
             },
@@ -126,37 +133,110 @@ def test_scheduled_loads_then_weekly_training_promotes_a_model(platform):
 
 def train_first_model(platform: Platform) -> str:
     generate(platform.source / "drop-1", "--rows", "3000", "--seed", "1")
-    platform.load("drop-1", **{"initial-fraction": "0.5"})
+    platform.load("drop-1", **{"initial-fraction": "1.0"})
     run = platform.run("rakuten-train")  # the WorkflowTemplate itself, as `argo submit --from` runs it
     assert run.outputs["decision"] == "promoted", run.outputs
     return run.outputs["version"]
 
 
+@contextlib.contextmanager
+def prediction_api(platform: Platform, root: Path):
+    """The real API (`rakuten-mlops serve`) on a free port: its prediction log is what `drift` reads."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))},
+        "RAKUTEN_HOME": str(root / "api-home"),
+        "RAKUTEN_DATABASE_URL": platform.db_url,
+        "MLFLOW_TRACKING_URI": platform.mlflow_url,
+        "RAKUTEN_REGISTERED_MODEL": platform.model_name,
+        "RAKUTEN_MODEL_POLL_SECONDS": "0",
+    }
+    log = (root / "api.log").open("w")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "rakuten-mlops"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while not _answers(f"{url}/ready"):
+            assert proc.poll() is None and time.monotonic() < deadline, (root / "api.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def send_to_api(platform: Platform, api: str, drop: Path) -> None:
+    """Classify every product of a drop through POST /predict/batch and wait for the prediction log."""
+    import httpx
+    import pandas as pd
+
+    (x_file,) = drop.glob("X_*.csv")
+    frame = pd.read_csv(x_file, index_col=0, keep_default_na=False)
+    items = [
+        {"designation": d, "description": e or None}
+        for d, e in zip(frame.designation, frame.description, strict=True)
+    ]
+    before = platform.scalar("select count(*) from predictions")
+    with httpx.Client(base_url=api, timeout=60) as client:
+        for start in range(0, len(items), 500):
+            response = client.post("/predict/batch", json={"items": items[start : start + 500]})
+            assert response.status_code == 200, response.text[:500]
+    deadline = time.monotonic() + 30
+    while platform.scalar("select count(*) from predictions") < before + len(items):
+        assert time.monotonic() < deadline, "the API did not write its prediction log"
+        time.sleep(0.5)
+
+
 @NEEDS_LOAD
 @NEEDS_TRAIN
+@NEEDS_SERVE
 @NEEDS_DRIFT
 @NEEDS_DECIDE
-def test_drift_check_skips_training_without_drift_and_retrains_after_a_drifted_batch(platform):
-    """Two days in the platform's life (one training saved by running them in sequence)."""
+def test_drift_check_skips_training_without_drift_and_retrains_after_a_drifted_batch(platform, tmp_path):
+    """Two days in the platform's life, the API classifying new products in between."""
     first = train_first_model(platform)
-
-    # Day 1: more data of the same distribution -> no drift -> the conditional training is skipped.
-    platform.load("drop-1", **{"batch-unit": "rows", "batch-size": "600"})
-    calm = platform.run("drift-check")
-    decision = json.loads(calm.node("decide").outputs["decision"])
-    assert decision["retrain"] is False, decision
-    assert calm.node("retrain").phase == "Skipped"
-    assert "retrain.train" not in calm.nodes
-    assert platform.versions() == [first] and platform.production_version() == first
-
-    # Day 2: a batch with a shifted vocabulary -> drift -> decide says retrain -> rakuten-train runs.
-    generate(
+    calm_drop = generate(
+        platform.source / "drop-2", *("--rows", "600", "--seed", "3", "--first-productid", "800000000")
+    )
+    drifted_drop = generate(
         platform.source / "drop-drifted",
         *("--rows", "1500", "--seed", "2", "--first-productid", "900000000"),
         *("--drift", "vocabulary", "--drift-strength", "1.0"),
     )
-    platform.load("drop-drifted", **{"initial-fraction": "1.0"})
-    drifted = platform.run("drift-check")
+    with prediction_api(platform, tmp_path) as api:
+        # Day 1: products like the training data -> no drift -> the conditional training is skipped.
+        send_to_api(platform, api, calm_drop)
+        platform.load("drop-2", **{"initial-fraction": "1.0"})  # their labels arrive
+        calm = platform.run("drift-check")
+        decision = json.loads(calm.node("decide").outputs["decision"])
+        assert decision["retrain"] is False, decision
+        assert calm.node("retrain").phase == "Skipped"
+        assert "retrain.train" not in calm.nodes
+        assert platform.versions() == [first] and platform.production_version() == first
+
+        # Day 2: products with a shifted vocabulary -> drift -> decide says retrain -> rakuten-train runs.
+        send_to_api(platform, api, drifted_drop)
+        platform.load("drop-drifted", **{"initial-fraction": "1.0"})
+        drifted = platform.run("drift-check")
     decision = json.loads(drifted.node("decide").outputs["decision"])
     assert decision["retrain"] is True, decision
     assert drifted.node("retrain").phase == "Succeeded"

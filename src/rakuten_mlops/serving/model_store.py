@@ -133,8 +133,12 @@ class ModelStore:
     # --- registry --------------------------------------------------------------------
     def client(self):
         if self._client is None:
+            import mlflow
             from mlflow import MlflowClient
 
+            # models:/ downloads (mlflow.sklearn.load_model) use the process-wide URIs, not this client's.
+            mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+            mlflow.set_registry_uri(self.settings.mlflow_tracking_uri)
             self._client = MlflowClient(
                 tracking_uri=self.settings.mlflow_tracking_uri, registry_uri=self.settings.mlflow_tracking_uri
             )

@@ -40,15 +40,21 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def check_target(spec: kopf.Spec, namespace: str, **_: Any) -> None:
-    """Refuse a ServedModel whose spec is invalid or whose Deployment does not exist."""
+def check_target(spec: kopf.Spec, namespace: str, body: kopf.Body, **_: Any) -> None:
+    """Refuse a ServedModel whose spec is invalid or whose Deployment does not exist.
+
+    kopf (1.45) no longer turns log lines into Events by default, so failures are also posted
+    explicitly: ``kubectl describe servedmodel`` shows why.
+    """
     try:
         served = ServedModelSpec.from_spec(dict(spec))
     except ValueError as exc:
+        kopf.warn(body, reason="InvalidSpec", message=str(exc))
         raise kopf.PermanentError(str(exc)) from exc
     try:
         Cluster(namespace).get_deployment(served.deployment)
     except DeploymentNotFound as exc:
+        kopf.warn(body, reason="DeploymentNotFound", message=str(exc))
         raise kopf.PermanentError(str(exc)) from exc
     except ClusterUnavailable as exc:
         raise kopf.TemporaryError(str(exc), delay=10) from exc
@@ -83,7 +89,9 @@ def follow_alias(
                 log.warning("%s/%s: %s", namespace, name, exc)
                 missing_reported = True
         except RegistryUnavailable as exc:
+            notify("Warning", "RegistryUnavailable", f"{exc}; retrying in {spec.poll_seconds:g}s")
             raise kopf.TemporaryError(str(exc), delay=spec.poll_seconds) from exc
         except ClusterUnavailable as exc:
+            notify("Warning", "APIUnavailable", f"{exc}; retrying")
             raise kopf.TemporaryError(str(exc), delay=min(spec.poll_seconds, 5.0)) from exc
         stopped.wait(wait_seconds(spec, RolloutStatus.from_status(raw_status).phase))

@@ -114,13 +114,14 @@ class ModelRollout:
 
     def _ready(self, spec, raw_status, step: Step) -> dict[str, Any]:
         message = f"version {step.version} serves: {step.reason}"
+        # Audit first, status last: a crash in between repeats the step rather than losing the row.
+        self._record("rollout", spec, version=step.version, previous_version=step.previous_version,
+                     reason=step.reason)
         new = self._write(
             raw_status, Phase.READY, reason="RolloutComplete", message=message,
             desired=step.version, served=step.version,
         )
         self.notify("Normal", "RolloutComplete", message)
-        self._record("rollout", spec, version=step.version, previous_version=step.previous_version,
-                     reason=step.reason)
         return new
 
     def _rollback(self, spec, raw_status, step: Step, deployment, registry, alias_version) -> dict[str, Any]:
@@ -147,12 +148,12 @@ class ModelRollout:
 
     def _fail(self, spec, raw_status, step: Step) -> dict[str, Any]:
         message = f"version {step.version} did not roll out: {step.reason}"
+        self._record("rollout_failed", spec, version=step.version, previous_version=step.previous_version,
+                     reason=step.reason, details={"servedmodel": self.ref, "deployment": spec.deployment})
         new = self._write(
             raw_status, Phase.FAILED, reason="RolloutFailed", message=message, desired=step.version
         )
         self.notify("Warning", "RolloutFailed", message)
-        self._record("rollout_failed", spec, version=step.version, previous_version=step.previous_version,
-                     reason=step.reason, details={"servedmodel": self.ref, "deployment": spec.deployment})
         return new
 
     def _no_alias(self, raw_status, step: Step) -> dict[str, Any]:

@@ -8,9 +8,12 @@ kmock 0.8 leaves out are added here, each as the real API server does it:
 
 - ``metadata.generateName`` gets a random suffix (kopf posts Events that way; without it
   kmock stores every Event under the name ``None`` and refuses the second one);
-- a new object gets ``uid``, ``creationTimestamp`` and ``generation: 1``;
-- a change to a Deployment's ``spec`` bumps ``metadata.generation`` (the rollout watch
-  compares it with ``status.observedGeneration``).
+- a new object gets its URL's namespace in ``metadata.namespace``, a ``uid``, a
+  ``creationTimestamp`` and ``generation: 1``;
+- every change sets a new ``metadata.resourceVersion`` and a merge patch that names an
+  outdated one is refused (kopf's JSON patches start with a ``test`` of it);
+- a change to an object's ``spec`` bumps ``metadata.generation`` (the rollout watch
+  compares it with the Deployment's ``status.observedGeneration``).
 
 The test plays the Deployment controller: it writes ``status`` itself.
 """
@@ -19,10 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
+import socket
 import threading
 import uuid
 from typing import Any
 
+import aiohttp.web
 import httpx
 import kmock
 
@@ -32,33 +38,71 @@ EVENTS = "v1/events"
 PEERINGS = "kopf.dev/v1/kopfpeerings"
 
 
+def free_port() -> int:
+    """A free loopback port (same as tests/conftest.py's, importable from this directory)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class RakutenEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus the API-server behaviours listed in the module docstring."""
 
+    _versions = itertools.count(1000)
+
     async def _handle(self, request: kmock.Request):  # type: ignore[override]
         resource = request.resource
-        if resource is not None and isinstance(request.data, dict):
-            if request.action == kmock.action.CREATE:
-                meta = request.data.setdefault("metadata", {})
-                if not meta.get("name") and meta.get("generateName"):
-                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
-                meta.setdefault("uid", str(uuid.uuid4()))
-                meta.setdefault("generation", 1)
-                meta.setdefault(
-                    "creationTimestamp",
-                    datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        if resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            if request.namespace and not meta.get("namespace"):
+                meta["namespace"] = request.namespace
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("generation", 1)
+            meta.setdefault(
+                "creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
+            meta["resourceVersion"] = str(next(self._versions))
+        elif resource is not None and request.action == kmock.action.UPDATE and request.name:
+            key = (resource, request.namespace, request.name)
+            stored = self.objects[key] if key in self.objects and not self.objects[key].deleted else None
+            refusal = self._prepare_update(request, dict(stored.get("metadata", {}))) if stored else None
+            if refusal is not None:
+                return aiohttp.web.json_response(
+                    {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": refusal[0],
+                     "reason": refusal[1], "message": refusal[2]},
+                    status=refusal[0],
                 )
-            elif (
-                request.action == kmock.action.UPDATE
-                and request.name
-                and not request.subresource
-                and "spec" in request.data
-            ):
-                key = (resource, request.namespace, request.name)
-                if key in self.objects and not self.objects[key].deleted:
-                    current = self.objects[key].get("metadata", {}).get("generation", 1)
-                    request.data.setdefault("metadata", {})["generation"] = current + 1
         return await super()._handle(request)
+
+    def _prepare_update(self, request: kmock.Request, stored_meta: dict[str, Any]) -> tuple | None:
+        """Stamp an update with a new resourceVersion, or refuse it as the API server would.
+
+        Returns None to go on, or (HTTP code, reason, message) when the update names an
+        outdated resourceVersion: 422 for a JSON patch whose ``test`` op fails, 409 for a
+        merge patch (optimistic concurrency).
+        """
+        current = stored_meta.get("resourceVersion")
+        new_version = str(next(self._versions))
+        if isinstance(request.data, list):  # JSON patch (kopf's, with a "test" op first)
+            for op in request.data:
+                if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion" and op.get(
+                    "value"
+                ) != current:
+                    return 422, "Invalid", f"test failed: resourceVersion is {current}, not {op.get('value')}"
+            request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": new_version})
+            return None
+        if not isinstance(request.data, dict):
+            return None
+        meta = request.data.setdefault("metadata", {})
+        expected = meta.get("resourceVersion")
+        if expected is not None and expected != current:
+            return 409, "Conflict", "the object has been modified; please apply your changes to the latest version"
+        meta["resourceVersion"] = new_version
+        if "spec" in request.data and not request.subresource:
+            meta["generation"] = int(stored_meta.get("generation", 1)) + 1
+        return None
 
 
 class EmulatedApiServer:

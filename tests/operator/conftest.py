@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,23 +21,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from emulated_api import DEPLOYMENTS, PEERINGS, EmulatedApiServer, free_port
+from emulated_api import PEERINGS, EmulatedApiServer, free_port
+from operator_harness import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_DIR = REPO / "operator"
 BIN = Path(sys.executable).parent
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 # --- MLflow ---------------------------------------------------------------------------------
@@ -64,11 +52,23 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
         [
-            str(BIN / "mlflow"), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-            "--artifacts-destination", str(home / "artifacts"),
+            str(BIN / "mlflow"),
+            "server",
+            "--workers",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(home / "artifacts"),
         ],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
 
@@ -115,7 +115,10 @@ def registered_model(mlflow_server: MlflowServer, model_source: Any) -> Callable
         client.create_registered_model(name)
         for _ in range(n):
             client.create_model_version(
-                name, source=model_source.model_uri, run_id=model_source.run_id, model_id=model_source.model_id
+                name,
+                source=model_source.model_uri,
+                run_id=model_source.run_id,
+                model_id=model_source.model_id,
             )
         return name
 
@@ -141,69 +144,6 @@ def namespace(api_server: EmulatedApiServer) -> str:
     peering["metadata"]["namespace"] = ns
     api_server.create(PEERINGS, ns, peering)
     return ns
-
-
-def api_deployment(name: str, version: str | None, replicas: int = 2) -> dict[str, Any]:
-    """A serving Deployment as the chart renders it (container ``api``), rolled out and ready."""
-    env = [{"name": "RAKUTEN_MODEL_POLL_SECONDS", "value": "0"}]
-    annotations = {}
-    if version is not None:
-        env.append({"name": "RAKUTEN_MODEL_VERSION", "value": version})
-        annotations["mlops.rakuten.io/model-version"] = version
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": annotations},
-                "spec": {
-                    "containers": [
-                        {"name": "api", "image": "rakuten-app:dev", "args": ["serve"], "env": env,
-                         "ports": [{"containerPort": 8000}]},
-                        {"name": "log-shipper", "image": "busybox", "args": ["sleep", "infinity"]},
-                    ]
-                },
-            },
-        },
-    }
-
-
-def served_model(name: str, deployment: str, model: str, mlflow_uri: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "mlops.rakuten.io/v1alpha1",
-        "kind": "ServedModel",
-        "metadata": {"name": name},
-        "spec": {"registeredModel": model, "alias": "production", "deployment": deployment,
-                 "mlflowTrackingUri": mlflow_uri, **spec},
-    }
-
-
-class DeploymentController:
-    """Plays the Deployment controller of a real cluster: writes status for the current generation."""
-
-    def __init__(self, api: EmulatedApiServer, namespace: str, name: str) -> None:
-        self.api, self.namespace, self.name = api, namespace, name
-
-    def report(self, *, updated: int, available: int, total: int | None = None, **extra: Any) -> None:
-        current = self.api.get(DEPLOYMENTS, self.namespace, self.name)
-        replicas = current["spec"]["replicas"]
-        status = {
-            "observedGeneration": current["metadata"]["generation"],
-            "replicas": total if total is not None else replicas,
-            "updatedReplicas": updated,
-            "availableReplicas": available,
-            "readyReplicas": available,
-            "unavailableReplicas": max(replicas - available, 0),
-            **extra,
-        }
-        self.api.patch(DEPLOYMENTS, self.namespace, self.name, {"status": status}, subresource="status")
-
-    def rolled_out(self) -> None:
-        replicas = self.api.get(DEPLOYMENTS, self.namespace, self.name)["spec"]["replicas"]
-        self.report(updated=replicas, available=replicas)
 
 
 # --- the operator process -------------------------------------------------------------------
@@ -263,7 +203,9 @@ def start_operator(
         log_path = logs / f"operator-{len(started)}.log"
         proc = subprocess.Popen(
             [cli, "operator", "run", "--namespace", namespace, "--liveness", liveness, "--verbose", *extra],
-            stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=operator_env,
+            stdout=log_path.open("w"),
+            stderr=subprocess.STDOUT,
+            env=operator_env,
         )
         op = OperatorProcess(proc, log_path, liveness)
         started.append(op)

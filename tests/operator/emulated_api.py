@@ -70,8 +70,14 @@ class RakutenEmulator(kmock.KubernetesEmulator):
             refusal = self._prepare_update(request, dict(stored.get("metadata", {}))) if stored else None
             if refusal is not None:
                 return aiohttp.web.json_response(
-                    {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": refusal[0],
-                     "reason": refusal[1], "message": refusal[2]},
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "code": refusal[0],
+                        "reason": refusal[1],
+                        "message": refusal[2],
+                    },
                     status=refusal[0],
                 )
         return await super()._handle(request)
@@ -87,9 +93,11 @@ class RakutenEmulator(kmock.KubernetesEmulator):
         new_version = str(next(self._versions))
         if isinstance(request.data, list):  # JSON patch (kopf's, with a "test" op first)
             for op in request.data:
-                if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion" and op.get(
-                    "value"
-                ) != current:
+                if (
+                    op.get("op") == "test"
+                    and op.get("path") == "/metadata/resourceVersion"
+                    and op.get("value") != current
+                ):
                     return 422, "Invalid", f"test failed: resourceVersion is {current}, not {op.get('value')}"
             request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": new_version})
             return None
@@ -98,7 +106,11 @@ class RakutenEmulator(kmock.KubernetesEmulator):
         meta = request.data.setdefault("metadata", {})
         expected = meta.get("resourceVersion")
         if expected is not None and expected != current:
-            return 409, "Conflict", "the object has been modified; please apply your changes to the latest version"
+            return (
+                409,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version",
+            )
         meta["resourceVersion"] = new_version
         if "spec" in request.data and not request.subresource:
             meta["generation"] = int(stored_meta.get("generation", 1)) + 1

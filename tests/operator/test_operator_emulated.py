@@ -15,8 +15,7 @@ import time
 import pytest
 import sqlalchemy as sa
 from emulated_api import DEPLOYMENTS, EVENTS, PEERINGS, SERVEDMODELS
-
-from conftest import DeploymentController, api_deployment, served_model, wait_until
+from operator_harness import DeploymentController, api_deployment, served_model, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +38,9 @@ def status_of(api, namespace: str, name: str) -> dict:
 def wait_phase(api, namespace: str, name: str, phase: str, timeout: float) -> dict:
     return wait_until(
         lambda: (s := status_of(api, namespace, name)).get("phase") == phase and s,
-        timeout, 0.2, f"ServedModel {name} to reach phase {phase} (now {status_of(api, namespace, name)})",
+        timeout,
+        0.2,
+        f"ServedModel {name} to reach phase {phase} (now {status_of(api, namespace, name)})",
     )
 
 
@@ -47,7 +48,9 @@ def template_versions(api, namespace: str, name: str) -> list[str | None]:
     """The pinned version of every stored revision of the pod template, collapsing repeats."""
     seen: list[str | None] = []
     for body in api.history(DEPLOYMENTS, namespace, name):
-        version = body["spec"]["template"]["metadata"].get("annotations", {}).get("mlops.rakuten.io/model-version")
+        version = (
+            body["spec"]["template"]["metadata"].get("annotations", {}).get("mlops.rakuten.io/model-version")
+        )
         if not seen or seen[-1] != version:
             seen.append(version)
     return seen
@@ -88,9 +91,18 @@ def test_promotion_rolls_the_deployment_once_and_survives_a_restart(
     api_server.create(DEPLOYMENTS, namespace, api_deployment("api-a", "1"))
     controller = DeploymentController(api_server, namespace, "api-a")
     controller.rolled_out()
-    api_server.create(SERVEDMODELS, namespace, served_model(
-        "classifier-a", "api-a", model, mlflow_server.uri, pollSeconds=POLL, rolloutTimeoutSeconds=60,
-    ))
+    api_server.create(
+        SERVEDMODELS,
+        namespace,
+        served_model(
+            "classifier-a",
+            "api-a",
+            model,
+            mlflow_server.uri,
+            pollSeconds=POLL,
+            rolloutTimeoutSeconds=60,
+        ),
+    )
 
     operator = start_operator()
     ready = wait_phase(api_server, namespace, "classifier-a", "Ready", 30)
@@ -99,8 +111,12 @@ def test_promotion_rolls_the_deployment_once_and_survives_a_restart(
 
     started = time.monotonic()
     client.set_registered_model_alias(model, "production", "2")
-    wait_until(lambda: pinned(api_server, namespace, "api-a") == ("2", "2"), POLL + 5, 0.05,
-               "the Deployment to be pinned to version 2")
+    wait_until(
+        lambda: pinned(api_server, namespace, "api-a") == ("2", "2"),
+        POLL + 5,
+        0.05,
+        "the Deployment to be pinned to version 2",
+    )
     elapsed = time.monotonic() - started
     print(f"\nalias change -> Deployment patch: {elapsed:.2f} s (pollSeconds={POLL})")
     assert elapsed <= POLL + 5
@@ -146,9 +162,18 @@ def test_failed_rollout_is_rolled_back_in_deployment_and_registry(
     api_server.create(DEPLOYMENTS, namespace, api_deployment("api-b", "1"))
     controller = DeploymentController(api_server, namespace, "api-b")
     controller.rolled_out()
-    api_server.create(SERVEDMODELS, namespace, served_model(
-        "classifier-b", "api-b", model, mlflow_server.uri, pollSeconds=POLL, rolloutTimeoutSeconds=6,
-    ))
+    api_server.create(
+        SERVEDMODELS,
+        namespace,
+        served_model(
+            "classifier-b",
+            "api-b",
+            model,
+            mlflow_server.uri,
+            pollSeconds=POLL,
+            rolloutTimeoutSeconds=6,
+        ),
+    )
     start_operator()
     wait_phase(api_server, namespace, "classifier-b", "Ready", 30)
 
@@ -185,31 +210,65 @@ def test_missing_deployment_and_unreachable_mlflow_are_reported(
 
     model = registered_model(1)
     operator = start_operator()
-    api_server.create(SERVEDMODELS, namespace, served_model(
-        "classifier-missing", "no-such-api", model, mlflow_server.uri, pollSeconds=POLL,
-    ))
+    api_server.create(
+        SERVEDMODELS,
+        namespace,
+        served_model(
+            "classifier-missing",
+            "no-such-api",
+            model,
+            mlflow_server.uri,
+            pollSeconds=POLL,
+        ),
+    )
     warnings = wait_until(
-        lambda: [e for e in events_for(api_server, namespace, "classifier-missing")
-                 if e["type"] == "Warning" and e["reason"] == "DeploymentNotFound"],
-        15, 0.2, "a DeploymentNotFound event",
+        lambda: [
+            e
+            for e in events_for(api_server, namespace, "classifier-missing")
+            if e["type"] == "Warning" and e["reason"] == "DeploymentNotFound"
+        ],
+        15,
+        0.2,
+        "a DeploymentNotFound event",
     )
     assert "no-such-api" in warnings[0]["message"]
-    wait_until(lambda: "Handler 'check_target' failed permanently" in operator.output(), 15, 0.2,
-               "kopf to report the PermanentError")
+    wait_until(
+        lambda: "Handler 'check_target' failed permanently" in operator.output(),
+        15,
+        0.2,
+        "kopf to report the PermanentError",
+    )
 
     api_server.create(DEPLOYMENTS, namespace, api_deployment("api-c", "1"))
     dead_mlflow = f"http://127.0.0.1:{free_port()}"
-    api_server.create(SERVEDMODELS, namespace, served_model(
-        "classifier-outage", "api-c", model, dead_mlflow, pollSeconds=POLL,
-    ))
+    api_server.create(
+        SERVEDMODELS,
+        namespace,
+        served_model(
+            "classifier-outage",
+            "api-c",
+            model,
+            dead_mlflow,
+            pollSeconds=POLL,
+        ),
+    )
     warnings = wait_until(
-        lambda: [e for e in events_for(api_server, namespace, "classifier-outage")
-                 if e["reason"] == "RegistryUnavailable"],
-        30, 0.3, "a RegistryUnavailable event",
+        lambda: [
+            e
+            for e in events_for(api_server, namespace, "classifier-outage")
+            if e["reason"] == "RegistryUnavailable"
+        ],
+        30,
+        0.3,
+        "a RegistryUnavailable event",
     )
     assert dead_mlflow in warnings[0]["message"]
-    wait_until(lambda: "Daemon 'follow_alias' failed temporarily" in operator.output(), 10, 0.2,
-               "kopf to report the TemporaryError")
+    wait_until(
+        lambda: "Daemon 'follow_alias' failed temporarily" in operator.output(),
+        10,
+        0.2,
+        "kopf to report the TemporaryError",
+    )
     assert spec_patches(api_server, namespace, "api-c") == 0
     assert status_of(api_server, namespace, "classifier-outage").get("phase") is None
 
@@ -222,11 +281,17 @@ def test_one_active_instance_through_peering(api_server, namespace, start_operat
     assert httpx.get(first.liveness, timeout=2).status_code == 200
     peers = wait_until(
         lambda: (api_server.get(PEERINGS, namespace, "rakuten-mlops") or {}).get("status"),
-        10, 0.2, "the operator's keep-alive in the KopfPeering status",
+        10,
+        0.2,
+        "the operator's keep-alive in the KopfPeering status",
     )
     assert [p["priority"] for p in peers.values() if isinstance(p, dict)] == [0]
 
     second = start_operator("--priority", "100")
-    wait_until(lambda: "Pausing operations in favour of" in first.output(), 15, 0.3,
-               "the priority-0 instance to pause")
+    wait_until(
+        lambda: "Pausing operations in favour of" in first.output(),
+        15,
+        0.3,
+        "the priority-0 instance to pause",
+    )
     assert "Pausing operations in favour of" not in second.output()

@@ -94,7 +94,7 @@ def mlflow_backend_db(pg_server: str) -> Iterator[str]:
     admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield pg_server.rsplit("/", 1)[0].replace("postgresql+psycopg2", "postgresql") + f"/{name}"
+    yield pg_server.rsplit("/", 1)[0] + f"/{name}"  # postgresql+psycopg2: the driver installed here
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

@@ -70,3 +70,23 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
     yield start
     for api in started:
         api.terminate()
+
+
+@pytest.fixture(scope="session")
+def shared_api(mlflow_server, fitted_pipelines, tmp_path_factory):
+    """One API process for the bad-input and schema tests (SQLite prediction log)."""
+    name = f"rakuten_classifier_{uuid.uuid4().hex[:8]}"
+    register_version(mlflow_server.uri, name, pipeline=fitted_pipelines[0])
+    home = tmp_path_factory.mktemp("shared-api")
+    api = ApiProcess(
+        {
+            "RAKUTEN_HOME": str(home),
+            "RAKUTEN_DATABASE_URL": f"sqlite:///{home / 'data.db'}",
+            "MLFLOW_TRACKING_URI": mlflow_server.uri,
+            "RAKUTEN_REGISTERED_MODEL": name,
+            "RAKUTEN_MODEL_POLL_SECONDS": "0",
+        },
+        home / "api.log",
+    ).start()
+    yield api
+    api.terminate()

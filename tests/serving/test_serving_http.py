@@ -106,30 +106,6 @@ BAD_INPUTS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def shared_api(mlflow_server, fitted_pipelines, tmp_path_factory):
-    """One API process for the bad-input and schema tests (SQLite prediction log)."""
-    import uuid
-
-    from serving_helpers import ApiProcess, register_version
-
-    name = f"rakuten_classifier_{uuid.uuid4().hex[:8]}"
-    register_version(mlflow_server.uri, name, pipeline=fitted_pipelines[0])
-    home = tmp_path_factory.mktemp("shared-api")
-    api = ApiProcess(
-        {
-            "RAKUTEN_HOME": str(home),
-            "RAKUTEN_DATABASE_URL": f"sqlite:///{home / 'data.db'}",
-            "MLFLOW_TRACKING_URI": mlflow_server.uri,
-            "RAKUTEN_REGISTERED_MODEL": name,
-            "RAKUTEN_MODEL_POLL_SECONDS": "0",
-        },
-        home / "api.log",
-    ).start()
-    yield api
-    api.terminate()
-
-
 @pytest.mark.parametrize(("request_kwargs", "status", "field"), BAD_INPUTS)
 def test_bad_input_gets_4xx_naming_the_field(shared_api, request_kwargs, status, field):
     response = httpx.post(f"{shared_api.url}/predict", timeout=10, **request_kwargs)

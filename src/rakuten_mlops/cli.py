@@ -115,6 +115,10 @@ def data_load(
     )
     result = load_next_batch(settings, source, plan)
     console.print(result.describe())
+    if result.batch_id is not None:  # score the production model on the new labels (issue 5)
+        from rakuten_mlops.monitoring.live import evaluate_after_load
+
+        evaluate_after_load(settings, result.batch_id, console)
 
 
 @data_app.command("status")
@@ -141,10 +145,19 @@ app.add_typer(operator_app, name="operator")
 from rakuten_mlops.serving.commands import register as register_serving; register_serving(app)  # noqa: E402, E702, I001
 from rakuten_mlops.training.commands import register as _register_training; _register_training(app)  # noqa: E402, E702, I001
 from rakuten_mlops.ui.commands import register as _register_ui; _register_ui(app)  # noqa: E402, E702, I001
+from rakuten_mlops.monitoring.commands import register as _register_monitoring; _register_monitoring(app)  # noqa: E402, E702, I001
+
+def _quiet_library_logs() -> None:
+    """Keep library chatter (schema creation, migrations) out of what users read."""
+    import logging
+
+    for name in ("alembic", "mlflow.store", "mlflow.tracking._tracking_service"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main() -> None:
     """Console-script entry point: domain errors become one clear line and a non-zero exit."""
+    _quiet_library_logs()
     try:
         app()
     except PlatformError as exc:

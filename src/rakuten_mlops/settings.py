@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     retrain_backlog: int = Field(default=10_000, ge=0)
     drift_window: str = "7d"
     drift_min_current_rows: int = Field(default=200, ge=1)
+    drift_reference_rows: int = Field(default=20_000, ge=100, description="Cap of sampled reference rows.")
+    drift_p_value: float = Field(default=0.001, gt=0.0, lt=1.0, description="p-value below which a test drifts.")
+    drift_psi_threshold: float = Field(default=0.25, gt=0.0, description="PSI at or above which text length drifts.")
+    drift_medium_features: int = Field(default=2, ge=1, description="Drifted features that make severity medium.")
+    drift_high_features: int = Field(default=3, ge=1, description="Drifted features that make severity high.")
 
     # Kubernetes / Argo (used by /admin/retrain in kubernetes mode and the control room)
     namespace: str = "rakuten"

@@ -1,0 +1,104 @@
+"""CLI: ``rakuten-mlops drift`` and ``rakuten-mlops decide`` (registered by ``rakuten_mlops.cli``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the machine-readable result on stdout.")]
+OutputFile = Annotated[Path | None, typer.Option("--output", help="Also write the JSON result to this file.")]
+
+
+def _write(payload: dict, output: Path | None, as_json: bool) -> None:
+    text = json.dumps(payload, indent=2, default=str)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+    if as_json:
+        sys.stdout.write(text + "\n")
+
+
+def drift(
+    window: Annotated[
+        str | None, typer.Option(help="How far back the prediction log is read: 7d, 24h, 30m, 2w.")
+    ] = None,
+    as_json: JsonFlag = False,
+    output: OutputFile = None,
+) -> None:
+    """Compare recent predictions with the production model's training data (Evidently report)."""
+    from rakuten_mlops.cli import console, print_backends
+    from rakuten_mlops.monitoring.drift import parse_window, run_drift_check
+    from rakuten_mlops.settings import get_settings
+
+    settings = get_settings()
+    print_backends(quiet=as_json)
+    try:
+        parse_window(window or settings.drift_window)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--window") from exc
+    check = run_drift_check(settings, window)
+    _write(check.summary, output, as_json)
+    if not as_json:
+        render_drift(check.summary, console)
+
+
+def render_drift(summary: dict, console) -> None:
+    from rich.table import Table
+
+    if summary["status"] == "no_production_model":
+        console.print(summary["message"])
+        console.print("severity: [bold]none[/bold]")
+        return
+    console.print(
+        f"drift of production model version {summary['model_version']} over the last {summary['window']}: "
+        f"{summary['n_current']:,} predictions vs {summary['n_reference']:,} reference rows "
+        f"(batches {','.join(map(str, summary['reference_batch_ids'])) or '-'})"
+    )
+    if summary["tests"]:
+        table = Table(show_lines=False)
+        for column in ("feature", "test", "score", "threshold", "drifted", "reference -> current"):
+            table.add_column(column)
+        for t in summary["tests"]:
+            table.add_row(
+                t["feature"], t["test"], f"{t['score']:.4g}",
+                f"{'<' if t['kind'] == 'p_value' else '>='} {t['threshold']:g}",
+                "[bold red]yes[/bold red]" if t["drifted"] else "no", t["detail"],
+            )  # fmt: skip
+        console.print(table)
+    for skipped in summary.get("skipped", []):
+        console.print(f"[dim]skipped {skipped['feature']} ({skipped['test']}): {skipped['reason']}[/dim]")
+    color = {"none": "green", "low": "yellow", "medium": "dark_orange", "high": "bold red"}[
+        summary["severity"]
+    ]
+    console.print(f"severity: [{color}]{summary['severity']}[/{color}] - {summary['message']}")
+    if summary.get("html_path"):
+        console.print(f"HTML report: {summary['html_path']}")
+    console.print(
+        f"summary: {summary['json_path']} (MLflow run {summary['mlflow_run_id']}, experiment rakuten_drift)"
+    )
+
+
+def decide(as_json: JsonFlag = False, output: OutputFile = None) -> None:
+    """Decide whether to retrain: live F1, backlog since training, latest drift severity."""
+    from rakuten_mlops.cli import console, print_backends
+    from rakuten_mlops.monitoring.decision import decide as make_decision
+    from rakuten_mlops.monitoring.decision import describe
+    from rakuten_mlops.settings import get_settings
+
+    settings = get_settings()
+    print_backends(quiet=as_json)
+    decision = make_decision(settings)
+    _write(decision.to_dict(), output, as_json)
+    if not as_json:
+        for line in describe(decision):
+            console.print(line)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``drift`` and ``decide`` to the ``rakuten-mlops`` command line."""
+    app.command("drift")(drift)
+    app.command("decide")(decide)

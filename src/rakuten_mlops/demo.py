@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.progress import Progress
 from rich.table import Table
 
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False)
 CLI = [sys.executable, "-m", "rakuten_mlops.cli"]
 
 SAMPLE_PRODUCTS = [
@@ -100,6 +100,7 @@ class ApiProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
+        self.__exit__()
         raise SystemExit("demo stopped: the API did not become ready within 90 s")
 
     def __exit__(self, *exc) -> None:

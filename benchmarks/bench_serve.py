@@ -1,0 +1,267 @@
+"""Prediction API vs `mlflow models serve` (the peer users would otherwise pick), same model version.
+
+Both servers load `models:/rakuten_classifier@production` from the same registry; Debian's `wrk`
+drives them with keep-alive connections from the same machine: single predictions at 1 and 32
+connections (requests/s, p50, p99) and 1,000-product batches (items/s). Run with the same number
+of worker processes on both sides (1, then 2 = the machine's cores).
+
+Targets (2 cores): >= 3x the peer's requests/s, p99 <= 20 ms at 32 connections, >= 8,000 items/s.
+Our API also returns top-k classes with confidences and writes every prediction to the
+prediction log; the peer returns the predicted class only.
+
+Environment: BENCH_SERVE_SECONDS (default 10 per run), BENCH_SERVE_WORKERS (default "1,2"),
+BENCH_SERVE_ROWS (training rows of the model, default 20000).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import print_table, throwaway_postgres
+
+SECONDS = int(os.environ.get("BENCH_SERVE_SECONDS", "10"))
+WORKERS = [int(w) for w in os.environ.get("BENCH_SERVE_WORKERS", "1,2").split(",")]
+TRAIN_ROWS = int(os.environ.get("BENCH_SERVE_ROWS", "20000"))
+BATCH = 1000
+N_BODIES = 200
+TARGET_RATIO, TARGET_P99_MS, TARGET_ITEMS = 3.0, 20.0, 8000.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _register_model(home: Path) -> tuple[str, list[dict]]:
+    """Train the default pipeline on generated rows, register it as production; return URI and products."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+
+    from rakuten_mlops.data.generator import generate_frame
+    from rakuten_mlops.model import build_pipeline
+    from rakuten_mlops.model.pipeline import trusted_types
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    frame = generate_frame(TRAIN_ROWS + N_BODIES + BATCH, seed=7)
+    frame["description"] = frame["description"].fillna("")
+    train, held_out = frame.iloc[:TRAIN_ROWS], frame.iloc[TRAIN_ROWS:]
+    started = time.perf_counter()
+    pipeline = build_pipeline("sgd").fit(train[["designation", "description"]], train["prdtypecode"])
+    print(
+        f"trained the default pipeline on {TRAIN_ROWS:,} generated rows in {time.perf_counter() - started:.1f}s"
+    )
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("bench-serve")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            registered_model_name="rakuten_classifier",
+            skops_trusted_types=trusted_types(),
+            pip_requirements=["scikit-learn", "pandas", "ftfy"],
+        )
+    MlflowClient(uri).set_registered_model_alias(
+        "rakuten_classifier", "production", info.registered_model_version
+    )
+    products = [
+        {"designation": str(r.designation), "description": str(r.description)}
+        for r in held_out.itertuples(index=False)
+    ]
+    return uri, products
+
+
+def _lua_script(path: Path, bodies: list[str], url_path: str) -> Path:
+    quoted = ",\n".join(f"[==[{b}]==]" for b in bodies)
+    path.write_text(
+        f"""
+local bodies = {{
+{quoted}
+}}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = (i % #bodies) + 1
+  return wrk.format("POST", "{url_path}", nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH requests=%d errors=%d status=%d timeouts=%d p50=%f p99=%f\\n",
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write,
+    summary.errors.status, summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+    threads = min(2, connections)
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    stats = dict(re.findall(r"(\w+)=([\d.]+)", out.split("BENCH", 1)[1]))
+    return {
+        "rps": rps,
+        "p50_ms": float(stats["p50"]) / 1000,
+        "p99_ms": float(stats["p99"]) / 1000,
+        "errors": int(stats["errors"]) + int(stats["status"]) + int(stats["timeouts"]),
+        "requests": int(stats["requests"]),
+    }
+
+
+@contextlib.contextmanager
+def _server(cmd: list[str], env: dict, ready_url: str, log: Path) -> Iterator[None]:
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[:4]} exited with {proc.returncode}; see {log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{ready_url} not ready; see {log}")
+            time.sleep(0.3)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _measure(url: str, single: Path, batch: Path) -> dict:
+    _wrk(url.replace("PATH", ""), single, 4, 2)  # warm-up
+    results = {
+        "single_c1": _wrk(url, single, 1, SECONDS),
+        "single_c32": _wrk(url, single, 32, SECONDS),
+        "batch_c2": _wrk(url, batch, 2, SECONDS),
+    }
+    results["batch_c2"]["items_per_s"] = results["batch_c2"]["rps"] * BATCH
+    return results
+
+
+def run(work: Path, database_url: str) -> dict:
+    uri, products = _register_model(work)
+    singles, batch_items = products[:N_BODIES], products[N_BODIES : N_BODIES + BATCH]
+    scripts = work / "lua"
+    scripts.mkdir()
+    ours_single = _lua_script(scripts / "ours_single.lua", [json.dumps(p) for p in singles], "/predict")
+    ours_batch = _lua_script(
+        scripts / "ours_batch.lua", [json.dumps({"items": batch_items})], "/predict/batch"
+    )
+    peer_single = _lua_script(
+        scripts / "peer_single.lua", [json.dumps({"dataframe_records": [p]}) for p in singles], "/invocations"
+    )
+    peer_batch = _lua_script(
+        scripts / "peer_batch.lua", [json.dumps({"dataframe_records": batch_items})], "/invocations"
+    )
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "RAKUTEN_HOME": str(work / "home"),
+        "RAKUTEN_DATABASE_URL": database_url,
+        "RAKUTEN_MODEL_POLL_SECONDS": "30",
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",  # our registry is trusted (as the API's loader does)
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    results: dict = {"load_average_start": os.getloadavg()[0], "runs": {}}
+    for workers in WORKERS:
+        port = _free_port()
+        ours_cmd = [sys.executable, "-m", "rakuten_mlops.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                    "--workers", str(workers)]  # fmt: skip
+        with _server(ours_cmd, env, f"http://127.0.0.1:{port}/ready", work / f"ours-{workers}.log"):
+            base = f"http://127.0.0.1:{port}"
+            ours = _measure(base, ours_single, ours_batch)
+        port = _free_port()
+        peer_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/rakuten_classifier@production",
+                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]  # fmt: skip
+        with _server(peer_cmd, env, f"http://127.0.0.1:{port}/ping", work / f"peer-{workers}.log"):
+            peer = _measure(f"http://127.0.0.1:{port}", peer_single, peer_batch)
+        results["runs"][str(workers)] = {"ours": ours, "peer": peer, "load_average": os.getloadavg()[0]}
+    return results
+
+
+def report(results: dict) -> list[str]:
+    rows, verdicts = [], []
+    for workers, run_ in results["runs"].items():
+        ours, peer = run_["ours"], run_["peer"]
+        for key, label in (("single_c1", "single, 1 conn"), ("single_c32", "single, 32 conns")):
+            o, p = ours[key], peer[key]
+            rows.append([workers, label, o["rps"], p["rps"], f"{o['rps'] / p['rps']:.1f}x",
+                         o["p50_ms"], p["p50_ms"], o["p99_ms"], p["p99_ms"], o["errors"], p["errors"]])  # fmt: skip
+        o, p = ours["batch_c2"], peer["batch_c2"]
+        rows.append([workers, "batch 1000, 2 conns (items/s)", o["items_per_s"], p["items_per_s"],
+                     f"{o['items_per_s'] / p['items_per_s']:.1f}x", o["p50_ms"], p["p50_ms"], o["p99_ms"],
+                     p["p99_ms"], o["errors"], p["errors"]])  # fmt: skip
+        ratio = ours["single_c32"]["rps"] / peer["single_c32"]["rps"]
+        verdicts.append(
+            f"workers={workers}: ratio at 32 conns {ratio:.1f}x (target >= {TARGET_RATIO:.0f}x: "
+            f"{'met' if ratio >= TARGET_RATIO else 'NOT met'}); p99 at 32 conns {ours['single_c32']['p99_ms']:.1f} ms "
+            f"(target <= {TARGET_P99_MS:.0f}: {'met' if ours['single_c32']['p99_ms'] <= TARGET_P99_MS else 'NOT met'}); "
+            f"batch {ours['batch_c2']['items_per_s']:,.0f} items/s (target >= {TARGET_ITEMS:,.0f}: "
+            f"{'met' if ours['batch_c2']['items_per_s'] >= TARGET_ITEMS else 'NOT met'}); "
+            f"load average {run_['load_average']:.1f}"
+        )
+    print_table(
+        ["workers", "load", "ours req/s", "peer req/s", "ratio", "ours p50 ms", "peer p50 ms", "ours p99 ms",
+         "peer p99 ms", "ours errors", "peer errors"],
+        rows,
+    )  # fmt: skip
+    for line in verdicts:
+        print(line)
+    return verdicts
+
+
+def main() -> None:
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk (or run .ci/setup.d/40-serving.sh)")
+        return
+    print(
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {SECONDS}s per run; workers {WORKERS}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp, throwaway_postgres() as pg_url:
+        work = Path(tmp)
+        results = run(work, pg_url or f"sqlite:///{work / 'data.db'}")
+    results["prediction_log"] = "postgres" if pg_url else "sqlite"
+    report(results)
+    out = Path(os.environ.get("RAKUTEN_HOME", ".rakuten")) / "reports" / "bench_serve.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"raw results: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -120,6 +120,28 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
     return Platform(home=home, source=source)
 
 
+@pytest.fixture(scope="session")
+def empty_platform(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with both databases created and nothing in them (MLflow's schema takes seconds)."""
+    from rakuten_mlops.db import engine_for, upgrade
+    from rakuten_mlops.training.registry import production_version
+
+    home = tmp_path_factory.mktemp("ui-empty") / "home"
+    settings = _settings_for(home)
+    upgrade(settings.database_url)
+    assert production_version(settings) is None
+    engine_for(settings.database_url).dispose()
+    return home
+
+
+@pytest.fixture
+def empty_env(settings, empty_platform: Path, monkeypatch: pytest.MonkeyPatch):
+    """The control room on a platform with no data and no model; the API is down."""
+    shutil.copytree(empty_platform, settings.home, dirs_exist_ok=True)
+    monkeypatch.setenv("RAKUTEN_API_URL", DEAD_API)
+    return settings
+
+
 def copy_home(platform: Platform, target: Path) -> Path:
     shutil.copytree(platform.home, target, dirs_exist_ok=True)
     report = target / "reports" / "drift-latest.html"
@@ -197,7 +219,7 @@ def api(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, 90, "the API", process)
+        _wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, 180, "the API", process)
         yield ApiProcess(url, home, process)
     finally:
         _stop(process)

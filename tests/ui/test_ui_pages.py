@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from ui_helpers import REPORT_MARKER, charts, main_text, metrics, open_app, type_token
-
-from rakuten_mlops.data.categories import category_name
+from ui_helpers import REPORT_MARKER, charts, health_line, main_text, metrics, open_app, type_token
 
 
 def test_overview_shows_health_production_model_last_load_and_drift(ui_env):
     at = open_app()
     text = main_text(at)
-    assert "🟢 **database**: ok: reachable, 2,250 products" in text
-    assert "🟢 **MLflow**: ok: embedded store reachable; production version: 1" in text
-    assert "🔴 **API**: down: cannot reach the API at http://127.0.0.1:9" in text
-    assert "⚪ **Argo**: not configured: ARGO_SERVER is not set" in text
-    assert "⚪ **Prometheus**: not configured: RAKUTEN_PROMETHEUS_URL is not set" in text
+    assert health_line(at, "database")[0] == "ok"
+    assert health_line(at, "database")[1].startswith("reachable, 2,250 products")
+    assert health_line(at, "MLflow")[1].startswith("embedded store reachable; production version: 1")
+    state, reason = health_line(at, "API")
+    assert state == "down" and reason.startswith("cannot reach the API at http://127.0.0.1:9")
+    assert health_line(at, "Argo") == (
+        "not configured",
+        "ARGO_SERVER is not set (retraining runs as a local process)",
+    )
+    assert health_line(at, "Prometheus") == ("not configured", "RAKUTEN_PROMETHEUS_URL is not set")
     shown = metrics(at)
     assert shown["Production version"] == "v1"
     assert 0.3 < float(shown["Weighted F1"]) <= 1.0
@@ -29,13 +32,13 @@ def test_overview_says_why_configured_argo_and_prometheus_are_red(ui_env, monkey
     monkeypatch.setenv("ARGO_SERVER", "http://127.0.0.1:9")
     monkeypatch.setenv("RAKUTEN_PROMETHEUS_URL", "http://127.0.0.1:9")
     get_settings.cache_clear()
-    text = main_text(open_app())
-    assert "🔴 **Argo**: down: ConnectError" in text
-    assert "🔴 **Prometheus**: down: ConnectError" in text
+    at = open_app()
+    for component in ("Argo", "Prometheus"):
+        state, reason = health_line(at, component)
+        assert state == "down" and reason.startswith("ConnectError"), (component, reason)
 
 
-def test_overview_without_any_model_or_data_says_what_to_do(settings, monkeypatch):
-    monkeypatch.setenv("RAKUTEN_API_URL", "http://127.0.0.1:9")
+def test_overview_without_any_model_or_data_says_what_to_do(empty_env):
     text = main_text(open_app())
     assert "production version: none yet" in text
     assert "No production model yet: train one on the Training page." in text
@@ -183,8 +186,7 @@ def test_monitoring_shows_drift_report_scores_decisions_and_live_f1(ui_env):
     assert sorted(live["f1_weighted"]) == [0.64, 0.81]
 
 
-def test_monitoring_before_any_check_says_how_to_get_one(settings, monkeypatch):
-    monkeypatch.setenv("RAKUTEN_API_URL", "http://127.0.0.1:9")
+def test_monitoring_before_any_check_says_how_to_get_one(empty_env):
     text = main_text(open_app("monitoring"))
     assert "No drift check yet: run `rakuten-mlops drift`" in text
     assert "No retrain decision yet" in text
@@ -192,13 +194,8 @@ def test_monitoring_before_any_check_says_how_to_get_one(settings, monkeypatch):
 
 
 @pytest.mark.parametrize("page", ["overview", "data", "training", "predict", "monitoring"])
-def test_every_page_opens_without_error_on_an_empty_platform(settings, monkeypatch, page):
-    monkeypatch.setenv("RAKUTEN_API_URL", "http://127.0.0.1:9")
+def test_every_page_opens_without_error_on_an_empty_platform(empty_env, page):
     at = open_app(None if page == "overview" else page)
     assert not at.exception
     assert at.main.title[0].value == {"overview": "Control room"}.get(page, page.capitalize())
     assert [e.value for e in at.main.error] == []
-
-
-def test_category_names_are_the_official_ones():
-    assert category_name(2583) != "2583"

@@ -55,3 +55,20 @@ def type_token(at, token: str = ADMIN_TOKEN):
     at.sidebar.text_input(key="admin_token").input(token).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def health_line(at, component: str) -> tuple[str, str]:
+    """(state, rest of the line) of one health check on the Overview (badge colour -> state)."""
+    import re
+
+    for md in at.main.markdown:
+        m = re.match(
+            rf":(\w+)-badge\[:material/\w+: ([a-z ]+)\] \*\*{re.escape(component)}\*\*: (.*)", md.value
+        )
+        if m:
+            colour, state, rest = m.groups()
+            assert {"ok": "green", "degraded": "orange", "down": "red", "not configured": "gray"}[
+                state
+            ] == colour
+            return state, rest
+    raise AssertionError(f"no health line for {component}")

@@ -10,14 +10,14 @@ from rakuten_mlops.ui import session
 
 VIEWS = Path(__file__).with_name("views")
 PAGES = [
-    st.Page(VIEWS / "overview.py", title="Overview", icon="🧭", default=True),
-    st.Page(VIEWS / "data.py", title="Data", icon="🗃️"),
-    st.Page(VIEWS / "training.py", title="Training", icon="🏋️"),
-    st.Page(VIEWS / "predict.py", title="Predict", icon="🔮"),
-    st.Page(VIEWS / "monitoring.py", title="Monitoring", icon="📈"),
+    st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page(VIEWS / "data.py", title="Data", icon=":material/database:"),
+    st.Page(VIEWS / "training.py", title="Training", icon=":material/model_training:"),
+    st.Page(VIEWS / "predict.py", title="Predict", icon=":material/online_prediction:"),
+    st.Page(VIEWS / "monitoring.py", title="Monitoring", icon=":material/monitoring:"),
 ]
 
-st.set_page_config(page_title="Rakuten MLOps control room", page_icon="🛒", layout="wide")
+st.set_page_config(page_title="Rakuten MLOps control room", page_icon=":material/storefront:", layout="wide")
 page = st.navigation(PAGES)
 session.sidebar()
 page.run()

@@ -28,8 +28,14 @@ class HealthCheck:
     seconds: float = 0.0
 
     @property
-    def icon(self) -> str:
-        return {OK: "🟢", DEGRADED: "🟠", DOWN: "🔴"}.get(self.state, "⚪")
+    def badge(self) -> str:
+        """Streamlit markdown: a green, orange, red or grey badge naming the state."""
+        color, icon = {
+            OK: ("green", "check_circle"),
+            DEGRADED: ("orange", "warning"),
+            DOWN: ("red", "error"),
+        }.get(self.state, ("gray", "do_not_disturb_on"))
+        return f":{color}-badge[:material/{icon}: {self.state}]"
 
 
 def _timed(component: str, target: str, probe: Callable[[], tuple[str, str]]) -> HealthCheck:

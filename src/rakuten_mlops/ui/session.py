@@ -28,7 +28,9 @@ def sidebar() -> None:
             "Empty: the control room's own RAKUTEN_ADMIN_TOKEN, if it has one.",
         )
         allowed, why = admin_state()
-        (st.success if allowed else st.info)(why, icon="🔓" if allowed else "🔒")
+        (st.success if allowed else st.info)(
+            why, icon=":material/lock_open:" if allowed else ":material/lock:"
+        )
         st.caption(
             f"API: `{s.api_url}`  \ndata: `{redact_url(s.database_url)}`  \n"
             f"MLflow: `{redact_url(s.mlflow_tracking_uri)}`"
@@ -60,11 +62,11 @@ def admin_gate() -> str | None:
     """The token when admin actions are allowed, else None (and the page says why)."""
     allowed, why = admin_state()
     if not allowed:
-        st.info(f"🔒 {why}")
+        st.info(why, icon=":material/lock:")
         return None
     return admin_token()
 
 
 def show_error(action: str, exc: Exception) -> None:
     """An error as one readable line (domain errors carry their own advice)."""
-    st.error(f"{action} failed: {exc}", icon="⚠️")
+    st.error(f"{action} failed: {exc}", icon=":material/error:")

@@ -11,7 +11,7 @@ st.caption("Rakuten France product classification: data, training, serving and d
 st.subheader("Health")
 for check in health.all_checks(settings):
     target = f" · `{check.target}`" if check.target else ""
-    st.markdown(f"{check.icon} **{check.component}**: {check.state}: {check.reason}{target}")
+    st.markdown(f"{check.badge} **{check.component}**: {check.reason}{target}")
 
 st.subheader("Production model")
 try:

@@ -85,7 +85,7 @@ with train_col:
                 st.rerun()
         label = f"training job {job.id} ({job.via}): {job.status}"
         if job.status == "running":
-            st.info(label, icon="⏳")
+            st.info(label, icon=":material/hourglass_top:")
             st.button("Refresh status", key="refresh_training")
         elif job.status == "succeeded":
             decision = job.decision or {}

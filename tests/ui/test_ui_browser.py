@@ -1,0 +1,123 @@
+"""End to end in a real headless browser: `rakuten-mlops ui` backed by a running API with a
+trained production model. Opens every page, classifies a product through the form, and
+leaves screenshots in test-artifacts/ui/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from ui_helpers import free_port
+
+from conftest import _stop, _wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PAGES = {  # sidebar label -> text that proves the page rendered
+    "Data": "Rows per class",
+    "Training": "Registered versions",
+    "Predict": "Recent predictions",
+    "Monitoring": "Latest drift check",
+}
+
+
+def _chromium_or_skip() -> Path:
+    if CHROMIUM.exists():
+        return CHROMIUM
+    reason = f"Debian chromium is not installed ({CHROMIUM}); run `bash .ci/setup.d/50-ui.sh`"
+    if os.environ.get("CI"):
+        pytest.fail(f"under CI the browser test must run: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def ui_server(api, tmp_path):
+    """`rakuten-mlops ui` on a free port, over the API's database and pointed at the API."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
+    env.update(RAKUTEN_HOME=str(api.home), RAKUTEN_API_URL=api.url)
+    log = (tmp_path / "ui.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rakuten_mlops.cli", "ui", "--port", str(port), "--host", "127.0.0.1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until(lambda: httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok", 60, "the UI", process)
+        yield url
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _settle(page) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_control_room_in_headless_chromium(ui_server):
+    chromium = _chromium_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(ui_server)
+            expect(page.get_by_role("heading", name="Control room")).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("ready, serving version 1")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Production version")).to_be_visible(timeout=60_000)
+            _settle(page)
+            page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+            nav = page.get_by_test_id("stSidebarNav")
+            for label, marker in PAGES.items():
+                nav.get_by_text(label, exact=True).click()
+                expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible(timeout=60_000)
+                expect(page.get_by_text(marker, exact=True)).to_be_visible(timeout=60_000)
+                _settle(page)
+                page.screenshot(path=str(ARTIFACTS / f"{label.lower()}.png"), full_page=True)
+
+            nav.get_by_text("Predict", exact=True).click()
+            page.get_by_label("Designation (product title)").fill("Figurine Dragon Ball Z Son Goku 18 cm")
+            page.get_by_label("Description").fill("Figurine de collection en PVC, boîte d'origine.")
+            page.get_by_role("button", name="Classify").click()
+            result = page.get_by_text("Category:")
+            expect(result).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Confidence")).to_be_visible()
+            expect(page.get_by_text("v1", exact=True)).to_be_visible()
+            assert "prdtypecode" in result.inner_text()
+            _settle(page)
+            page.screenshot(path=str(ARTIFACTS / "predict-result.png"), full_page=True)
+        finally:
+            browser.close()
+    shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
+    assert {
+        "overview.png",
+        "data.png",
+        "training.png",
+        "predict.png",
+        "monitoring.png",
+        "predict-result.png",
+    } <= set(shots)

@@ -35,6 +35,9 @@ lint: venv ## ruff
 bench: venv ## benchmarks: generation, loading, training, drift (ratios against peers)
 	$(BIN)/python -m benchmarks.run
 
+bench-serve: venv ## prediction API vs `mlflow models serve` under wrk (needs Debian's wrk)
+	$(BIN)/python -m benchmarks.bench_serve
+
 serve: venv ## run the prediction API on :8000 (embedded default)
 	$(BIN)/rakuten-mlops serve --port 8000
 

@@ -63,9 +63,8 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
         try:
             yield
         finally:
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await loader
+            loader.cancel()  # a registry call in a thread cannot be interrupted: do not wait for it long
+            await asyncio.wait([loader], timeout=2)
             if plog is not None:
                 await asyncio.to_thread(plog.close)
                 log.info("prediction log closed: %d written, %d dropped", plog.written, plog.dropped)

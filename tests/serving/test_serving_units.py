@@ -1,0 +1,250 @@
+"""Fast tests of the serving parts on their own: inference plan, prediction log, monitoring gauges,
+Argo submission (against a local HTTP server that records the request), the app without a model."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+from serving_helpers import REALISTIC_PRODUCTS, fit_pipeline, free_port
+
+from rakuten_mlops.serving.inference import StepwisePipeline, WholePipeline, plan_for
+from rakuten_mlops.serving.metrics import MonitoringCollector
+from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
+from rakuten_mlops.serving.retrain import ArgoRetrainer
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return fit_pipeline(0)
+
+
+def test_stepwise_run_matches_the_pipeline_exactly(pipeline):
+    designations = [p["designation"] for p in REALISTIC_PRODUCTS] * 3
+    descriptions = [p.get("description", "") for p in REALISTIC_PRODUCTS] * 3
+    plan = plan_for(pipeline)
+    assert isinstance(plan, StepwisePipeline)
+    got, got_features = plan.run(designations, descriptions)
+    expected, expected_features = WholePipeline(pipeline).run(designations, descriptions)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    assert got_features == expected_features
+    assert all(0.0 <= f[3] <= 1.0 for f in got_features)
+
+
+def test_unknown_pipeline_shape_runs_as_a_whole():
+    from serving_helpers import sample_frame
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import Pipeline
+
+    frame = sample_frame()
+    other = Pipeline(
+        [
+            ("vectorize", ColumnTransformer([("d", TfidfVectorizer(), "designation")])),
+            ("classify", SGDClassifier(loss="log_loss", max_iter=5, tol=None)),
+        ]
+    ).fit(frame[["designation", "description"]], frame["prdtypecode"])
+    plan = plan_for(other)
+    assert isinstance(plan, WholePipeline)
+    proba, features = plan.run(["Livre de cuisine"], [""])
+    assert proba.shape == (1, 27) and len(features) == 1
+
+
+def _records(n: int) -> list[PredictionRecord]:
+    now = datetime.now(UTC)
+    return [
+        PredictionRecord(f"id-{i}-{time.monotonic_ns()}", now, "1", 10, 0.5, 20, 3, True, 0.1, i)
+        for i in range(n)
+    ]
+
+
+def test_prediction_log_writes_batches_and_drops_when_full(sqlite_url):
+    log = PredictionLog(sqlite_url, max_queue=100, flush_rows=40, flush_seconds=0.2)
+    assert log.append(_records(130)) == 30  # queue holds 100: the rest is dropped and counted
+    assert log.dropped == 30
+    log.start()
+    deadline = time.monotonic() + 10
+    while log.written < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close()
+    assert log.written == 100 and log.depth == 0
+    import sqlalchemy as sa
+
+    with sa.create_engine(sqlite_url).connect() as conn:
+        assert conn.execute(sa.text("select count(*) from predictions")).scalar() == 100
+
+
+def test_prediction_log_keeps_rows_while_the_database_is_down():
+    down = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing"
+    log = PredictionLog(down, max_queue=50, flush_rows=10, flush_seconds=0.1)
+    log.start()
+    started = time.monotonic()
+    assert log.append(_records(30)) == 0
+    assert time.monotonic() - started < 0.1  # the request path never waits on the database
+    time.sleep(1.0)
+    assert log.written == 0 and log.depth == 30 and log.last_error  # kept, not lost
+    assert log.append(_records(40)) == 10  # bounded: 10 rows pending in the writer, the queue holds 50
+    assert log.depth == 60
+    t0 = time.monotonic()
+    log.close(timeout=10)
+    assert time.monotonic() - t0 < 10
+
+
+def test_monitoring_gauges_come_from_the_latest_drift_report_and_live_evaluations(sqlite_url):
+    from rakuten_mlops.db import session_scope, upgrade
+    from rakuten_mlops.db.models import DriftReport, LiveEvaluation, LoadBatch
+
+    upgrade(sqlite_url)
+    with session_scope(sqlite_url) as session:
+        batch = LoadBatch(source="s", source_digest="d", row_start=0, row_end=10, status="succeeded")
+        session.add(batch)
+        session.flush()
+        session.add(DriftReport(severity="low", summary={"severity": "low", "tests": []}))
+        session.add(
+            DriftReport(
+                severity="high",
+                drifted=True,
+                summary={
+                    "severity": "high",
+                    "tests": [
+                        {
+                            "feature": "text_length",
+                            "test": "ks",
+                            "score": 0.42,
+                            "threshold": 0.1,
+                            "drifted": True,
+                        },
+                        {
+                            "feature": "prdtypecode",
+                            "test": "psi",
+                            "score": 0.05,
+                            "threshold": 0.2,
+                            "drifted": False,
+                        },
+                    ],
+                },
+            )
+        )
+        for version, f1 in (("1", 0.81), ("2", 0.7), ("2", 0.77)):
+            session.add(
+                LiveEvaluation(
+                    model_version=version, batch_id=batch.id, n_rows=10, f1_weighted=f1, accuracy=f1
+                )
+            )
+    families = {f.name: f for f in MonitoringCollector(sqlite_url).collect()}
+    scores = {
+        (s.labels["feature"], s.labels["test"]): s.value for s in families["rakuten_drift_score"].samples
+    }
+    assert scores == {("text_length", "ks"): 0.42, ("prdtypecode", "psi"): 0.05}
+    assert families["rakuten_drift_severity"].samples[0].value == 3
+    live = {s.labels["version"]: s.value for s in families["rakuten_model_live_f1"].samples}
+    assert live == {"1": 0.81, "2": 0.77}
+
+
+def test_monitoring_gauges_survive_a_database_outage():
+    collector = MonitoringCollector(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x", ttl=0)
+    assert list(collector.collect()) == []
+
+
+class _ArgoStub(BaseHTTPRequestHandler):
+    """A tiny Argo server: records every request and answers like argo-server does."""
+
+    requests: list[dict] = []
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length))
+        self.requests.append(
+            {"method": "POST", "path": self.path, "body": body, "auth": self.headers["Authorization"]}
+        )
+        name = body["submitOptions"]["generateName"] + "x7k2p"
+        self._reply(
+            200,
+            {"metadata": {"name": name, "namespace": "rakuten", "creationTimestamp": "2026-11-22T10:00:00Z"}},
+        )
+
+    def do_GET(self):  # noqa: N802
+        self.requests.append({"method": "GET", "path": self.path, "auth": self.headers["Authorization"]})
+        if self.path.endswith("/missing"):
+            self._reply(404, {"message": "not found"})
+        else:
+            self._reply(
+                200, {"metadata": {"name": self.path.rsplit("/", 1)[1]}, "status": {"phase": "Succeeded"}}
+            )
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def argo_stub():
+    _ArgoStub.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ArgoStub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}", _ArgoStub.requests
+    server.shutdown()
+
+
+def test_kubernetes_retrain_submits_the_workflow_template(settings, argo_stub, monkeypatch):
+    address, recorded = argo_stub
+    monkeypatch.setenv("ARGO_SECURE", "false")
+    settings.retrain_mode = "kubernetes"
+    settings.argo_server = address
+    settings.argo_token = SecretStr("abc123")
+    settings.namespace = "rakuten"
+    retrainer = ArgoRetrainer(settings)
+    job = retrainer.start()
+    assert (
+        job["id"] == "rakuten-train-api-x7k2p" and job["mode"] == "kubernetes" and job["status"] == "running"
+    )
+    sent = recorded[0]
+    assert sent["path"] == "/api/v1/workflows/rakuten/submit"
+    assert sent["auth"] == "Bearer abc123"
+    assert sent["body"]["resourceKind"] == "WorkflowTemplate"
+    assert sent["body"]["resourceName"] == "rakuten-train"
+    assert retrainer.status(job["id"])["status"] == "succeeded"
+    assert recorded[1]["path"] == "/api/v1/workflows/rakuten/rakuten-train-api-x7k2p"
+    with pytest.raises(KeyError):
+        retrainer.status("missing")
+
+
+def test_kubernetes_retrain_reports_an_unreachable_argo_server(settings, monkeypatch):
+    from rakuten_mlops.serving.errors import RetrainSubmissionError
+
+    monkeypatch.setenv("ARGO_SECURE", "false")
+    settings.argo_server = f"127.0.0.1:{free_port()}"
+    with pytest.raises(RetrainSubmissionError, match="cannot reach the Argo server"):
+        ArgoRetrainer(settings).start()
+
+
+def test_app_without_a_model_is_alive_but_not_ready(settings, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from rakuten_mlops.serving import create_app
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    settings.mlflow_tracking_uri = f"http://127.0.0.1:{free_port()}"  # nothing listens: registry down
+    with TestClient(create_app(settings, prediction_log=False)) as client:
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        predict = client.post("/predict", json={"designation": "Livre"})
+        assert predict.status_code == 503 and predict.headers["retry-after"] == "5"
+        assert client.post("/admin/reload").status_code == 404  # no token configured: admin is off
+        assert client.get("/nope").json() == {"error": "Not Found"}

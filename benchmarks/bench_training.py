@@ -67,12 +67,24 @@ def main() -> None:
             if base_seconds is None:
                 base_seconds, base_f1 = seconds, f1
             rows_out.append(
-                [f"{rows:,}", name, f"{len(train):,}", seconds, f"{seconds / base_seconds:.2f}x", f1, f1 - base_f1]
+                [
+                    f"{rows:,}",
+                    name,
+                    f"{len(train):,}",
+                    seconds,
+                    f"{seconds / base_seconds:.2f}x",
+                    f"{f1:.4f}",
+                    f"{f1 - base_f1:+.4f}",
+                ]
             )
         if rows == max(SIZES):
             ok = "within" if base_seconds <= BUDGET_SECONDS else "OVER"
-            verdicts.append(f"default at {rows:,} rows: {base_seconds:.1f}s, {ok} the {BUDGET_SECONDS:.0f}s budget")
-    print_table(["rows", "model", "train rows", "fit s", "time vs default", "weighted F1", "F1 - default"], rows_out)
+            verdicts.append(
+                f"default at {rows:,} rows: {base_seconds:.1f}s, {ok} the {BUDGET_SECONDS:.0f}s budget"
+            )
+    print_table(
+        ["rows", "model", "train rows", "fit s", "time vs default", "weighted F1", "F1 - default"], rows_out
+    )
     for line in verdicts:
         print(line)
 

@@ -232,8 +232,8 @@ def make_classifier(model: str = "sgd", **params: Any) -> SoftmaxLinearClassifie
         settings = {
             "loss": "hinge",
             "alpha": 2e-5,
-            "max_iter": 25,
-            "tol": 1e-4,
+            "max_iter": 30,
+            "tol": 1e-3,  # ~10 epochs on 85k rows; 1e-4 doubles the time for +0.002 weighted F1
             "n_jobs": 2,
             "random_state": 0,
         }

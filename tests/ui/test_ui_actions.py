@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 from ui_helpers import charts, health_line, main_text, metrics, open_app, type_token
 
 from rakuten_mlops.data.categories import load_categories
@@ -46,8 +47,9 @@ def test_predict_form_shows_category_confidence_and_top_k(api_env, api):
     success = at.main.success[0].value
     assert success.startswith("Category: **")
     assert any(f"**{name}**" in success for name in names), success
+    served = httpx.get(f"{api.url}/model").json()["version"]
     shown = metrics(at)
-    assert shown["Model version"] == "v1"
+    assert shown["Model version"] == f"v{served}"
     assert shown["Confidence"].endswith("%")
     assert len(charts(at)) == 1  # top-k bar chart
     assert "Prediction failed" not in text
@@ -58,7 +60,7 @@ def test_predict_form_shows_category_confidence_and_top_k(api_env, api):
             break
         time.sleep(0.5)
     recent = at.main.dataframe[0].value
-    assert recent.iloc[0]["model_version"] == "1"
+    assert recent.iloc[0]["model_version"] == served
     assert recent.iloc[0]["category"] in names
 
 
@@ -76,9 +78,10 @@ def test_predict_when_the_api_is_down_says_where_it_looked(ui_env):
     assert "Prediction failed: cannot reach the API at http://127.0.0.1:9" in main_text(at)
 
 
-def test_overview_with_the_api_up_is_green_and_names_the_served_version(api_env):
+def test_overview_with_the_api_up_is_green_and_names_the_served_version(api_env, api):
+    served = httpx.get(f"{api.url}/model").json()["version"]
     state, reason = health_line(open_app(), "API")
-    assert (state, reason.split(" · ")[0]) == ("ok", "ready, serving version 1")
+    assert (state, reason.split(" · ")[0]) == ("ok", f"ready, serving version {served}")
 
 
 def test_token_is_checked_by_the_api_when_the_control_room_has_none(api_env):
@@ -89,3 +92,14 @@ def test_token_is_checked_by_the_api_when_the_control_room_has_none(api_env):
     at = type_token(at)
     assert at.sidebar.success[0].value == "admin token accepted by the API"
     assert not at.button(key="train").disabled
+
+
+def test_train_through_the_api_shows_the_job_status_until_it_ends(api_env, api):
+    """Last in this module: it adds a version to the API's registry."""
+    at = type_token(open_app("training"))
+    at.button(key="train").click().run()
+    assert not at.exception
+    assert "(api): running" in main_text(at) or "(api): succeeded" in main_text(at), main_text(at)
+    text = _wait_for_training(at)
+    assert "(api): succeeded; version 3: " in text, text
+    assert list(at.main.dataframe[0].value["version"])[0] == "3"

@@ -75,7 +75,7 @@ def _settle(page) -> None:
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_control_room_in_headless_chromium(ui_server):
+def test_control_room_in_headless_chromium(ui_server, api):
     chromium = _chromium_or_skip()
     from playwright.sync_api import expect, sync_playwright
 
@@ -86,7 +86,8 @@ def test_control_room_in_headless_chromium(ui_server):
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.goto(ui_server)
             expect(page.get_by_role("heading", name="Control room")).to_be_visible(timeout=90_000)
-            expect(page.get_by_text("ready, serving version 1")).to_be_visible(timeout=60_000)
+            served = httpx.get(f"{api.url}/model").json()["version"]
+            expect(page.get_by_text(f"ready, serving version {served}")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("Production version")).to_be_visible(timeout=60_000)
             _settle(page)
             page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
@@ -106,7 +107,7 @@ def test_control_room_in_headless_chromium(ui_server):
             result = page.get_by_text("Category:")
             expect(result).to_be_visible(timeout=60_000)
             expect(page.get_by_text("Confidence")).to_be_visible()
-            expect(page.get_by_text("v1", exact=True)).to_be_visible()
+            expect(page.get_by_text(f"v{served}", exact=True)).to_be_visible()
             assert "prdtypecode" in result.inner_text()
             _settle(page)
             page.screenshot(path=str(ARTIFACTS / "predict-result.png"), full_page=True)

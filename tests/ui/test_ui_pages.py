@@ -199,3 +199,60 @@ def test_every_page_opens_without_error_on_an_empty_platform(empty_env, page):
     assert not at.exception
     assert at.main.title[0].value == {"overview": "Control room"}.get(page, page.capitalize())
     assert [e.value for e in at.main.error] == []
+
+
+def _log_predictions(settings, batch_id: int, version: str) -> int:
+    """Prediction-log rows for the products of one batch, as the API writes them."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from rakuten_mlops.db import session_scope
+    from rakuten_mlops.db.models import Prediction
+    from rakuten_mlops.monitoring.live import batch_products
+
+    products = batch_products(settings, batch_id)
+    now = datetime.now(UTC)
+    with session_scope(settings.database_url) as session:
+        for i, p in enumerate(products.itertuples()):
+            text = f"{p.designation} {p.description}".strip()
+            session.add(
+                Prediction(
+                    prediction_id=str(uuid.uuid4()),
+                    created_at=now - timedelta(minutes=i),
+                    model_version=version,
+                    prdtypecode=int(p.prdtypecode),
+                    confidence=0.6,
+                    text_length=len(text),
+                    word_count=len(text.split()),
+                    description_empty=not p.description,
+                    oov_rate=None,
+                )  # fmt: skip
+            )
+    return len(products)
+
+
+def test_monitoring_shows_what_the_real_drift_decide_and_live_jobs_wrote(ui_env):
+    from rakuten_mlops.monitoring.decision import decide
+    from rakuten_mlops.monitoring.drift import run_drift_check
+    from rakuten_mlops.monitoring.live import evaluate_live
+
+    assert _log_predictions(ui_env, 2, "1") == 450
+    check = run_drift_check(ui_env, "7d")
+    live = evaluate_live(ui_env, 2)
+    decision = decide(ui_env, actor="ui-tests")
+
+    at = open_app("monitoring")
+    shown = metrics(at)
+    assert shown["Severity"] == check.severity
+    assert shown["Current rows"] == f"{check.summary['n_current']:,}"
+    tests = at.main.dataframe[0].value
+    assert len(tests) == len(check.summary["tests"]) > 0
+    if check.summary.get("html_path"):
+        assert len(at.main.get("iframe")) == 1
+    decisions = at.main.dataframe[1].value
+    newest = decisions.iloc[0]
+    assert newest["decision"] == ("retrain" if decision.retrain else "keep")
+    assert bool(newest["retrain"]) is decision.retrain
+    assert newest["reason"] == ("; ".join(decision.reasons) or "no trigger fired")
+    live_rows = at.main.dataframe[2].value
+    assert round(live.f1_weighted, 6) in set(live_rows["f1_weighted"].round(6))

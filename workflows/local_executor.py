@@ -714,7 +714,10 @@ class LocalExecutor:
         node.phase = last.phase
         node.exit_code = last.exit_code
         node.message = node.message or last.message
-        self.log(f"  {node.name}: {node.phase} after {len(node.attempts)} attempt(s) {last.message}".rstrip())
+        seconds = sum(a.seconds for a in node.attempts)
+        self.log(
+            f"  {node.name}: {node.phase} after {len(node.attempts)} attempt(s), {seconds:.1f}s {last.message}".rstrip()
+        )
 
     @staticmethod
     def _should_retry(strategy: dict, policy: str, attempt: Attempt, scope: dict) -> bool:

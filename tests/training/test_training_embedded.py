@@ -216,3 +216,21 @@ def test_concurrent_promotions_never_leave_the_worse_model(gate_env, products, m
         if e["event_type"] != "trained"
     ]
     assert kinds == [("promoted", good), ("rejected", bad)]
+
+
+def test_search_picks_parameters_on_a_validation_split(gate_env, products, cli, tmp_path):
+    from rakuten_mlops.settings import Settings
+
+    products(generated(2500, 12))
+    out = tmp_path / "search.json"
+    result = cli("train", "--model", "logreg", "--search", "--output", str(out))
+    assert result.code == 0, result.err
+    decision = json.loads(out.read_text())
+    assert decision["decision"] == "registered" and decision["model"] == "logreg"
+    assert decision["params"]["classifier"] == "LogisticRegression"
+    assert decision["params"]["searched_C"] in (3.0, 10.0, 30.0)
+    client = _client(Settings())
+    artifacts = {a.path for a in client.list_artifacts(decision["run_id"], "evaluation")}
+    assert "evaluation/search_trials.json" in artifacts
+    assert client.get_run(decision["run_id"]).data.params["search"] == "True"
+    assert cli("train", "--model", "svm").code != 0

@@ -228,6 +228,44 @@ def live_f1_over_time(frame: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_index()
 
 
+# --- Prometheus -----------------------------------------------------------------------------------
+
+PROMETHEUS_PANELS = {  # label -> PromQL over the API's metrics (names in docs/architecture.md)
+    "Requests per second (5m)": "sum(rate(rakuten_http_requests_total[5m]))",
+    "p95 latency, seconds (5m)": "histogram_quantile(0.95, sum by (le) "
+    "(rate(rakuten_http_request_duration_seconds_bucket[5m])))",
+    "Predictions (1h)": "sum(increase(rakuten_predictions_total[1h]))",
+    "Drift severity (0-3)": "max(rakuten_drift_severity)",
+}
+
+
+def prometheus_query(settings: Settings, promql: str) -> list[dict[str, Any]]:
+    """Instant query: one ``{"labels": {...}, "value": float}`` per series (empty when none)."""
+    import httpx
+
+    if not settings.prometheus_url:
+        raise ActionRefused("RAKUTEN_PROMETHEUS_URL is not set")
+    url = settings.prometheus_url.rstrip("/") + "/api/v1/query"
+    response = httpx.get(url, params={"query": promql}, timeout=5.0)
+    body = response.json()
+    if response.status_code != 200 or body.get("status") != "success":
+        raise APIError(
+            f"Prometheus answered {response.status_code}: {body.get('error', response.text[:200])}"
+        )
+    return [
+        {"labels": r.get("metric", {}), "value": float(r["value"][1])} for r in body["data"].get("result", [])
+    ]
+
+
+def served_models(settings: Settings) -> pd.DataFrame:
+    """``rakuten_model_info`` series: which version every scraped API instance serves."""
+    rows = [
+        {**r["labels"], "instance": r["labels"].get("instance", "")}
+        for r in prometheus_query(settings, "rakuten_model_info")
+    ]
+    return pd.DataFrame(rows, columns=["instance", "name", "version", "alias"])
+
+
 # --- data ----------------------------------------------------------------------------------
 
 

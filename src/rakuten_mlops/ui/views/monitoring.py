@@ -66,3 +66,26 @@ else:
     else:
         st.line_chart(services.live_f1_over_time(live), height=260)
         st.dataframe(live, hide_index=True)
+
+st.subheader("API metrics (Prometheus)")
+if not settings.prometheus_url:
+    st.info("RAKUTEN_PROMETHEUS_URL is not set: the API's own numbers are on its /metrics endpoint.")
+else:
+    try:
+        served = services.served_models(settings)
+        values = {
+            label: services.prometheus_query(settings, promql)
+            for label, promql in services.PROMETHEUS_PANELS.items()
+        }
+    except Exception as exc:
+        session.show_error(f"Querying Prometheus at {settings.prometheus_url}", exc)
+    else:
+        cols = st.columns(len(values))
+        for col, (label, result) in zip(cols, values.items(), strict=True):
+            value = result[0]["value"] if result else None
+            col.metric(label, "no data" if value is None or value != value else f"{value:,.3g}")
+        if served.empty:
+            st.info("Prometheus has no rakuten_model_info series yet (is it scraping the API?).")
+        else:
+            st.caption("Served model per API instance (rakuten_model_info)")
+            st.dataframe(served, hide_index=True)

@@ -103,34 +103,66 @@ def models(
             f"no versions of {settings.registered_model} yet: run `rakuten-mlops train`", markup=False
         )
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{settings.registered_model} versions")
-    for column in (
-        "version",
-        "aliases",
-        "f1_weighted",
-        "f1_macro",
-        "accuracy",
-        "train_rows",
-        "batches",
-        "gate",
-        "created",
-    ):
-        table.add_column(column)
+    table = Table(
+        title=f"{settings.registered_model}: {len(versions)} version(s) (F1 on the test set of their training; dates UTC)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
+    for column, justify in COLUMNS:
+        table.add_column(column, justify=justify, no_wrap=column != "batches", min_width=len(column))
     for v in versions:
         table.add_row(
             v.version,
-            ",".join(v.aliases),
-            v.tag("f1_weighted")[:6],
-            v.tag("f1_macro")[:6],
-            v.tag("accuracy")[:6],
-            v.tag("train_rows"),
-            v.tag("batch_ids"),
-            v.tag("gate_decision"),
-            v.created_at,
+            ",".join(v.aliases) or "-",
+            _score(v.tag("f1_weighted")),
+            _score(v.tag("f1_macro")),
+            _score(v.tag("accuracy")),
+            v.tag("train_rows") or "-",
+            _ranges(v.tag("batch_ids")),
+            v.tag("gate_decision") or "-",
+            v.created_at[5:16].replace("T", " "),
         )
     console.print(table)
+
+
+COLUMNS = (  # short headers: the table fits an 80-column terminal
+    ("ver", "right"),
+    ("alias", "left"),
+    ("F1 w", "right"),
+    ("F1 mac", "right"),
+    ("acc", "right"),
+    ("rows", "right"),
+    ("batches", "left"),
+    ("gate", "left"),
+    ("created    ", "left"),
+)
+
+
+def _score(value: str) -> str:
+    try:
+        return f"{float(value):.4f}"
+    except ValueError:
+        return "-"
+
+
+def _ranges(batch_ids: str) -> str:
+    """'1,2,3,5' -> '1-3,5': the batch list stays short as loads accumulate."""
+    try:
+        ids = sorted(int(b) for b in batch_ids.split(",") if b)
+    except ValueError:
+        return batch_ids or "-"
+    parts: list[str] = []
+    for i in ids:
+        if parts and parts[-1][1] == i - 1:
+            parts[-1][1] = i
+        else:
+            parts.append([i, i])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in parts) or "-"
 
 
 def register(app: typer.Typer) -> None:

@@ -9,8 +9,9 @@ Targets (2 cores): >= 3x the peer's requests/s, p99 <= 20 ms at 32 connections, 
 Our API also returns top-k classes with confidences and writes every prediction to the
 prediction log; the peer returns the predicted class only.
 
-Environment: BENCH_SERVE_SECONDS (default 10 per run), BENCH_SERVE_WORKERS (default "1,2"),
-BENCH_SERVE_ROWS (training rows of the model, default 20000).
+Each scenario alternates ours and the peer for BENCH_SERVE_ROUNDS rounds (default 3) of
+BENCH_SERVE_SECONDS (default 5) and reports medians, so load from elsewhere on the machine hits
+both sides alike. BENCH_SERVE_WORKERS (default "1,2"), BENCH_SERVE_ROWS (training rows, 20000).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +35,8 @@ import httpx
 
 from benchmarks.common import print_table, throwaway_postgres
 
-SECONDS = int(os.environ.get("BENCH_SERVE_SECONDS", "10"))
+SECONDS = int(os.environ.get("BENCH_SERVE_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_SERVE_ROUNDS", "3"))
 WORKERS = [int(w) for w in os.environ.get("BENCH_SERVE_WORKERS", "1,2").split(",")]
 TRAIN_ROWS = int(os.environ.get("BENCH_SERVE_ROWS", "20000"))
 BATCH = 1000
@@ -162,32 +165,52 @@ def _server(cmd: list[str], env: dict, ready_url: str, log: Path) -> Iterator[No
             proc.wait(5)
 
 
-def _measure(url: str, single: Path, batch: Path) -> dict:
-    _wrk(url.replace("PATH", ""), single, 4, 2)  # warm-up
-    results = {
-        "single_c1": _wrk(url, single, 1, SECONDS),
-        "single_c32": _wrk(url, single, 32, SECONDS),
-        "batch_c2": _wrk(url, batch, 2, SECONDS),
-    }
-    results["batch_c2"]["items_per_s"] = results["batch_c2"]["rps"] * BATCH
-    return results
+SCENARIOS = (("single_c1", "single", 1), ("single_c32", "single", 32), ("batch_c2", "batch", 2))
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """Per metric, the median over the rounds (the machine may be shared: rounds alternate sides)."""
+    out = {key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms")}
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["rounds"] = runs
+    return out
+
+
+def _measure_pair(ours_url: str, peer_url: str, scripts: dict[str, Path]) -> tuple[dict, dict]:
+    """Alternate ours/peer for every scenario, ROUNDS times; medians per side."""
+    _wrk(ours_url + "/predict", scripts["ours_single"], 4, 2)  # warm-up both
+    _wrk(peer_url + "/invocations", scripts["peer_single"], 4, 2)
+    ours: dict[str, list] = {k: [] for k, _, _ in SCENARIOS}
+    peer: dict[str, list] = {k: [] for k, _, _ in SCENARIOS}
+    for _ in range(ROUNDS):
+        for key, kind, connections in SCENARIOS:
+            path = "/predict" if kind == "single" else "/predict/batch"
+            ours[key].append(_wrk(ours_url + path, scripts[f"ours_{kind}"], connections, SECONDS))
+            peer[key].append(_wrk(peer_url + "/invocations", scripts[f"peer_{kind}"], connections, SECONDS))
+    ours_m = {k: _median_run(v) for k, v in ours.items()}
+    peer_m = {k: _median_run(v) for k, v in peer.items()}
+    for side in (ours_m, peer_m):
+        side["batch_c2"]["items_per_s"] = side["batch_c2"]["rps"] * BATCH
+    return ours_m, peer_m
 
 
 def run(work: Path, database_url: str) -> dict:
     uri, products = _register_model(work)
     singles, batch_items = products[:N_BODIES], products[N_BODIES : N_BODIES + BATCH]
-    scripts = work / "lua"
-    scripts.mkdir()
-    ours_single = _lua_script(scripts / "ours_single.lua", [json.dumps(p) for p in singles], "/predict")
-    ours_batch = _lua_script(
-        scripts / "ours_batch.lua", [json.dumps({"items": batch_items})], "/predict/batch"
-    )
-    peer_single = _lua_script(
-        scripts / "peer_single.lua", [json.dumps({"dataframe_records": [p]}) for p in singles], "/invocations"
-    )
-    peer_batch = _lua_script(
-        scripts / "peer_batch.lua", [json.dumps({"dataframe_records": batch_items})], "/invocations"
-    )
+    lua = work / "lua"
+    lua.mkdir()
+    scripts = {
+        "ours_single": _lua_script(lua / "ours_single.lua", [json.dumps(p) for p in singles], "/predict"),
+        "ours_batch": _lua_script(
+            lua / "ours_batch.lua", [json.dumps({"items": batch_items})], "/predict/batch"
+        ),
+        "peer_single": _lua_script(
+            lua / "peer_single.lua", [json.dumps({"dataframe_records": [p]}) for p in singles], "/invocations"
+        ),
+        "peer_batch": _lua_script(
+            lua / "peer_batch.lua", [json.dumps({"dataframe_records": batch_items})], "/invocations"
+        ),
+    }
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,
@@ -198,19 +221,20 @@ def run(work: Path, database_url: str) -> dict:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the peer runs `uvicorn`
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    results: dict = {"load_average_start": os.getloadavg()[0], "runs": {}}
+    results: dict = {"load_average_start": os.getloadavg()[0], "seconds_per_run": SECONDS, "rounds": ROUNDS,
+                     "runs": {}}  # fmt: skip
     for workers in WORKERS:
-        port = _free_port()
-        ours_cmd = [sys.executable, "-m", "rakuten_mlops.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", str(workers)]  # fmt: skip
-        with _server(ours_cmd, env, f"http://127.0.0.1:{port}/ready", work / f"ours-{workers}.log"):
-            base = f"http://127.0.0.1:{port}"
-            ours = _measure(base, ours_single, ours_batch)
-        port = _free_port()
+        ours_port, peer_port = _free_port(), _free_port()
+        ours_cmd = [sys.executable, "-m", "rakuten_mlops.cli", "serve", "--host", "127.0.0.1",
+                    "--port", str(ours_port), "--workers", str(workers)]  # fmt: skip
         peer_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/rakuten_classifier@production",
-                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]  # fmt: skip
-        with _server(peer_cmd, env, f"http://127.0.0.1:{port}/ping", work / f"peer-{workers}.log"):
-            peer = _measure(f"http://127.0.0.1:{port}", peer_single, peer_batch)
+                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(peer_port), "-w", str(workers)]  # fmt: skip
+        ours_url, peer_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{peer_port}"
+        with (
+            _server(ours_cmd, env, f"{ours_url}/ready", work / f"ours-{workers}.log"),
+            _server(peer_cmd, env, f"{peer_url}/ping", work / f"peer-{workers}.log"),
+        ):
+            ours, peer = _measure_pair(ours_url, peer_url, scripts)
         results["runs"][str(workers)] = {"ours": ours, "peer": peer, "load_average": os.getloadavg()[0]}
     return results
 

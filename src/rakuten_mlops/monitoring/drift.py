@@ -11,8 +11,10 @@ artifacts of an MLflow run in experiment ``rakuten_drift``, and a ``drift_report
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,8 +142,12 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, settings: Settings) 
     metrics = [
         ValueDrift(column=t.column, method=t.method, threshold=_threshold(t, settings)) for t in runnable
     ]
-    definition = DataDefinition(numerical_columns=NUMERICAL, categorical_columns=CATEGORICAL)
-    columns = NUMERICAL + CATEGORICAL
+    used = {t.column for t in runnable}  # columns no test reads (all NaN) stay out of the report
+    definition = DataDefinition(
+        numerical_columns=[c for c in NUMERICAL if c in used],
+        categorical_columns=[c for c in CATEGORICAL if c in used],
+    )
+    columns = [c for c in NUMERICAL + CATEGORICAL if c in used]
     snapshot = Report(metrics, include_tests=True).run(
         current_data=Dataset.from_pandas(current[columns], data_definition=definition),
         reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
@@ -306,7 +312,8 @@ def _log_to_mlflow(settings: Settings, summary: dict[str, Any], folder: Path) ->
     from rakuten_mlops.training.tracking import configure_mlflow, ensure_experiment, registry_errors
 
     configure_mlflow(settings)
-    with registry_errors(settings):
+    # MLflow writes "View run ... at: URL" to stdout when a run ends: keep stdout for --json
+    with registry_errors(settings), contextlib.redirect_stdout(sys.stderr):
         experiment_id = ensure_experiment(settings, settings.drift_experiment)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift-{folder.name}") as run:
             summary["mlflow_run_id"] = run.info.run_id

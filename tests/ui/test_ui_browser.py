@@ -92,6 +92,7 @@ def test_control_room_in_headless_chromium(ui_server, api):
             _settle(page)
             page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
 
+            page.set_viewport_size({"width": 1440, "height": 2000})  # room for the longer pages
             nav = page.get_by_test_id("stSidebarNav")
             for label, marker in PAGES.items():
                 nav.get_by_text(label, exact=True).click()

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 
 from rakuten_mlops.settings import Settings, redact_url
+from rakuten_mlops.ui import argo
 from rakuten_mlops.ui.api import APIError, PlatformAPI
 
 OK, DEGRADED, DOWN, NOT_CONFIGURED = "ok", "degraded", "down", "not configured"
@@ -102,29 +102,16 @@ def check_api(settings: Settings) -> HealthCheck:
     return _timed("API", settings.api_url, probe)
 
 
-def argo_base_url(server: str) -> str:
-    """``ARGO_SERVER`` as the argo CLI reads it: host:port means HTTPS unless ARGO_SECURE=false."""
-    server = server.rstrip("/")
-    if "://" in server:
-        return server
-    scheme = "http" if os.environ.get("ARGO_SECURE", "true").lower() == "false" else "https"
-    return f"{scheme}://{server}"
-
-
 def check_argo(settings: Settings) -> HealthCheck:
     if not settings.argo_server:
         return HealthCheck(
             "Argo", NOT_CONFIGURED, "ARGO_SERVER is not set (retraining runs as a local process)"
         )
-    base = argo_base_url(settings.argo_server)
+    base = argo.base_url(settings.argo_server)
 
     def probe() -> tuple[str, str]:
-        headers = {}
-        if settings.argo_token is not None:
-            token = settings.argo_token.get_secret_value().strip()
-            headers["Authorization"] = token if token.lower().startswith("bearer ") else f"Bearer {token}"
-        verify = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "false").lower() != "true"
-        response = httpx.get(f"{base}/api/v1/version", headers=headers, timeout=PROBE_TIMEOUT, verify=verify)
+        with argo.client(settings, timeout=5.0) as http:
+            response = http.get("/api/v1/version")
         if response.status_code != 200:
             return DOWN, f"/api/v1/version answered {response.status_code}"
         return OK, f"Argo server {response.json().get('version', '?')}"

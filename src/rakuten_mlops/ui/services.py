@@ -309,6 +309,19 @@ def load_next_batch(settings: Settings, source: str, batch_fraction: float, init
     return load(settings, Path(source.strip()), plan)
 
 
+LOAD_WORKFLOW = ("CronWorkflow", "incremental-load")
+DRIFT_WORKFLOW = ("CronWorkflow", "drift-check")
+
+
+def submit_workflow(settings: Settings, workflow: tuple[str, str]) -> str:
+    """Start one run of an installed Argo workflow now; returns a line naming the new Workflow."""
+    from rakuten_mlops.ui import argo
+
+    kind, name = workflow
+    started = argo.submit(settings, kind, name)
+    return f"submitted {kind} {name}: Workflow {started['name']} ({started['phase']}) in namespace {settings.namespace}"
+
+
 # --- registry and training ---------------------------------------------------------------------
 
 VERSION_COLUMNS = [

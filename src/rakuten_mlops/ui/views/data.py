@@ -68,3 +68,13 @@ if submitted:
         st.rerun()
 if message := st.session_state.pop("last_load_message", None):
     st.success(message)
+
+if settings.argo_server:
+    st.markdown(
+        "**In the cluster**: run the `incremental-load` workflow now (its pod mounts the source data)."
+    )
+    if st.button("Submit incremental-load", disabled=token is None, key="submit_load_workflow"):
+        try:
+            st.success(services.submit_workflow(settings, services.LOAD_WORKFLOW))
+        except Exception as exc:
+            session.show_error("Submitting the workflow", exc)

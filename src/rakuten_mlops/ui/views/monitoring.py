@@ -15,6 +15,15 @@ except Exception as exc:
     reports = []
 
 st.subheader("Latest drift check")
+if settings.argo_server:
+    token = session.admin_gate()
+    if st.button(
+        "Run a drift check now (Argo drift-check)", disabled=token is None, key="submit_drift_workflow"
+    ):
+        try:
+            st.success(services.submit_workflow(settings, services.DRIFT_WORKFLOW))
+        except Exception as exc:
+            session.show_error("Submitting the workflow", exc)
 if not reports:
     st.info("No drift check yet: run `rakuten-mlops drift` (or the drift-check workflow).")
 else:

@@ -69,7 +69,10 @@ with train_col:
         except Exception as exc:
             session.show_error("Starting the training", exc)
 
-    @st.fragment(run_every=3)
+    running = st.session_state.get("training_job")
+    running = running is not None and not running.finished
+
+    @st.fragment(run_every=3 if running else None)  # poll only while a job runs
     def training_status() -> None:
         job = st.session_state.get("training_job")
         if job is None:

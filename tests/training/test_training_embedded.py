@@ -221,7 +221,7 @@ def test_concurrent_promotions_never_leave_the_worse_model(gate_env, products, m
 def test_search_picks_parameters_on_a_validation_split(gate_env, products, cli, tmp_path):
     from rakuten_mlops.settings import Settings
 
-    products(generated(2500, 12))
+    products(generated(2000, 12))
     out = tmp_path / "search.json"
     result = cli("train", "--model", "logreg", "--search", "--output", str(out))
     assert result.code == 0, result.err

@@ -57,16 +57,14 @@ def unreachable_message(uri: str, cause: str) -> str:
 
 
 def _is_connection_failure(exc: BaseException) -> bool:
+    """True for failures to reach the MLflow server (not for data-database errors)."""
     import requests
 
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(
-            seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError
-        ):
+        if isinstance(seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
             return True
-        text = str(seen)
-        if "Max retries exceeded" in text or "Connection refused" in text:
+        if type(seen).__name__ == "MlflowException" and "Max retries exceeded" in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -5,6 +5,7 @@ Run with ``rakuten-mlops operator run`` (or ``kopf run -m rakuten_operator.handl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -61,13 +62,15 @@ def check_target(spec: kopf.Spec, namespace: str, body: kopf.Body, **_: Any) -> 
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
-def follow_alias(
+async def follow_alias(
     name: str, namespace: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     """Poll the alias every spec.pollSeconds and drive the rollout; one daemon per ServedModel.
 
-    Outages of MLflow or of the API server end this call with a TemporaryError: kopf logs it,
-    posts an Event and calls the daemon again after the delay, which resumes from the status.
+    Async so that a sleeping daemon holds no thread; each step (blocking MLflow and Kubernetes
+    calls) runs in a worker thread. Outages of MLflow or of the API server end this call with a
+    TemporaryError: kopf logs it and calls the daemon again after the delay, which resumes
+    from the status.
     """
 
     def notify(event_type: str, reason: str, message: str) -> None:
@@ -79,7 +82,7 @@ def follow_alias(
     while not stopped:
         spec = ServedModelSpec.from_spec(dict(body.get("spec") or {}))
         try:
-            raw_status = rollout.step(spec, raw_status)
+            raw_status = await asyncio.to_thread(rollout.step, spec, raw_status)
             missing_reported = False
         except DeploymentNotFound as exc:
             # check_target already failed permanently for this spec; keep polling so that the
@@ -94,4 +97,4 @@ def follow_alias(
         except ClusterUnavailable as exc:
             notify("Warning", "APIUnavailable", f"{exc}; retrying")
             raise kopf.TemporaryError(str(exc), delay=min(spec.poll_seconds, 5.0)) from exc
-        stopped.wait(wait_seconds(spec, RolloutStatus.from_status(raw_status).phase))
+        await stopped.wait(wait_seconds(spec, RolloutStatus.from_status(raw_status).phase))

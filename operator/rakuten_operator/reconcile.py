@@ -106,8 +106,13 @@ class ModelRollout:
             f"(previous: {was}); {step.reason}"
         )
         new = self._write(
-            raw_status, Phase.ROLLING_OUT, reason="RolloutStarted", message=message,
-            desired=step.version, previous=step.previous_version or "", rollout_started=True,
+            raw_status,
+            Phase.ROLLING_OUT,
+            reason="RolloutStarted",
+            message=message,
+            desired=step.version,
+            previous=step.previous_version or "",
+            rollout_started=True,
         )
         self.notify("Normal", "RolloutStarted", message)
         return new
@@ -115,11 +120,16 @@ class ModelRollout:
     def _ready(self, spec, raw_status, step: Step) -> dict[str, Any]:
         message = f"version {step.version} serves: {step.reason}"
         # Audit first, status last: a crash in between repeats the step rather than losing the row.
-        self._record("rollout", spec, version=step.version, previous_version=step.previous_version,
-                     reason=step.reason)
+        self._record(
+            "rollout", spec, version=step.version, previous_version=step.previous_version, reason=step.reason
+        )
         new = self._write(
-            raw_status, Phase.READY, reason="RolloutComplete", message=message,
-            desired=step.version, served=step.version,
+            raw_status,
+            Phase.READY,
+            reason="RolloutComplete",
+            message=message,
+            desired=step.version,
+            served=step.version,
         )
         self.notify("Normal", "RolloutComplete", message)
         return new
@@ -135,21 +145,39 @@ class ModelRollout:
         registry.tag_version(spec.registered_model, failed, FAILURE_TAG, step.reason[:500])
         message = f"version {failed} failed ({step.reason}); rolled back to version {target}"
         details = {"servedmodel": self.ref, "deployment": spec.deployment}
-        self._record("rollout_failed", spec, version=failed, previous_version=target, reason=step.reason,
-                     details=details)
-        self._record("rollback", spec, version=target, previous_version=failed, reason=step.reason,
-                     details=details)
+        self._record(
+            "rollout_failed",
+            spec,
+            version=failed,
+            previous_version=target,
+            reason=step.reason,
+            details=details,
+        )
+        self._record(
+            "rollback", spec, version=target, previous_version=failed, reason=step.reason, details=details
+        )
         new = self._write(
-            raw_status, Phase.ROLLED_BACK, reason="RolledBack", message=message,
-            desired=target, served=target, previous="",
+            raw_status,
+            Phase.ROLLED_BACK,
+            reason="RolledBack",
+            message=message,
+            desired=target,
+            served=target,
+            previous="",
         )
         self.notify("Warning", "RolledBack", message)
         return new
 
     def _fail(self, spec, raw_status, step: Step) -> dict[str, Any]:
         message = f"version {step.version} did not roll out: {step.reason}"
-        self._record("rollout_failed", spec, version=step.version, previous_version=step.previous_version,
-                     reason=step.reason, details={"servedmodel": self.ref, "deployment": spec.deployment})
+        self._record(
+            "rollout_failed",
+            spec,
+            version=step.version,
+            previous_version=step.previous_version,
+            reason=step.reason,
+            details={"servedmodel": self.ref, "deployment": spec.deployment},
+        )
         new = self._write(
             raw_status, Phase.FAILED, reason="RolloutFailed", message=message, desired=step.version
         )

@@ -234,8 +234,10 @@ def rollout_verdict(
         and deployment.available_replicas >= deployment.replicas
         and deployment.total_replicas <= deployment.updated_replicas
     ):
-        return RolloutVerdict("complete", f"{deployment.available_replicas}/{deployment.replicas} replicas "
-                                          f"available on version {version}")
+        return RolloutVerdict(
+            "complete",
+            f"{deployment.available_replicas}/{deployment.replicas} replicas available on version {version}",
+        )
     if timeout_seconds is not None and started_at is not None:
         elapsed = (now - started_at).total_seconds()
         if elapsed >= timeout_seconds:
@@ -267,7 +269,10 @@ def next_step(
         return Step(StepKind.START, alias_version, status.previous_version, "alias moved during a rollout")
     if rolling:
         verdict = rollout_verdict(
-            deployment, status.desired_version, parse_time(status.rollout_started_at), now,
+            deployment,
+            status.desired_version,
+            parse_time(status.rollout_started_at),
+            now,
             spec.rollout_timeout_seconds,
         )
         if verdict.state == "complete":

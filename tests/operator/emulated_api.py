@@ -13,7 +13,9 @@ kmock 0.8 leaves out are added here, each as the real API server does it:
 - every change sets a new ``metadata.resourceVersion`` and a merge patch that names an
   outdated one is refused (kopf's JSON patches start with a ``test`` of it);
 - a change to an object's ``spec`` bumps ``metadata.generation`` (the rollout watch
-  compares it with the Deployment's ``status.observedGeneration``).
+  compares it with the Deployment's ``status.observedGeneration``);
+- a list carries the current ``resourceVersion`` and a watch from it replays only what
+  changed since (kmock replays every object, so kopf saw stale states after its patches).
 
 The test plays the Deployment controller: it writes ``status`` itself.
 """
@@ -49,6 +51,7 @@ class RakutenEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus the API-server behaviours listed in the module docstring."""
 
     _versions = itertools.count(1000)
+    _last_version = 999
 
     async def _handle(self, request: kmock.Request):  # type: ignore[override]
         resource = request.resource
@@ -63,7 +66,7 @@ class RakutenEmulator(kmock.KubernetesEmulator):
             meta.setdefault(
                 "creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             )
-            meta["resourceVersion"] = str(next(self._versions))
+            meta["resourceVersion"] = self._next_version()
         elif resource is not None and request.action == kmock.action.UPDATE and request.name:
             key = (resource, request.namespace, request.name)
             stored = self.objects[key] if key in self.objects and not self.objects[key].deleted else None
@@ -90,7 +93,7 @@ class RakutenEmulator(kmock.KubernetesEmulator):
         merge patch (optimistic concurrency).
         """
         current = stored_meta.get("resourceVersion")
-        new_version = str(next(self._versions))
+        new_version = self._next_version()
         if isinstance(request.data, list):  # JSON patch (kopf's, with a "test" op first)
             for op in request.data:
                 if (
@@ -115,6 +118,43 @@ class RakutenEmulator(kmock.KubernetesEmulator):
         if "spec" in request.data and not request.subresource:
             meta["generation"] = int(stored_meta.get("generation", 1)) + 1
         return None
+
+    def _next_version(self) -> str:
+        self._last_version = next(self._versions)
+        return str(self._last_version)
+
+    async def _serve_list(self, request: kmock.Request):  # type: ignore[override]
+        payload = await super()._serve_list(request)
+        payload["metadata"]["resourceVersion"] = str(self._last_version)
+        return payload
+
+    async def _serve_watch(self, request: kmock.Request):  # type: ignore[override]
+        """A watch from ``?resourceVersion=N`` replays only objects changed after N.
+
+        kmock replays every object as ADDED when a watch starts; after a list, kopf then sees
+        states older than the ones it has just patched, and waits for a change that never comes.
+        """
+        since = request.params.get("resourceVersion", "")
+        if not since.isdigit():
+            async for event in super()._serve_watch(request):
+                yield event
+            return
+        yield b""
+        async with self._lock:
+            objs = self._KubernetesEmulator__get_objs(request, strict=False)
+            events = [
+                {"type": "MODIFIED", "object": obj.raw}
+                for obj in objs
+                if not obj.deleted and int(obj.get("metadata", {}).get("resourceVersion", "0")) > int(since)
+            ]
+        for event in events:
+            yield event
+        async for event in self._buses[request.resource]:
+            meta = event.get("object", {}).get("metadata", {})
+            if self._KubernetesEmulator__check(
+                request, request.resource, meta.get("namespace"), meta.get("name"), strict=False
+            ):
+                yield event
 
 
 class EmulatedApiServer:

@@ -259,3 +259,21 @@ def test_admin_reload_rollback_and_token(registered_model, tmp_path, start_api):
         assert rollback.status_code == 200, rollback.text
         assert rollback.json()["model_version"] == v1
         assert client.post("/predict", json=REALISTIC_PRODUCTS[0]).json()["model_version"] == v1
+
+
+def test_admin_retrain_runs_training_in_the_background(registered_model, tmp_path, start_api):
+    api = start_api(registered_model, f"sqlite:///{tmp_path / 'data.db'}", RAKUTEN_MODEL_POLL_SECONDS=0)
+    with httpx.Client(base_url=api.url, timeout=30, headers=ADMIN) as client:
+        started = client.post("/admin/retrain")
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert job["mode"] == "local" and job["status"] == "running"
+        assert client.post("/admin/retrain").status_code == 409  # one retraining at a time
+        deadline = time.monotonic() + 120
+        while job["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = client.get(job["status_url"]).json()
+        assert job["status"] == ("succeeded" if job["exit_code"] == 0 else "failed")
+        assert job["log_tail"]  # what `rakuten-mlops train --promote` printed (empty database here)
+        assert job["finished_at"] is not None
+        assert client.get("/admin/retrain/nope").status_code == 404

@@ -8,18 +8,21 @@ rows are dropped and counted. ``close()`` writes whatever is left (graceful shut
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 log = logging.getLogger("rakuten_mlops.serving")
 
 
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
+class PredictionRecord(NamedTuple):
+    """One row of ``predictions`` (a plain tuple: cheap to make on the request path)."""
+
     prediction_id: str
     created_at: datetime
     model_version: str
@@ -31,8 +34,8 @@ class PredictionRecord:
     oov_rate: float | None
     productid: int | None
 
-    def row(self) -> dict:
-        return {name: getattr(self, name) for name in self.__slots__}
+
+COLUMNS = ", ".join(PredictionRecord._fields)
 
 
 class PredictionLog:
@@ -134,16 +137,12 @@ class PredictionLog:
                     return
 
     def _write_pending(self) -> bool:
-        from sqlalchemy import insert
+        from rakuten_mlops.db.engine import upgrade
 
-        from rakuten_mlops.db.engine import engine_for, upgrade
-        from rakuten_mlops.db.models import Prediction
-
-        rows = [r.row() for r in self._pending]
+        rows = self._pending
         try:
             upgrade(self.database_url)
-            with engine_for(self.database_url).begin() as conn:
-                conn.execute(insert(Prediction.__table__), rows)
+            insert_predictions(self.database_url, rows)
         except Exception as exc:
             self.last_error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             self._retry_delay = min(max(self._retry_delay * 2, 0.5), 10.0)
@@ -157,3 +156,35 @@ class PredictionLog:
             self._metrics.log_written.inc(len(rows))
             self._metrics.log_queue_depth.set(self._queue.qsize())
         return True
+
+
+def insert_predictions(database_url: str, rows: list[PredictionRecord]) -> None:
+    """Bulk insert at driver level: COPY on Postgres, executemany on SQLite (the writer thread
+    shares the GIL with the request path, so per-row Python work matters)."""
+    from rakuten_mlops.db.engine import engine_for
+
+    engine = engine_for(database_url)
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows)  # None -> empty unquoted field -> NULL
+        buffer.seek(0)
+        raw = engine.raw_connection()
+        try:
+            with raw.cursor() as cursor:
+                cursor.copy_expert(f"COPY predictions ({COLUMNS}) FROM STDIN WITH (FORMAT csv)", buffer)
+            raw.commit()
+        finally:
+            raw.close()
+    elif dialect == "sqlite":  # the same text layout SQLAlchemy's DateTime uses on SQLite
+        naive = [(r[0], r[1].strftime("%Y-%m-%d %H:%M:%S.%f"), *r[2:]) for r in rows]
+        marks = ", ".join("?" * len(PredictionRecord._fields))
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO predictions ({COLUMNS}) VALUES ({marks})", naive)
+    else:
+        from sqlalchemy import insert
+
+        from rakuten_mlops.db.models import Prediction
+
+        with engine.begin() as conn:
+            conn.execute(insert(Prediction.__table__), [r._asdict() for r in rows])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ui_helpers import free_port
+from ui_helpers import free_port, log_predictions
 
 from conftest import _stop, _wait_until
 
@@ -28,11 +28,11 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PAGES = {  # sidebar label -> text that proves the page rendered
-    "Data": "Rows per class",
-    "Training": "Registered versions",
-    "Predict": "Recent predictions",
-    "Monitoring": "Latest drift check",
+PAGES = {  # sidebar label -> (text near the top, text at the bottom, charts on the page)
+    "Data": ("Rows per class", "Load the next batch", 1),
+    "Training": ("Registered versions", "Model events", 2),
+    "Predict": ("Recent predictions", "Recent predictions", 0),
+    "Monitoring": ("Latest drift check", "Live F1 per model version", 2),
 }
 
 
@@ -48,6 +48,14 @@ def _chromium_or_skip() -> Path:
 @pytest.fixture
 def ui_server(api, tmp_path):
     """`rakuten-mlops ui` on a free port, over the API's database and pointed at the API."""
+    from rakuten_mlops.monitoring.decision import decide
+    from rakuten_mlops.monitoring.drift import run_drift_check
+    from rakuten_mlops.settings import Settings
+
+    settings = Settings(home=api.home, database_url=None, mlflow_tracking_uri=None)
+    log_predictions(settings, 2, "1")  # a real drift check with a real Evidently report
+    run_drift_check(settings, "7d")
+    decide(settings, actor="ui-tests")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
     env.update(RAKUTEN_HOME=str(api.home), RAKUTEN_API_URL=api.url)
@@ -94,11 +102,17 @@ def test_control_room_in_headless_chromium(ui_server, api):
 
             page.set_viewport_size({"width": 1440, "height": 2000})  # room for the longer pages
             nav = page.get_by_test_id("stSidebarNav")
-            for label, marker in PAGES.items():
+            for label, (top, bottom, n_charts) in PAGES.items():
                 nav.get_by_text(label, exact=True).click()
                 expect(page.get_by_role("heading", name=label, exact=True)).to_be_visible(timeout=60_000)
-                expect(page.get_by_text(marker, exact=True)).to_be_visible(timeout=60_000)
+                expect(page.get_by_text(top, exact=True)).to_be_visible(timeout=60_000)
+                expect(page.get_by_text(bottom, exact=True)).to_be_visible(timeout=60_000)
                 _settle(page)
+                charts = page.get_by_test_id("stVegaLiteChart")
+                expect(charts).to_have_count(n_charts, timeout=30_000)
+                for i in range(n_charts):
+                    expect(charts.nth(i).locator("canvas, svg").first).to_be_visible(timeout=30_000)
+                page.wait_for_timeout(800)  # let the charts finish drawing
                 page.screenshot(path=str(ARTIFACTS / f"{label.lower()}.png"), full_page=True)
 
             nav.get_by_text("Predict", exact=True).click()

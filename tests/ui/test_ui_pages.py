@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from ui_helpers import REPORT_MARKER, charts, health_line, main_text, metrics, open_app, type_token
+from ui_helpers import (
+    REPORT_MARKER,
+    charts,
+    health_line,
+    log_predictions,
+    main_text,
+    metrics,
+    open_app,
+    type_token,
+)
 
 
 def test_overview_shows_health_production_model_last_load_and_drift(ui_env):
@@ -201,42 +210,12 @@ def test_every_page_opens_without_error_on_an_empty_platform(empty_env, page):
     assert [e.value for e in at.main.error] == []
 
 
-def _log_predictions(settings, batch_id: int, version: str) -> int:
-    """Prediction-log rows for the products of one batch, as the API writes them."""
-    import uuid
-    from datetime import UTC, datetime, timedelta
-
-    from rakuten_mlops.db import session_scope
-    from rakuten_mlops.db.models import Prediction
-    from rakuten_mlops.monitoring.live import batch_products
-
-    products = batch_products(settings, batch_id)
-    now = datetime.now(UTC)
-    with session_scope(settings.database_url) as session:
-        for i, p in enumerate(products.itertuples()):
-            text = f"{p.designation} {p.description}".strip()
-            session.add(
-                Prediction(
-                    prediction_id=str(uuid.uuid4()),
-                    created_at=now - timedelta(minutes=i),
-                    model_version=version,
-                    prdtypecode=int(p.prdtypecode),
-                    confidence=0.6,
-                    text_length=len(text),
-                    word_count=len(text.split()),
-                    description_empty=not p.description,
-                    oov_rate=None,
-                )  # fmt: skip
-            )
-    return len(products)
-
-
 def test_monitoring_shows_what_the_real_drift_decide_and_live_jobs_wrote(ui_env):
     from rakuten_mlops.monitoring.decision import decide
     from rakuten_mlops.monitoring.drift import run_drift_check
     from rakuten_mlops.monitoring.live import evaluate_live
 
-    assert _log_predictions(ui_env, 2, "1") == 450
+    assert log_predictions(ui_env, 2, "1") == 450
     check = run_drift_check(ui_env, "7d")
     live = evaluate_live(ui_env, 2)
     decision = decide(ui_env, actor="ui-tests")

@@ -72,3 +72,33 @@ def health_line(at, component: str) -> tuple[str, str]:
             ] == colour
             return state, rest
     raise AssertionError(f"no health line for {component}")
+
+
+def log_predictions(settings, batch_id: int, version: str) -> int:
+    """Prediction-log rows for the products of one batch, as the API writes them."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from rakuten_mlops.db import session_scope
+    from rakuten_mlops.db.models import Prediction
+    from rakuten_mlops.monitoring.live import batch_products
+
+    products = batch_products(settings, batch_id)
+    now = datetime.now(UTC)
+    with session_scope(settings.database_url) as session:
+        for i, p in enumerate(products.itertuples()):
+            text = f"{p.designation} {p.description}".strip()
+            session.add(
+                Prediction(
+                    prediction_id=str(uuid.uuid4()),
+                    created_at=now - timedelta(minutes=i),
+                    model_version=version,
+                    prdtypecode=int(p.prdtypecode),
+                    confidence=0.6,
+                    text_length=len(text),
+                    word_count=len(text.split()),
+                    description_empty=not p.description,
+                    oov_rate=None,
+                )  # fmt: skip
+            )
+    return len(products)

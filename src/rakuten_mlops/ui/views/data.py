@@ -36,7 +36,9 @@ per_class = services.rows_per_class_frame(status)
 if per_class.empty:
     st.info("No products loaded yet.")
 else:
-    st.bar_chart(per_class, x="category", y="rows", horizontal=True, sort="-rows", height=600)
+    st.bar_chart(
+        per_class, x="category", y="rows", horizontal=True, sort="-rows", height=28 * len(per_class) + 80
+    )
 
 st.subheader("Load batches")
 st.dataframe(services.batches_frame(status), hide_index=True)

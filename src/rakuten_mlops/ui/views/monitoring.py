@@ -37,7 +37,14 @@ else:
         f"model v{latest['model_version'] or '?'}, window {str(latest['window_start'] or '-')[:19]} to "
         f"{str(latest['window_end'] or '-')[:19]}, checked {str(latest['created_at'])[:19]}"
     )
-    st.dataframe(services.drift_tests_frame(latest), hide_index=True)
+    st.dataframe(
+        services.drift_tests_frame(latest),
+        hide_index=True,
+        column_config={
+            "score": st.column_config.NumberColumn(format="%.4g"),
+            "threshold": st.column_config.NumberColumn(format="%.4g"),
+        },
+    )
     html, note = services.drift_report_html(settings, latest)
     with st.expander("Evidently report", expanded=html is not None):
         if html is not None:
@@ -52,6 +59,10 @@ else:
         st.info("The drift reports carry no test scores.")
     else:
         st.line_chart(scores, height=300)
+        st.caption(
+            "p-value tests (ks, z, chi2) flag drift when the score falls below the threshold; "
+            "distance tests (psi, wasserstein, jensenshannon) when it rises above."
+        )
 
 st.subheader("Retrain decisions")
 try:

@@ -37,7 +37,9 @@ else:
         if per_class.empty:
             st.info("This version's run logged no per-class F1.")
         else:
-            st.bar_chart(per_class, x="category", y="f1", horizontal=True, sort="-f1", height=600)
+            st.bar_chart(
+                per_class, x="category", y="f1", horizontal=True, sort="-f1", height=28 * len(per_class) + 80
+            )
     with cols[1]:
         st.markdown(f"**Confusion matrix of version {chosen}**")
         image = services.confusion_matrix_image(settings, row["run_id"]) if row["run_id"] else None

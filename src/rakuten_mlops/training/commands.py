@@ -44,7 +44,13 @@ def train(
     print_backends()
     from rakuten_mlops.training.train import run_training
 
-    result = run_training(get_settings(), model=model, search=search, promote=promote)
+    result = run_training(
+        get_settings(),
+        model=model,
+        search=search,
+        promote=promote,
+        progress=lambda line: console.print(f"[dim]... {line}[/dim]", highlight=False),
+    )
     console.print(result.describe(), markup=False)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,27 +123,42 @@ def fit_pipeline(model: str, data: TrainingData, params: dict[str, Any]):
     return pipeline, time.perf_counter() - start
 
 
-def run_training(settings: Settings, model: str = "sgd", search: bool = False, promote: bool = False, actor: str = "cli") -> TrainingResult:  # fmt: skip
+def run_training(
+    settings: Settings,
+    model: str = "sgd",
+    search: bool = False,
+    promote: bool = False,
+    actor: str = "cli",
+    progress: Callable[[str], None] | None = None,
+) -> TrainingResult:
     """Train on everything loaded, log to MLflow, register a version, optionally run the gate.
 
     Fails before training: MLflow unreachable (RegistryUnavailableError), too few rows per
     class (NotEnoughDataError). A gate refusal is a normal result (``result.decision``).
+    ``progress`` receives one line per step (the CLI prints them).
     """
+    say = progress or (lambda _line: None)
     from rakuten_mlops.model.pipeline import MODEL_KINDS
 
     if model not in MODEL_KINDS:
         raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODEL_KINDS)}")
     client = configure_mlflow(settings)  # fail fast when the registry is down
     data = load_training_data(settings)  # fail fast on too few rows
+    say(
+        f"data: {len(data.train):,} training and {len(data.test):,} test rows, "
+        f"{len(data.class_counts())} classes, load batches {data.lineage()['batch_ids']}"
+    )
     with registry_errors(settings):
         experiment_id = ensure_experiment(settings, settings.training_experiment)
     params: dict[str, Any] = {}
     trials: list[dict] = []
     search_seconds = 0.0
     if search:
+        say(f"searching {len(SEARCH_GRID[model])} {model} settings on a validation part of the training rows")
         start = time.perf_counter()
         params, trials = search_hyperparameters(model, data)
         search_seconds = time.perf_counter() - start
+    say(f"fitting {model}{' with ' + str(params) if params else ''}")
     pipeline, seconds = fit_pipeline(model, data, params)
 
     from rakuten_mlops.training.evaluate import evaluate
@@ -151,6 +167,7 @@ def run_training(settings: Settings, model: str = "sgd", search: bool = False, p
     evaluation.extra["training_seconds"] = seconds
     if search:
         evaluation.extra["search_seconds"] = search_seconds
+    say(f"logging the run and registering a version of {settings.registered_model} in MLflow")
     with registry_errors(settings), warnings.catch_warnings():
         # MLflow hints that int64 columns cannot hold missing values: ours (labels, ids) never do
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
@@ -162,6 +179,7 @@ def run_training(settings: Settings, model: str = "sgd", search: bool = False, p
         version, run_id, model, metrics, seconds, lineage, _logged_params(pipeline, params), pipeline=pipeline
     )
     if promote:
+        say(f"promotion gate for version {version}")
         registry.remember_score(settings, version, data.test, evaluation.f1_weighted)
         result.decision = registry.promote(settings, version, actor=actor)
     return result

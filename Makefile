@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export RAKUTEN_HOME ?= $(CURDIR)/.rakuten
 
 .PHONY: help venv demo test test-quick lint bench bench-serve serve ui render-workflows clean \
-        kind-up images deploy kind-e2e kind-down
+        kind-up images deploy kind-e2e kind-down helm-check images-podman
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,54 @@ ui: venv ## the control room on :8501
 
 render-workflows: venv ## regenerate the Argo YAML in charts/rakuten-mlops/files/workflows from workflows/*.py
 	$(BIN)/python -m workflows render
+
+# ---- Kubernetes (docs/kubernetes.md). kind-up/images/deploy/kind-e2e/kind-down need Docker, kind,
+# kubectl and helm on your machine; helm-check and images-podman are what runs here and in CI.
+KIND_CLUSTER ?= rakuten
+K8S_NAMESPACE ?= rakuten
+RELEASE ?= rakuten
+IMAGE_TAG ?= 0.1.0
+KPS_VERSION ?= 88.5.3
+HELM ?= $(shell command -v helm 2>/dev/null || echo .tools/bin/helm)
+CHART := charts/rakuten-mlops
+
+kind-up: ## kind cluster + Argo Workflows v4.1.2 + kube-prometheus-stack + metrics-server (needs docker, kind, kubectl, helm)
+	kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
+	kubectl apply -f k8s/namespace.yaml
+	kubectl apply --server-side -k k8s/argo
+	kubectl apply -k k8s/metrics-server
+	$(HELM) upgrade --install kube-prometheus-stack kube-prometheus-stack \
+	  --repo https://prometheus-community.github.io/helm-charts --version $(KPS_VERSION) \
+	  -n monitoring --create-namespace -f k8s/kube-prometheus-stack-values.yaml --wait --timeout 15m
+	kubectl -n argo rollout status deploy/workflow-controller --timeout=5m
+	kubectl -n kube-system rollout status deploy/metrics-server --timeout=5m
+
+images: ## build the app and MLflow images with docker and load them into kind
+	docker build -f images/app/Dockerfile -t rakuten-mlops:$(IMAGE_TAG) .
+	docker build -t rakuten-mlops-mlflow:$(IMAGE_TAG) images/mlflow
+	kind load docker-image --name $(KIND_CLUSTER) rakuten-mlops:$(IMAGE_TAG) rakuten-mlops-mlflow:$(IMAGE_TAG)
+
+deploy: ## helm upgrade --install the chart on kind (kind values), then wait for Postgres, MinIO, MLflow
+	$(HELM) upgrade --install $(RELEASE) $(CHART) -n $(K8S_NAMESPACE) --create-namespace \
+	  -f $(CHART)/ci/kind-values.yaml --set image.tag=$(IMAGE_TAG) --set mlflow.image.tag=$(IMAGE_TAG) --timeout 10m
+	kubectl -n $(K8S_NAMESPACE) rollout status statefulset/$(RELEASE)-rakuten-mlops-postgres --timeout=5m
+	kubectl -n $(K8S_NAMESPACE) rollout status deploy/$(RELEASE)-rakuten-mlops-mlflow --timeout=5m
+
+kind-e2e: ## in the kind cluster: load data, train, wait for the rollout, POST /predict, run drift, helm test
+	K8S_NAMESPACE=$(K8S_NAMESPACE) RELEASE=$(RELEASE) bash scripts/kind-e2e.sh
+
+kind-down: ## delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
+
+helm-check: venv ## helm lint + template + strict validation of the chart (the non-image packaging checks)
+	$(BIN)/python -m pytest -q tests/packaging -m "not slow"
+
+images-podman: ## build both images with podman here (stand-in base image: scripts/build-base-image.sh)
+	CONTAINERS_CONF=$(CURDIR)/images/containers.conf bash scripts/build-base-image.sh
+	CONTAINERS_CONF=$(CURDIR)/images/containers.conf podman build --pull=never --network host --format docker \
+	  -t localhost/rakuten-mlops:$(IMAGE_TAG) -f images/app/Dockerfile .
+	CONTAINERS_CONF=$(CURDIR)/images/containers.conf podman build --pull=never --network host --format docker \
+	  -t localhost/rakuten-mlops-mlflow:$(IMAGE_TAG) images/mlflow
 
 clean: ## remove the embedded default's files
 	rm -rf .rakuten

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from chart_support import (
@@ -74,16 +75,16 @@ def podman_ready() -> None:
 
 
 @pytest.fixture(scope="session")
-def app_image(podman_ready) -> str:
-    """The application image, built once per session from images/app/Dockerfile."""
-    build_image(APP_IMAGE, REPO / "images" / "app" / "Dockerfile", REPO)
-    return APP_IMAGE
-
-
-@pytest.fixture(scope="session")
-def mlflow_image(podman_ready) -> str:
-    build_image(MLFLOW_IMAGE, REPO / "images" / "mlflow" / "Dockerfile", REPO / "images" / "mlflow")
-    return MLFLOW_IMAGE
+def images(podman_ready) -> dict[str, str]:
+    """Both images, built once per session, side by side (the builds wait on downloads)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        app = pool.submit(build_image, APP_IMAGE, REPO / "images" / "app" / "Dockerfile", REPO)
+        mlflow = pool.submit(
+            build_image, MLFLOW_IMAGE, REPO / "images" / "mlflow" / "Dockerfile", REPO / "images" / "mlflow"
+        )
+        app.result()
+        mlflow.result()
+    return {"app": APP_IMAGE, "mlflow": MLFLOW_IMAGE}
 
 
 @pytest.fixture

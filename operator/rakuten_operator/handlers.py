@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -14,7 +15,7 @@ import kopf
 from rakuten_operator import GROUP, PEERING_NAME, PLURAL, VERSION
 from rakuten_operator.cluster import Cluster, ClusterUnavailable, DeploymentNotFound
 from rakuten_operator.reconcile import ModelRollout
-from rakuten_operator.registry import RegistryUnavailable
+from rakuten_operator.registry import FAIL_FAST_ENV, RegistryUnavailable
 from rakuten_operator.rollout import RolloutStatus, ServedModelSpec, wait_seconds
 
 log = logging.getLogger("rakuten_operator")
@@ -34,6 +35,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Namespaced operator: listing namespaces or CRDs would need a ClusterRole.
     settings.scanning.disabled = True
     settings.posting.reporting_component = "rakuten-mlops-operator"
+    for key, value in FAIL_FAST_ENV.items():  # unless the deployment sets them
+        os.environ.setdefault(key, value)
     if settings.peering.name == "default":
         settings.peering.name = PEERING_NAME
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import os
 
-# The MLflow client retries a failing request 7 times with exponential backoff by default
-# (minutes); the operator prefers to fail fast and let kopf retry the whole step later.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+#: The MLflow client retries a failing request 7 times with exponential backoff by default
+#: (minutes); the operator process fails fast instead and lets kopf retry the whole step.
+FAIL_FAST_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 _NOT_FOUND = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
 

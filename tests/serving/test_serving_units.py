@@ -248,3 +248,31 @@ def test_app_without_a_model_is_alive_but_not_ready(settings, monkeypatch):
         assert predict.status_code == 503 and predict.headers["retry-after"] == "5"
         assert client.post("/admin/reload").status_code == 404  # no token configured: admin is off
         assert client.get("/nope").json() == {"error": "Not Found"}
+
+
+def test_bulk_histogram_observation_equals_one_by_one():
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from rakuten_mlops.serving.predictor import observe_many
+
+    values = [random.Random(3).choice([0.05, 0.1, 0.3, 0.5, 0.7, 1.0, 2.0]) * (1 + i % 3) for i in range(300)]
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    Histogram("h", "h", buckets=(0.1, 0.5, 1.0), registry=one)
+    h_one = one._names_to_collectors["h"]
+    h_bulk = Histogram("h", "h", buckets=(0.1, 0.5, 1.0), registry=bulk)
+    for value in values:
+        h_one.observe(value)
+    observe_many(h_bulk, values)
+
+    def samples(registry):
+        return {
+            (s.name, s.labels.get("le")): s.value
+            for s in registry.collect().__next__().samples
+            if "created" not in s.name
+        }
+
+    expected, got = samples(one), samples(bulk)
+    assert got.pop(("h_sum", None)) == pytest.approx(expected.pop(("h_sum", None)))
+    assert got == expected

@@ -39,13 +39,6 @@ class RegistryVersion:
     tags: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Prediction:
-    prdtypecode: int
-    confidence: float
-    top_k: list[tuple[int, float]]
-
-
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
     """One loaded model version; never mutated, only replaced."""
@@ -63,16 +56,12 @@ class LoadedModel:
     runner: Any = field(repr=False, default=None)
 
     def predict(self, designations: list[str], descriptions: list[str], k: int):
-        """Top-k classes and the prediction-log features of each product, in input order."""
+        """Top-k codes and probabilities (best first) and the prediction-log features of each product."""
         proba, features = self.runner.run(designations, descriptions)
         k = max(1, min(k, proba.shape[1]))
         top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
         top_p = np.take_along_axis(proba, top, axis=1)
-        codes = self.classes[top]
-        out = []
-        for row_codes, row_p in zip(codes.tolist(), top_p.tolist(), strict=True):
-            out.append(Prediction(row_codes[0], row_p[0], list(zip(row_codes, row_p, strict=True))))
-        return out, features
+        return self.classes[top].tolist(), top_p.tolist(), features
 
 
 def load_pipeline(uri: str) -> Any:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
+
 from rakuten_mlops.data.categories import category_name
 from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
 from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
@@ -92,50 +94,39 @@ class PredictionService:
         designations = [d for job in jobs for d in job.designations]
         descriptions = [d for job in jobs for d in job.descriptions]
         k = max(job.k for job in jobs)
-        preds, features = model.predict(designations, descriptions, k)
+        codes, probabilities, features = model.predict(designations, descriptions, k)
         now = datetime.now(UTC)
         version = model.version
         names = self._names
+        batch_id = uuid.uuid4().hex  # prediction ids: one random part per batch + the row (36 chars)
         results: list[list[dict]] = []
         records: list[PredictionRecord] = []
         i = 0
         for job in jobs:
             out = []
             for productid in job.productids:
-                pred = preds[i]
-                pid = str(uuid.uuid4())
+                row_codes, row_p = codes[i], probabilities[i]
+                pid = f"{batch_id}-{i:03x}"
                 top = [
                     {"prdtypecode": code, "category": names.get(code) or self._name(code), "probability": p}
-                    for code, p in pred.top_k[: job.k]
+                    for code, p in zip(row_codes[: job.k], row_p[: job.k], strict=True)
                 ]
                 out.append(
                     {
-                        "prdtypecode": pred.prdtypecode,
+                        "prdtypecode": row_codes[0],
                         "category": top[0]["category"],
-                        "confidence": pred.confidence,
+                        "confidence": row_p[0],
                         "top_k": top,
                         "model_version": version,
                         "prediction_id": pid,
                     }
                 )
-                text_length, word_count, description_empty, oov_rate = features[i]
                 records.append(
-                    PredictionRecord(
-                        pid,
-                        now,
-                        version,
-                        pred.prdtypecode,
-                        pred.confidence,
-                        text_length,
-                        word_count,
-                        description_empty,
-                        oov_rate,
-                        productid,
-                    )
+                    PredictionRecord(pid, now, version, row_codes[0], row_p[0], *features[i], productid)
                 )
                 i += 1
             results.append(out)
-        self._observe(preds, features)
+        self._observe(codes, probabilities, features)
         if self.prediction_log is not None:
             self.prediction_log.append(records)
         return results
@@ -144,10 +135,25 @@ class PredictionService:
         name = self._names[code] = category_name(code)
         return name
 
-    def _observe(self, preds, features) -> None:
+    def _observe(self, codes: list[list[int]], probabilities: list[list[float]], features) -> None:
         m = self.metrics
-        for code, count in Counter(p.prdtypecode for p in preds).items():
+        for code, count in Counter(row[0] for row in codes).items():
             m.predictions.labels(str(code)).inc(count)
-        for pred, feats in zip(preds, features, strict=True):
-            m.confidence.observe(pred.confidence)
-            m.input_length.observe(feats[0])
+        observe_many(m.confidence, [row[0] for row in probabilities])
+        observe_many(m.input_length, [f[0] for f in features])
+
+
+def observe_many(histogram, values: list[float]) -> None:
+    """``histogram.observe`` for many values: bucket counts with numpy, one increment per bucket."""
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if buckets is None or bounds is None or len(values) < 8:
+        for value in values:
+            histogram.observe(value)
+        return
+    array = np.asarray(values, dtype=float)
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), array, side="left"), minlength=len(bounds))
+    for bucket, count in zip(buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(float(array.sum()))

@@ -47,3 +47,17 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path: Path):
     assert res.returncode == 2
     assert "error:" in res.stderr and "wrong delimiter" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line_with_hidden_password(tmp_path: Path):
+    env_url = "postgresql+psycopg2://loader:s3cret@127.0.0.1:1/rakuten"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
+    env.update(RAKUTEN_HOME=str(tmp_path / "home"), RAKUTEN_DATABASE_URL=env_url)
+    res = subprocess.run(
+        [sys.executable, "-m", "rakuten_mlops.cli", "data", "status"], env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert res.returncode == 5
+    assert "cannot reach or migrate the data database" in res.stderr and "RAKUTEN_DATABASE_URL" in res.stderr
+    assert "s3cret" not in res.stdout + res.stderr
+    assert "Traceback" not in res.stderr

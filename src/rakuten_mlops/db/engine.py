@@ -12,13 +12,17 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from rakuten_mlops.errors import PlatformError
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _upgrade_lock = threading.Lock()
 _upgraded: set[str] = set()
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(PlatformError):
     """The data database cannot be reached or migrated."""
+
+    exit_code = 5
 
 
 @functools.cache
@@ -70,7 +74,13 @@ def upgrade(url: str, revision: str = "head") -> None:
         try:
             command.upgrade(alembic_config(url), revision)
         except Exception as exc:  # connection refused, permission denied, ...
-            raise DatabaseError(f"cannot migrate the data database ({exc.__class__.__name__}: {exc})") from exc
+            from rakuten_mlops.settings import redact_url
+
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise DatabaseError(
+                f"cannot reach or migrate the data database {redact_url(url)} ({exc.__class__.__name__}: {first}); "
+                "check RAKUTEN_DATABASE_URL and that the server is running"
+            ) from exc
         if revision == "head":
             _upgraded.add(url)
 

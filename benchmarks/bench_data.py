@@ -27,7 +27,13 @@ def bench_generation(tmp: Path) -> None:
     print_table(
         ["what", "rows", "seconds", "rows/s", "ratio"],
         [
-            ["generate + write CSV", ROWS, gen, ROWS / gen, f"{write_only / gen:.2f}x of pandas write-only speed"],
+            [
+                "generate + write CSV",
+                ROWS,
+                gen,
+                ROWS / gen,
+                f"{write_only / gen:.2f}x of pandas write-only speed",
+            ],
             ["pandas to_csv only (peer)", ROWS, write_only, ROWS / write_only, "1.00x"],
         ],
     )
@@ -35,7 +41,9 @@ def bench_generation(tmp: Path) -> None:
 
 
 def _rows_for_insert(frame, batch_id: int):
-    rows = frame.rename(columns={})[["productid", "imageid", "designation", "description", "prdtypecode"]].copy()
+    rows = frame.rename(columns={})[
+        ["productid", "imageid", "designation", "description", "prdtypecode"]
+    ].copy()
     rows["split"] = [split_for(p) for p in rows["productid"]]
     rows["batch_id"] = batch_id
     rows["source_row"] = range(len(rows))
@@ -54,19 +62,44 @@ def bench_loading(tmp: Path) -> None:
             start = time.perf_counter()
             result = load_next_batch(settings, tmp / "load", LoadPlan(load_all=True))
             total = time.perf_counter() - start
-            results.append([f"{name}: data load, whole command (read+validate+insert)", result.rows, total,
-                            result.rows / total, ""])
-            results.append([f"{name}: data load, insert step", result.rows, result.insert_seconds,
-                            result.rows / result.insert_seconds, ""])
+            results.append(
+                [
+                    f"{name}: data load, whole command (read+validate+insert)",
+                    result.rows,
+                    total,
+                    result.rows / total,
+                    "",
+                ]
+            )
+            results.append(
+                [
+                    f"{name}: data load, insert step",
+                    result.rows,
+                    result.insert_seconds,
+                    result.rows / result.insert_seconds,
+                    "",
+                ]
+            )
         if pg:
             upgrade(pg)
             engine = engine_for(pg)
             rows = _rows_for_insert(frame, 1)
             with engine.begin() as conn:
                 conn.execute(delete(Product))
-                conn.execute(insert(LoadBatch).values(id=10_000, source="bench", source_digest="x", row_start=0,
-                                                      row_end=0, row_count=0, order_seed=0, source_rows=0,
-                                                      status="succeeded", started_at=datetime.now(UTC)))
+                conn.execute(
+                    insert(LoadBatch).values(
+                        id=10_000,
+                        source="bench",
+                        source_digest="x",
+                        row_start=0,
+                        row_end=0,
+                        row_count=0,
+                        order_seed=0,
+                        source_rows=0,
+                        status="succeeded",
+                        started_at=datetime.now(UTC),
+                    )
+                )
             rows["batch_id"] = 10_000
 
             def copy():
@@ -80,7 +113,9 @@ def bench_loading(tmp: Path) -> None:
                     conn.rollback()
 
             t_copy, t_many = best_of(copy, 2), best_of(executemany, 2)
-            results.append(["postgres: insert only, COPY (ours)", ROWS, t_copy, ROWS / t_copy, f"{t_many / t_copy:.1f}x"])
+            results.append(
+                ["postgres: insert only, COPY (ours)", ROWS, t_copy, ROWS / t_copy, f"{t_many / t_copy:.1f}x"]
+            )
             results.append(["postgres: insert only, executemany (peer)", ROWS, t_many, ROWS / t_many, "1.0x"])
     print_table(["what", "rows", "seconds", "rows/s", "ratio vs peer"], results)
 

@@ -13,7 +13,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SAMPLE_DIR = SHARED / "data" / "rakuten_sample"
-PG_ADMIN_URL = os.environ.get("RAKUTEN_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "RAKUTEN_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:
@@ -85,7 +87,12 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     home = tmp_path / "home"
     monkeypatch.setenv("RAKUTEN_HOME", str(home))
-    for var in ("RAKUTEN_DATABASE_URL", "MLFLOW_TRACKING_URI", "RAKUTEN_MODEL_VERSION", "RAKUTEN_ADMIN_TOKEN"):
+    for var in (
+        "RAKUTEN_DATABASE_URL",
+        "MLFLOW_TRACKING_URI",
+        "RAKUTEN_MODEL_VERSION",
+        "RAKUTEN_ADMIN_TOKEN",
+    ):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
     yield Settings()

@@ -61,13 +61,17 @@ def db_upgrade() -> None:
 
 @data_app.command("generate")
 def data_generate(
-    out: Annotated[Path, typer.Option(help="Folder to write X_train_update.csv and Y_train_CVw08PX.csv into.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder to write X_train_update.csv and Y_train_CVw08PX.csv into.")
+    ],
     rows: Annotated[int, typer.Option(min=1, help="Number of products.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 42,
     drift: Annotated[
         str | None, typer.Option(help="Shift the data: class-prior, vocabulary, length or language.")
     ] = None,
-    drift_strength: Annotated[float, typer.Option(min=0.0, max=1.0, help="How strong the shift is (0-1).")] = 0.5,
+    drift_strength: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="How strong the shift is (0-1).")
+    ] = 0.5,
     first_productid: Annotated[
         int | None, typer.Option(help="First productid (default: derived from the seed, no overlap).")
     ] = None,
@@ -138,14 +142,21 @@ def data_status(
         render_status(status, console)
 
 
-# --- subcommands of the other areas: one registration line each -------------------------
-from rakuten_mlops.operator_cli import operator_app  # noqa: E402
+def _register_areas() -> None:
+    """Each area adds its commands (imported here, after this module's console exists: they use it)."""
+    from rakuten_mlops.monitoring.commands import register as register_monitoring
+    from rakuten_mlops.operator_cli import operator_app
+    from rakuten_mlops.serving.commands import register as register_serving
+    from rakuten_mlops.training.commands import register as register_training
+    from rakuten_mlops.ui.commands import register as register_ui
 
-app.add_typer(operator_app, name="operator")
-from rakuten_mlops.serving.commands import register as register_serving; register_serving(app)  # noqa: E402, E702, I001
-from rakuten_mlops.training.commands import register as _register_training; _register_training(app)  # noqa: E402, E702, I001
-from rakuten_mlops.ui.commands import register as _register_ui; _register_ui(app)  # noqa: E402, E702, I001
-from rakuten_mlops.monitoring.commands import register as _register_monitoring; _register_monitoring(app)  # noqa: E402, E702, I001
+    for register in (register_training, register_serving, register_monitoring, register_ui):
+        register(app)
+    app.add_typer(operator_app, name="operator")
+
+
+_register_areas()
+
 
 def _quiet_library_logs() -> None:
     """Keep library chatter (schema creation, migrations) out of what users read."""

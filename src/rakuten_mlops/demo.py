@@ -201,7 +201,9 @@ def main() -> None:
     show_decision(home / "train-2.json")
     run("models")
 
-    Step.start("serving", "The API loads `models:/rakuten_classifier@production` and classifies products over HTTP.")
+    Step.start(
+        "serving", "The API loads `models:/rakuten_classifier@production` and classifies products over HTTP."
+    )
     with ApiProcess() as api:
         classify_samples(api)
 
@@ -209,8 +211,20 @@ def main() -> None:
             "traffic that drifts",
             "A shifted batch (new vocabulary) goes through the API, which logs every prediction for monitoring.",
         )
-        run("data", "generate", "--rows", "1500", "--seed", "7", "--out", str(drifted), "--drift", "vocabulary",
-            "--drift-strength", "0.9")
+        run(
+            "data",
+            "generate",
+            "--rows",
+            "1500",
+            "--seed",
+            "7",
+            "--out",
+            str(drifted),
+            "--drift",
+            "vocabulary",
+            "--drift-strength",
+            "0.9",
+        )
         sent = send_batch(api, drifted, 1500)
         console.print(f"sent {sent:,} products through the API")
     Step.start(
@@ -219,7 +233,9 @@ def main() -> None:
     )
     run("drift", "--window", "1d")
 
-    Step.start("retraining decision", "Live F1, the data backlog and drift severity decide whether to retrain.")
+    Step.start(
+        "retraining decision", "Live F1, the data backlog and drift severity decide whether to retrain."
+    )
     decision_path = home / "decision.json"
     run("decide", "--output", str(decision_path))
     decision = json.loads(decision_path.read_text())

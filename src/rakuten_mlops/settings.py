@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     min_rows_per_class: int = Field(default=5, ge=1)
 
     # Serving
-    model_version: str | None = Field(default=None, description="Pin a registry version (the operator sets it).")
+    model_version: str | None = Field(
+        default=None, description="Pin a registry version (the operator sets it)."
+    )
     model_poll_seconds: float = Field(default=30.0, ge=0.0)
     admin_token: SecretStr | None = None
     max_batch_items: int = Field(default=1000, ge=1)
@@ -66,16 +68,26 @@ class Settings(BaseSettings):
     drift_window: str = "7d"
     drift_min_current_rows: int = Field(default=200, ge=1)
     drift_reference_rows: int = Field(default=20_000, ge=100, description="Cap of sampled reference rows.")
-    drift_p_value: float = Field(default=0.001, gt=0.0, lt=1.0, description="p-value below which a test drifts.")
-    drift_psi_threshold: float = Field(default=0.25, gt=0.0, description="PSI at or above which text length drifts.")
-    drift_medium_features: int = Field(default=2, ge=1, description="Drifted features that make severity medium.")
+    drift_p_value: float = Field(
+        default=0.001, gt=0.0, lt=1.0, description="p-value below which a test drifts."
+    )
+    drift_psi_threshold: float = Field(
+        default=0.25, gt=0.0, description="PSI at or above which text length drifts."
+    )
+    drift_medium_features: int = Field(
+        default=2, ge=1, description="Drifted features that make severity medium."
+    )
     drift_high_features: int = Field(default=3, ge=1, description="Drifted features that make severity high.")
 
     # Kubernetes / Argo (used by /admin/retrain in kubernetes mode and the control room)
     namespace: str = "rakuten"
     train_workflow_template: str = "rakuten-train"
-    argo_server: str | None = Field(default=None, validation_alias=AliasChoices("ARGO_SERVER", "RAKUTEN_ARGO_SERVER"))
-    argo_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ARGO_TOKEN", "RAKUTEN_ARGO_TOKEN"))
+    argo_server: str | None = Field(
+        default=None, validation_alias=AliasChoices("ARGO_SERVER", "RAKUTEN_ARGO_SERVER")
+    )
+    argo_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ARGO_TOKEN", "RAKUTEN_ARGO_TOKEN")
+    )
     prometheus_url: str | None = None
 
     @field_validator("admin_token")
@@ -108,12 +120,15 @@ class Settings(BaseSettings):
 
     @property
     def embedded_mlflow(self) -> bool:
-        return self.mlflow_tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.mlflow_tracking_uri
+        return (
+            self.mlflow_tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.mlflow_tracking_uri
+        )
 
     def backends_line(self) -> str:
         """One line naming the backends this process uses (passwords hidden)."""
-        return f"backends: data={redact_url(self.database_url)} mlflow={redact_url(self.mlflow_tracking_uri)}" + (
-            f" s3={self.s3_endpoint_url}" if self.s3_endpoint_url else ""
+        return (
+            f"backends: data={redact_url(self.database_url)} mlflow={redact_url(self.mlflow_tracking_uri)}"
+            + (f" s3={self.s3_endpoint_url}" if self.s3_endpoint_url else "")
         )
 
     def ensure_home(self) -> None:

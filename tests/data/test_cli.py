@@ -13,7 +13,11 @@ def run(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
     env["RAKUTEN_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "rakuten_mlops.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "rakuten_mlops.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -54,7 +58,10 @@ def test_an_unreachable_database_is_one_clear_line_with_hidden_password(tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
     env.update(RAKUTEN_HOME=str(tmp_path / "home"), RAKUTEN_DATABASE_URL=env_url)
     res = subprocess.run(
-        [sys.executable, "-m", "rakuten_mlops.cli", "data", "status"], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "rakuten_mlops.cli", "data", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert res.returncode == 5

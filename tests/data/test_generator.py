@@ -65,7 +65,10 @@ def test_a_linear_model_lands_in_a_realistic_band_and_transfers_to_real_rows():
 def test_drift_knobs_move_what_they_say(strength: float):
     base = generate_frame(4000, seed=11)
     prior = generate_frame(4000, seed=11, drift="class-prior", drift_strength=strength)
-    assert prior["prdtypecode"].isin(PRIOR_SHIFT_CLASSES).mean() > base["prdtypecode"].isin(PRIOR_SHIFT_CLASSES).mean() + 0.3
+    assert (
+        prior["prdtypecode"].isin(PRIOR_SHIFT_CLASSES).mean()
+        > base["prdtypecode"].isin(PRIOR_SHIFT_CLASSES).mean() + 0.3
+    )
     length = generate_frame(4000, seed=11, drift="length", drift_strength=strength)
     assert length["description"].str.len().mean() > 2 * base["description"].str.len().mean()
     vocab = generate_frame(4000, seed=11, drift="vocabulary", drift_strength=strength)

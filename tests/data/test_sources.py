@@ -39,24 +39,54 @@ def test_multiline_records_keep_their_physical_line(tmp_path: Path):
 
 BAD_CASES = [
     pytest.param(
-        GOOD_X.replace("imageid", "image"), GOOD_Y, "X_train_update.csv, line 1", "missing column(s) imageid",
+        GOOD_X.replace("imageid", "image"),
+        GOOD_Y,
+        "X_train_update.csv, line 1",
+        "missing column(s) imageid",
         id="missing-column",
     ),
     pytest.param(
-        GOOD_X.replace(",", ";"), GOOD_Y, "X_train_update.csv, line 1", "wrong delimiter", id="wrong-delimiter"
+        GOOD_X.replace(",", ";"),
+        GOOD_Y,
+        "X_train_update.csv, line 1",
+        "wrong delimiter",
+        id="wrong-delimiter",
     ),
-    pytest.param(GOOD_X, GOOD_Y.replace("2280", "9999"), "Y_train_CVw08PX.csv, line 3", "unknown prdtypecode 9999",
-                 id="unknown-label"),
     pytest.param(
-        GOOD_X.replace(",102,", ",101,"), GOOD_Y, "Y_train_CVw08PX.csv, line 3",
-        "productid 101 appears again with another label", id="productid-relabelled",
+        GOOD_X,
+        GOOD_Y.replace("2280", "9999"),
+        "Y_train_CVw08PX.csv, line 3",
+        "unknown prdtypecode 9999",
+        id="unknown-label",
     ),
-    pytest.param(GOOD_X, ",prdtypecode\n0,2583\n1,2280\n", "X has 3 rows but Y has 2", "same products",
-                 id="x-y-lengths"),
-    pytest.param(GOOD_X.replace(",103,", ",abc,"), GOOD_Y, "X_train_update.csv, line 4", "productid 'abc'",
-                 id="non-integer-productid"),
-    pytest.param(GOOD_X.replace("Peluche Donald", ""), GOOD_Y, "X_train_update.csv, line 4", "empty designation",
-                 id="empty-designation"),
+    pytest.param(
+        GOOD_X.replace(",102,", ",101,"),
+        GOOD_Y,
+        "Y_train_CVw08PX.csv, line 3",
+        "productid 101 appears again with another label",
+        id="productid-relabelled",
+    ),
+    pytest.param(
+        GOOD_X,
+        ",prdtypecode\n0,2583\n1,2280\n",
+        "X has 3 rows but Y has 2",
+        "same products",
+        id="x-y-lengths",
+    ),
+    pytest.param(
+        GOOD_X.replace(",103,", ",abc,"),
+        GOOD_Y,
+        "X_train_update.csv, line 4",
+        "productid 'abc'",
+        id="non-integer-productid",
+    ),
+    pytest.param(
+        GOOD_X.replace("Peluche Donald", ""),
+        GOOD_Y,
+        "X_train_update.csv, line 4",
+        "empty designation",
+        id="empty-designation",
+    ),
 ]
 
 

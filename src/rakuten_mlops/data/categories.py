@@ -22,7 +22,9 @@ def load_categories() -> dict[int, Category]:
     text = resources.files("rakuten_mlops.data").joinpath("categories.csv").read_text(encoding="utf-8")
     rows = csv.DictReader(text.splitlines())
     return {
-        int(r["prdtypecode"]): Category(int(r["prdtypecode"]), r["name_fr"], r["name_en"], int(r["train_count"]))
+        int(r["prdtypecode"]): Category(
+            int(r["prdtypecode"]), r["name_fr"], r["name_en"], int(r["train_count"])
+        )
         for r in rows
     }
 

@@ -234,6 +234,8 @@ def generate_to_dir(
     first_productid: int | None = None,
 ) -> GenerationResult:
     start = time.perf_counter()
-    frame = generate_frame(rows, seed, drift=drift, drift_strength=drift_strength, first_productid=first_productid)
+    frame = generate_frame(
+        rows, seed, drift=drift, drift_strength=drift_strength, first_productid=first_productid
+    )
     x_path, y_path = write_official_layout(frame, Path(out))
     return GenerationResult(rows, time.perf_counter() - start, x_path, y_path)

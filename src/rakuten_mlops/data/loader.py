@@ -122,7 +122,9 @@ def _check_conflicts(conn: Connection, batch: pd.DataFrame, source: SourceData) 
     existing: dict[int, int] = {}
     for chunk in range(0, len(ids), 5000):
         rows = conn.execute(
-            select(Product.productid, Product.prdtypecode).where(Product.productid.in_(ids[chunk : chunk + 5000]))
+            select(Product.productid, Product.prdtypecode).where(
+                Product.productid.in_(ids[chunk : chunk + 5000])
+            )
         ).all()
         existing.update({int(pid): int(code) for pid, code in rows})
     if not existing:
@@ -162,8 +164,17 @@ def _copy_products(conn: Connection, rows: pd.DataFrame) -> None:
     """COPY FROM STDIN: an order of magnitude faster than INSERTs on Postgres."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    cols = ["productid", "imageid", "designation", "description", "prdtypecode", "split", "batch_id",
-            "source_row", "loaded_at"]
+    cols = [
+        "productid",
+        "imageid",
+        "designation",
+        "description",
+        "prdtypecode",
+        "split",
+        "batch_id",
+        "source_row",
+        "loaded_at",
+    ]
     for rec in rows[cols].itertuples(index=False):
         writer.writerow(["\\N" if (v is None or v is pd.NA) else v for v in rec])
     buf.seek(0)
@@ -194,16 +205,26 @@ def _record_failure(engine, data: SourceData, source: Path, exc: Exception) -> N
             now = datetime.now(UTC)
             conn.execute(
                 insert(LoadBatch).values(
-                    source=str(Path(source).resolve()), source_digest=data.digest, row_start=0, row_end=0,
-                    row_count=0, order_seed=0, source_rows=len(data.frame), status="failed", message=f"{exc.__class__.__name__}: {exc}"[:2000],
-                    started_at=now, finished_at=now,
+                    source=str(Path(source).resolve()),
+                    source_digest=data.digest,
+                    row_start=0,
+                    row_end=0,
+                    row_count=0,
+                    order_seed=0,
+                    source_rows=len(data.frame),
+                    status="failed",
+                    message=f"{exc.__class__.__name__}: {exc}"[:2000],
+                    started_at=now,
+                    finished_at=now,
                 )
             )
     except Exception:  # the database itself is down: the original error is what the user needs
         pass
 
 
-def _load_in_one_transaction(engine, data: SourceData, source: Path, plan: LoadPlan, started: float) -> LoadResult:
+def _load_in_one_transaction(
+    engine, data: SourceData, source: Path, plan: LoadPlan, started: float
+) -> LoadResult:
     total = len(data.frame)
     with engine.begin() as conn:
         _lock(conn)
@@ -217,7 +238,8 @@ def _load_in_one_transaction(engine, data: SourceData, source: Path, plan: LoadP
         batch = _check_conflicts(conn, batch, data)
         now = datetime.now(UTC)
         batch_id = conn.execute(
-            insert(LoadBatch).values(
+            insert(LoadBatch)
+            .values(
                 source=str(Path(source).resolve()),
                 source_digest=data.digest,
                 row_start=start,
@@ -227,21 +249,35 @@ def _load_in_one_transaction(engine, data: SourceData, source: Path, plan: LoadP
                 order_seed=seed,
                 source_rows=total,
                 started_at=now,
-            ).returning(LoadBatch.id)
+            )
+            .returning(LoadBatch.id)
         ).scalar_one()
         batch["split"] = [split_for(p) for p in batch["productid"]]
         batch["batch_id"] = batch_id
         batch["source_row"] = batch["row_index"]
         batch["loaded_at"] = now
         batch["imageid"] = batch["imageid"].astype(object).where(batch["imageid"].notna(), None)
-        rows = batch[["productid", "imageid", "designation", "description", "prdtypecode", "split", "batch_id",
-                      "source_row", "loaded_at"]]
+        rows = batch[
+            [
+                "productid",
+                "imageid",
+                "designation",
+                "description",
+                "prdtypecode",
+                "split",
+                "batch_id",
+                "source_row",
+                "loaded_at",
+            ]
+        ]
         insert_started = time.perf_counter()
         _insert_products(conn, rows)
         insert_seconds = time.perf_counter() - insert_started
         skipped = (end - start) - len(rows)
         conn.execute(
-            update(LoadBatch).where(LoadBatch.id == batch_id).values(
+            update(LoadBatch)
+            .where(LoadBatch.id == batch_id)
+            .values(
                 status="succeeded",
                 row_count=len(rows),
                 checksum=_batch_checksum(rows),
@@ -249,4 +285,6 @@ def _load_in_one_transaction(engine, data: SourceData, source: Path, plan: LoadP
                 message=f"skipped {skipped} products already loaded with the same label" if skipped else None,
             )
         )
-    return LoadResult(str(source), batch_id, len(rows), end, total, time.perf_counter() - started, insert_seconds)
+    return LoadResult(
+        str(source), batch_id, len(rows), end, total, time.perf_counter() - started, insert_seconds
+    )

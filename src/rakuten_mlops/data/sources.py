@@ -60,8 +60,10 @@ def _decode(path: Path, raw: bytes) -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataValidationError(
-            str(path), f"bytes that are not UTF-8 at byte {exc.start} ({raw[exc.start:exc.start + 4]!r}); "
-            "re-encode the file as UTF-8", line
+            str(path),
+            f"bytes that are not UTF-8 at byte {exc.start} ({raw[exc.start : exc.start + 4]!r}); "
+            "re-encode the file as UTF-8",
+            line,
         ) from exc
 
 
@@ -79,10 +81,14 @@ def _read_records(path: Path, text: str, expected: tuple[str, ...]) -> tuple[lis
         for sep, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
             if sep in first_line and "," not in first_line:
                 raise DataValidationError(
-                    str(path), f"wrong delimiter: the header is separated by {label}; the official files use commas", 1
+                    str(path),
+                    f"wrong delimiter: the header is separated by {label}; the official files use commas",
+                    1,
                 )
         raise DataValidationError(
-            str(path), f"missing column(s) {', '.join(missing)}; header has {', '.join(names) or 'nothing'}", 1
+            str(path),
+            f"missing column(s) {', '.join(missing)}; header has {', '.join(names) or 'nothing'}",
+            1,
         )
     if header[0].strip() not in ("", "Unnamed: 0", "index"):
         raise DataValidationError(str(path), "the first column must be the unnamed row index", 1)
@@ -104,7 +110,9 @@ def _read_records(path: Path, text: str, expected: tuple[str, ...]) -> tuple[lis
     return records, lines
 
 
-def _as_int(path: Path, values: list[str], lines: list[int], column: str, required: bool = True) -> list[int | None]:
+def _as_int(
+    path: Path, values: list[str], lines: list[int], column: str, required: bool = True
+) -> list[int | None]:
     out: list[int | None] = []
     for value, line in zip(values, lines, strict=True):
         value = value.strip()
@@ -140,7 +148,9 @@ def read_source(source: Path) -> SourceData:
     known = load_categories()
     for code, line in zip(labels, y_lines, strict=True):
         if code not in known:
-            raise DataValidationError(str(y_path), f"unknown prdtypecode {code} (expected one of the 27 codes)", line)
+            raise DataValidationError(
+                str(y_path), f"unknown prdtypecode {code} (expected one of the 27 codes)", line
+            )
     for rec, line in zip(x_records, x_lines, strict=True):
         if not rec[1].strip():
             raise DataValidationError(str(x_path), "empty designation", line)
@@ -175,6 +185,7 @@ def _check_duplicates(frame: pd.DataFrame, x_path: Path, y_path: Path, y_lines: 
                 y_lines[again],
             )
         raise DataValidationError(
-            str(x_path), f"productid {pid} appears twice (also at line {frame['line'].iloc[first]})",
+            str(x_path),
+            f"productid {pid} appears twice (also at line {frame['line'].iloc[first]})",
             int(frame["line"].iloc[again]),
         )

@@ -37,7 +37,9 @@ def production_lineage(settings: Settings) -> tuple[str | None, list[int], str |
     try:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+        client = MlflowClient(
+            tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+        )
         mv = client.get_model_version_by_alias(settings.registered_model, settings.production_alias)
     except Exception as exc:  # no model yet, or registry down: status still reports the data
         message = str(exc).splitlines()[0][:200]
@@ -52,13 +54,19 @@ def backlog_since(settings: Settings, batch_ids: list[int]) -> int:
     upgrade(settings.database_url)
     newest = max(batch_ids) if batch_ids else 0
     with engine_for(settings.database_url).connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(Product).where(Product.batch_id > newest)).scalar_one())
+        return int(
+            conn.execute(
+                select(func.count()).select_from(Product).where(Product.batch_id > newest)
+            ).scalar_one()
+        )
 
 
 def data_status(settings: Settings, *, with_registry: bool = True) -> DataStatus:
     upgrade(settings.database_url)
     with engine_for(settings.database_url).connect() as conn:
-        per_class = dict(conn.execute(select(Product.prdtypecode, func.count()).group_by(Product.prdtypecode)).all())
+        per_class = dict(
+            conn.execute(select(Product.prdtypecode, func.count()).group_by(Product.prdtypecode)).all()
+        )
         per_split = dict(conn.execute(select(Product.split, func.count()).group_by(Product.split)).all())
         batches = conn.execute(select(LoadBatch).order_by(LoadBatch.id)).mappings().all()
     sources: dict[str, dict[str, Any]] = {}
@@ -78,8 +86,19 @@ def data_status(settings: Settings, *, with_registry: bool = True) -> DataStatus
         rows_per_class={int(k): int(v) for k, v in sorted(per_class.items())},
         sources=list(sources.values()),
         batches=[
-            {k: b[k] for k in ("id", "status", "row_start", "row_end", "row_count", "started_at", "finished_at",
-                               "message")}
+            {
+                k: b[k]
+                for k in (
+                    "id",
+                    "status",
+                    "row_start",
+                    "row_end",
+                    "row_count",
+                    "started_at",
+                    "finished_at",
+                    "message",
+                )
+            }
             for b in batches
         ],
         production_version=version,
@@ -120,7 +139,10 @@ def render_status(status: DataStatus, console) -> None:
         batches.add_column(col)
     for b in status.batches[-10:]:
         batches.add_row(
-            str(b["id"]), b["status"], f"{b['row_count']:,}", f"{b['row_start']}-{b['row_end']}",
+            str(b["id"]),
+            b["status"],
+            f"{b['row_count']:,}",
+            f"{b['row_start']}-{b['row_end']}",
             str(b["finished_at"] or "")[:19],
         )
     console.print(batches)

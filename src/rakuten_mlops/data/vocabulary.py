@@ -27,7 +27,9 @@ class ClassVocab:
 
 
 def _v(nouns, attributes, brands, sentences, foreign, empty, style="product") -> ClassVocab:
-    return ClassVocab(_split(nouns), _split(attributes), _split(brands), _split(sentences), _split(foreign), empty, style)
+    return ClassVocab(
+        _split(nouns), _split(attributes), _split(brands), _split(sentences), _split(foreign), empty, style
+    )
 
 
 VOCAB: dict[int, ClassVocab] = {

@@ -117,6 +117,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("registry_locks", "model_events", "live_evaluations", "drift_reports", "predictions", "products",
-                  "load_batches"):
+    for table in (
+        "registry_locks",
+        "model_events",
+        "live_evaluations",
+        "drift_reports",
+        "predictions",
+        "products",
+        "load_batches",
+    ):
         op.drop_table(table)

@@ -29,6 +29,17 @@ from rakuten_mlops.settings import Settings
 
 TEST_SHARE_PERCENT = 20
 LOAD_LOCK_KEY = 7_221_001  # pg advisory lock id of the loader
+PRODUCT_COLUMNS = (
+    "productid",
+    "imageid",
+    "designation",
+    "description",
+    "prdtypecode",
+    "split",
+    "batch_id",
+    "source_row",
+    "loaded_at",
+)
 
 
 def split_for(productid: int) -> str:
@@ -164,17 +175,7 @@ def _copy_products(conn: Connection, rows: pd.DataFrame) -> None:
     """COPY FROM STDIN: an order of magnitude faster than INSERTs on Postgres."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    cols = [
-        "productid",
-        "imageid",
-        "designation",
-        "description",
-        "prdtypecode",
-        "split",
-        "batch_id",
-        "source_row",
-        "loaded_at",
-    ]
+    cols = list(PRODUCT_COLUMNS)
     for rec in rows[cols].itertuples(index=False):
         writer.writerow(["\\N" if (v is None or v is pd.NA) else v for v in rec])
     buf.seek(0)
@@ -257,19 +258,7 @@ def _load_in_one_transaction(
         batch["source_row"] = batch["row_index"]
         batch["loaded_at"] = now
         batch["imageid"] = batch["imageid"].astype(object).where(batch["imageid"].notna(), None)
-        rows = batch[
-            [
-                "productid",
-                "imageid",
-                "designation",
-                "description",
-                "prdtypecode",
-                "split",
-                "batch_id",
-                "source_row",
-                "loaded_at",
-            ]
-        ]
+        rows = batch[list(PRODUCT_COLUMNS)]
         insert_started = time.perf_counter()
         _insert_products(conn, rows)
         insert_seconds = time.perf_counter() - insert_started

@@ -191,6 +191,25 @@ def test_trained_model_is_served_by_the_api_container(images, containers, pg_ser
         assert "rakuten_predictions_total{" in metrics
         health = podman("healthcheck", "run", api, check=False)
         assert health.returncode == 0, f"HEALTHCHECK failed: {health.stdout}{health.stderr}"
+
+        # live traffic reaches the prediction log, and the drift job (Evidently) reads it back
+        items = [
+            {"designation": f"Manette sans fil modèle {i}", "description": "Batterie"} for i in range(250)
+        ]
+        batch = httpx.post(f"{base}/predict/batch", json={"items": items}, timeout=60)
+        assert batch.status_code == 200, batch.text
+        time.sleep(3)  # the log is flushed every second
+        drift = podman(
+            "run", "--rm", "--no-healthcheck", "--network", "host", *LOCKED_DOWN, *job_env,
+            images["app"], "drift", "--json", timeout=300,
+        )  # fmt: skip
+        report = json.loads(drift.stdout[drift.stdout.index("{") :])
+        assert report["model_version"] == decision["version"], report
+        assert report["n_current"] >= 250 and report["status"] not in (
+            "not_enough_data",
+            "not_enough_reference",
+        ), report
+        assert report["tests"] and report["severity"] in ("none", "low", "medium", "high")
     finally:
         containers.cleanup()
         _drop_database(pg_server, mlflow_db)

@@ -9,7 +9,6 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from rakuten_mlops import __version__
 from rakuten_mlops.serving.deps import ServingState
@@ -19,6 +18,7 @@ from rakuten_mlops.serving.middleware import BodyGuard, RequestMetrics
 from rakuten_mlops.serving.model_store import ModelStore
 from rakuten_mlops.serving.prediction_log import PredictionLog
 from rakuten_mlops.serving.predictor import PredictionService
+from rakuten_mlops.serving.responses import OrjsonResponse
 from rakuten_mlops.serving.retrain import make_retrainer
 from rakuten_mlops.serving.routers import admin, health, metrics, model, predictions
 from rakuten_mlops.settings import Settings, get_settings
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        default_response_class=OrjsonResponse,
     )
     app.state.serving = state
     install_error_handlers(app)

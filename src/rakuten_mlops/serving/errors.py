@@ -10,7 +10,6 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rakuten_mlops.errors import (
@@ -19,6 +18,7 @@ from rakuten_mlops.errors import (
     PromotionRefused,
     RegistryUnavailableError,
 )
+from rakuten_mlops.serving.responses import OrjsonResponse
 
 log = logging.getLogger("rakuten_mlops.serving")
 
@@ -69,7 +69,7 @@ def field_name(loc: tuple | list) -> str:
     return name or "body"
 
 
-def _validation_response(exc: RequestValidationError) -> ORJSONResponse:
+def _validation_response(exc: RequestValidationError) -> OrjsonResponse:
     problems = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
@@ -78,12 +78,12 @@ def _validation_response(exc: RequestValidationError) -> ORJSONResponse:
         )
     if any(p["type"] == "json_invalid" for p in problems):
         first = next(p for p in problems if p["type"] == "json_invalid")
-        return ORJSONResponse(
+        return OrjsonResponse(
             error_body(f"request body is not valid JSON: {first['message']}", "body", problems),
             status_code=400,
         )
     first = problems[0] if problems else {"field": "body", "message": "invalid request"}
-    return ORJSONResponse(
+    return OrjsonResponse(
         error_body(f"{first['field']}: {first['message']}", first["field"], problems), status_code=422
     )
 
@@ -92,22 +92,22 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map validation errors, HTTP errors and domain errors to JSON responses."""
 
     @app.exception_handler(RequestValidationError)
-    async def _on_validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _on_validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:
         return _validation_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _on_http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _on_http(_: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         field = "body" if exc.status_code in (400, 413) else None
-        return ORJSONResponse(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
+        return OrjsonResponse(error_body(message, field), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(PlatformError)
-    async def _on_domain(_: Request, exc: PlatformError) -> ORJSONResponse:
+    async def _on_domain(_: Request, exc: PlatformError) -> OrjsonResponse:
         status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
         headers = {"Retry-After": "5"} if status == 503 else None
-        return ORJSONResponse(error_body(str(exc)), status_code=status, headers=headers)
+        return OrjsonResponse(error_body(str(exc)), status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
-    async def _on_unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _on_unexpected(_: Request, exc: Exception) -> OrjsonResponse:
         log.exception("unexpected error")
-        return ORJSONResponse(error_body(f"internal error ({exc.__class__.__name__})"), status_code=500)
+        return OrjsonResponse(error_body(f"internal error ({exc.__class__.__name__})"), status_code=500)

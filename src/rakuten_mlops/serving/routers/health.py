@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import ORJSONResponse
 
 from rakuten_mlops.serving.deps import Store
+from rakuten_mlops.serving.responses import OrjsonResponse
 from rakuten_mlops.serving.schemas import ReadyOut
 
 router = APIRouter(tags=["health"])
@@ -18,10 +18,10 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
-async def ready(store: Store) -> ORJSONResponse:
+async def ready(store: Store) -> OrjsonResponse:
     """Readiness: 200 once a model is loaded, 503 before."""
     model = store.current
     if model is None:
         body = ReadyOut(ready=False, reason=store.last_error or "the model is still loading")
-        return ORJSONResponse(body.model_dump(), status_code=503)
-    return ORJSONResponse(ReadyOut(ready=True, model_version=model.version).model_dump())
+        return OrjsonResponse(body.model_dump(), status_code=503)
+    return OrjsonResponse(ReadyOut(ready=True, model_version=model.version).model_dump())

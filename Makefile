@@ -9,7 +9,7 @@ export RAKUTEN_HOME ?= $(CURDIR)/.rakuten
         kind-up images deploy kind-e2e kind-down helm-check images-podman
 
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(BIN)/rakuten-mlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

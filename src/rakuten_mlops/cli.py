@@ -39,13 +39,20 @@ def print_backends(quiet: bool = False) -> None:
     (err_console if quiet else console).print(f"[dim]{get_settings().backends_line()}[/dim]")
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         console.print(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Rakuten France product classification: data, training, registry, serving, drift."""
 
 
 @db_app.command("upgrade")

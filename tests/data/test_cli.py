@@ -68,3 +68,12 @@ def test_an_unreachable_database_is_one_clear_line_with_hidden_password(tmp_path
     assert "cannot reach or migrate the data database" in res.stderr and "RAKUTEN_DATABASE_URL" in res.stderr
     assert "s3cret" not in res.stdout + res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_version_and_help_need_no_subcommand(tmp_path: Path):
+    from rakuten_mlops import __version__
+
+    assert run(tmp_path, "--version").stdout.strip() == __version__
+    helped = run(tmp_path, "--help").stdout
+    for command in ("data", "train", "promote", "rollback", "models", "serve", "drift", "decide", "operator", "ui"):
+        assert f" {command} " in helped

@@ -428,6 +428,16 @@ def test_empty_workflow_folder_is_tolerated(render, tmp_path):
     assert one(docs, "Role", f"{RELEASE}-rakuten-mlops-workflow")
 
 
+def test_chart_peering_crd_is_the_operators():
+    ours = yaml.safe_load((CHART / "crds" / "kopfpeerings.kopf.dev.yaml").read_text())
+    theirs = next(
+        d
+        for d in yaml.safe_load_all((REPO / "operator" / "peering.yaml").read_text())
+        if d and d["kind"] == "CustomResourceDefinition"
+    )
+    assert ours == theirs
+
+
 def test_chart_crd_is_the_operators_crd():
     ours = CHART / "crds" / "servedmodels.mlops.rakuten.io.yaml"
     theirs = REPO / "operator" / "crd.yaml"
@@ -439,6 +449,16 @@ def test_operator_switch_deploys_operator_and_a_served_model_for_the_api(render)
     docs = render.docs("default", "1.31", ("operator.enabled=true",))
     op = container(docs, "Deployment", f"{RELEASE}-rakuten-mlops-operator")
     assert op["args"][:2] == ["operator", "run"]
+    assert (
+        "--standalone" not in op["args"] and op["args"][op["args"].index("--peering") + 1] == "rakuten-mlops"
+    )
+    assert one(docs, "KopfPeering", "rakuten-mlops")["metadata"]["namespace"] == NAMESPACE
+    rules = one(docs, "Role", f"{RELEASE}-rakuten-mlops-operator")["rules"]
+    assert {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["kopfpeerings"],
+        "verbs": ["get", "list", "watch", "patch"],
+    } in rules
     assert op["image"] == container(docs, "Deployment", API)["image"]
     served = by_kind(docs, "ServedModel")[0]
     assert served["spec"]["deployment"] == API and served["spec"]["container"] == "api"
@@ -450,7 +470,7 @@ def test_ui_is_off_by_default_and_runs_the_control_room(render):
     assert not [d for d in render.docs() if d["metadata"]["name"].endswith("-ui")]
     docs = render.docs("default", "1.31", ("ui.enabled=true",))
     ui = container(docs, "Deployment", f"{RELEASE}-rakuten-mlops-ui")
-    assert ui["args"] == ["ui", "--port", "8501"]
+    assert ui["args"] == ["ui", "--host", "0.0.0.0", "--port", "8501"], "the Service must reach it"
     assert env_of(ui)["RAKUTEN_API_URL"]["value"] == f"http://{API}:8000"
 
 

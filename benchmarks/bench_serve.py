@@ -70,6 +70,7 @@ def _register_model(home: Path) -> tuple[str, list[dict]]:
         f"trained the default pipeline on {TRAIN_ROWS:,} generated rows in {time.perf_counter() - started:.1f}s"
     )
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # other benchmarks in this process may have pointed it elsewhere
     mlflow.set_experiment("bench-serve")
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(

@@ -96,7 +96,8 @@ def test_control_room_in_headless_chromium(ui_server, api):
             expect(page.get_by_role("heading", name="Control room")).to_be_visible(timeout=90_000)
             served = httpx.get(f"{api.url}/model").json()["version"]
             expect(page.get_by_text(f"ready, serving version {served}")).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Production version")).to_be_visible(timeout=60_000)
+            # exact: the MLflow health line can mention the production version too
+            expect(page.get_by_text("Production version", exact=True)).to_be_visible(timeout=60_000)
             _settle(page)
             page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
 

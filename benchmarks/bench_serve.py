@@ -9,7 +9,10 @@ Targets (2 cores): >= 3x the peer's requests/s, p99 <= 20 ms at 32 connections, 
 Our API also returns top-k classes with confidences and writes every prediction to the
 prediction log; the peer returns the predicted class only.
 
-Each scenario alternates ours and the peer for BENCH_SERVE_ROUNDS rounds (default 3) of
+A third side, our API with RAKUTEN_SERVE_FAST_PATH=false (the prediction paths through FastAPI's
+routing and validation), shows what the plain-ASGI fast path buys, in the same run.
+
+Each scenario alternates the sides for BENCH_SERVE_ROUNDS rounds (default 3) of
 BENCH_SERVE_SECONDS (default 5) and reports medians, so load from elsewhere on the machine hits
 both sides alike. BENCH_SERVE_WORKERS (default "1,2"), BENCH_SERVE_ROWS (training rows, 20000).
 """
@@ -177,22 +180,24 @@ def _median_run(runs: list[dict]) -> dict:
     return out
 
 
-def _measure_pair(ours_url: str, peer_url: str, scripts: dict[str, Path]) -> tuple[dict, dict]:
-    """Alternate ours/peer for every scenario, ROUNDS times; medians per side."""
-    _wrk(ours_url + "/predict", scripts["ours_single"], 4, 2)  # warm-up both
-    _wrk(peer_url + "/invocations", scripts["peer_single"], 4, 2)
-    ours: dict[str, list] = {k: [] for k, _, _ in SCENARIOS}
-    peer: dict[str, list] = {k: [] for k, _, _ in SCENARIOS}
+def _measure(sides: dict[str, tuple[str, str]], scripts: dict[str, Path]) -> dict[str, dict]:
+    """Alternate the sides (name -> (base URL, "ours"/"peer")) for every scenario, ROUNDS times; medians."""
+    for url, kind in sides.values():  # warm-up
+        _wrk(url + ("/predict" if kind == "ours" else "/invocations"), scripts[f"{kind}_single"], 4, 2)
+    runs: dict[str, dict[str, list]] = {name: {k: [] for k, _, _ in SCENARIOS} for name in sides}
     for _ in range(ROUNDS):
-        for key, kind, connections in SCENARIOS:
-            path = "/predict" if kind == "single" else "/predict/batch"
-            ours[key].append(_wrk(ours_url + path, scripts[f"ours_{kind}"], connections, SECONDS))
-            peer[key].append(_wrk(peer_url + "/invocations", scripts[f"peer_{kind}"], connections, SECONDS))
-    ours_m = {k: _median_run(v) for k, v in ours.items()}
-    peer_m = {k: _median_run(v) for k, v in peer.items()}
-    for side in (ours_m, peer_m):
+        for key, scenario, connections in SCENARIOS:
+            for name, (url, kind) in sides.items():
+                path = (
+                    "/invocations"
+                    if kind == "peer"
+                    else ("/predict" if scenario == "single" else "/predict/batch")
+                )
+                runs[name][key].append(_wrk(url + path, scripts[f"{kind}_{scenario}"], connections, SECONDS))
+    out = {name: {k: _median_run(v) for k, v in side.items()} for name, side in runs.items()}
+    for side in out.values():
         side["batch_c2"]["items_per_s"] = side["batch_c2"]["rps"] * BATCH
-    return ours_m, peer_m
+    return out
 
 
 def run(work: Path, database_url: str) -> dict:
@@ -225,32 +230,52 @@ def run(work: Path, database_url: str) -> dict:
     results: dict = {"load_average_start": os.getloadavg()[0], "seconds_per_run": SECONDS, "rounds": ROUNDS,
                      "runs": {}}  # fmt: skip
     for workers in WORKERS:
-        ours_port, peer_port = _free_port(), _free_port()
-        ours_cmd = [sys.executable, "-m", "rakuten_mlops.cli", "serve", "--host", "127.0.0.1",
-                    "--port", str(ours_port), "--workers", str(workers)]  # fmt: skip
+        ports = {side: _free_port() for side in ("ours", "routed", "peer")}
+        urls = {side: f"http://127.0.0.1:{port}" for side, port in ports.items()}
+
+        ours_cmd = {
+            side: [sys.executable, "-m", "rakuten_mlops.cli", "serve", "--host", "127.0.0.1",
+                   "--port", str(ports[side]), "--workers", str(workers)]
+            for side in ("ours", "routed")
+        }  # fmt: skip
+
         peer_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/rakuten_classifier@production",
-                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(peer_port), "-w", str(workers)]  # fmt: skip
-        ours_url, peer_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{peer_port}"
+                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(ports["peer"]), "-w", str(workers)]  # fmt: skip
         with (
-            _server(ours_cmd, env, f"{ours_url}/ready", work / f"ours-{workers}.log"),
-            _server(peer_cmd, env, f"{peer_url}/ping", work / f"peer-{workers}.log"),
+            _server(ours_cmd["ours"], env, f"{urls['ours']}/ready", work / f"ours-{workers}.log"),
+            _server(
+                ours_cmd["routed"],
+                {**env, "RAKUTEN_SERVE_FAST_PATH": "false"},
+                f"{urls['routed']}/ready",
+                work / f"routed-{workers}.log",
+            ),
+            _server(peer_cmd, env, f"{urls['peer']}/ping", work / f"peer-{workers}.log"),
         ):
-            ours, peer = _measure_pair(ours_url, peer_url, scripts)
-        results["runs"][str(workers)] = {"ours": ours, "peer": peer, "load_average": os.getloadavg()[0]}
+            measured = _measure(
+                {
+                    "ours": (urls["ours"], "ours"),
+                    "routed": (urls["routed"], "ours"),
+                    "peer": (urls["peer"], "peer"),
+                },
+                scripts,
+            )
+        results["runs"][str(workers)] = {**measured, "load_average": os.getloadavg()[0]}
     return results
 
 
 def report(results: dict) -> list[str]:
     rows, verdicts = [], []
     for workers, run_ in results["runs"].items():
-        ours, peer = run_["ours"], run_["peer"]
+        ours, peer, routed = run_["ours"], run_["peer"], run_.get("routed")
         for key, label in (("single_c1", "single, 1 conn"), ("single_c32", "single, 32 conns")):
             o, p = ours[key], peer[key]
-            rows.append([workers, label, o["rps"], p["rps"], f"{o['rps'] / p['rps']:.1f}x",
+            fast = f"{o['rps'] / routed[key]['rps']:.1f}x" if routed else "-"
+            rows.append([workers, label, o["rps"], p["rps"], f"{o['rps'] / p['rps']:.1f}x", fast,
                          o["p50_ms"], p["p50_ms"], o["p99_ms"], p["p99_ms"], o["errors"], p["errors"]])  # fmt: skip
         o, p = ours["batch_c2"], peer["batch_c2"]
+        fast = f"{o['items_per_s'] / routed['batch_c2']['items_per_s']:.1f}x" if routed else "-"
         rows.append([workers, "batch 1000, 2 conns (items/s)", o["items_per_s"], p["items_per_s"],
-                     f"{o['items_per_s'] / p['items_per_s']:.1f}x", o["p50_ms"], p["p50_ms"], o["p99_ms"],
+                     f"{o['items_per_s'] / p['items_per_s']:.1f}x", fast, o["p50_ms"], p["p50_ms"], o["p99_ms"],
                      p["p99_ms"], o["errors"], p["errors"]])  # fmt: skip
         ratio = ours["single_c32"]["rps"] / peer["single_c32"]["rps"]
         verdicts.append(
@@ -262,8 +287,8 @@ def report(results: dict) -> list[str]:
             f"load average {run_['load_average']:.1f}"
         )
     print_table(
-        ["workers", "load", "ours req/s", "peer req/s", "ratio", "ours p50 ms", "peer p50 ms", "ours p99 ms",
-         "peer p99 ms", "ours errors", "peer errors"],
+        ["workers", "scenario", "ours req/s", "peer req/s", "ratio", "fast path vs FastAPI routes", "ours p50 ms",
+         "peer p50 ms", "ours p99 ms", "peer p99 ms", "ours errors", "peer errors"],
         rows,
     )  # fmt: skip
     for line in verdicts:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=1000, ge=1)
     max_text_chars: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1)
+    serve_fast_path: bool = Field(
+        default=True,
+        description="Answer /predict and /predict/batch in plain ASGI before FastAPI (false: FastAPI routes).",
+    )
     prediction_log_queue_size: int = Field(default=50_000, ge=1)
     prediction_log_flush_rows: int = Field(default=500, ge=1)
     prediction_log_flush_seconds: float = Field(default=1.0, gt=0.0)

@@ -75,5 +75,16 @@ def test_version_and_help_need_no_subcommand(tmp_path: Path):
 
     assert run(tmp_path, "--version").stdout.strip() == __version__
     helped = run(tmp_path, "--help").stdout
-    for command in ("data", "train", "promote", "rollback", "models", "serve", "drift", "decide", "operator", "ui"):
+    for command in (
+        "data",
+        "train",
+        "promote",
+        "rollback",
+        "models",
+        "serve",
+        "drift",
+        "decide",
+        "operator",
+        "ui",
+    ):
         assert f" {command} " in helped

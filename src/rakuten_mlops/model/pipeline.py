@@ -41,7 +41,6 @@ DESIGNATION_WEIGHT = 1.0
 DESCRIPTION_WEIGHT = 0.5
 
 _TAG_RE = re.compile(r"<[^>]*>")
-_SPACE_RE = re.compile(r"\s+")
 # Symptoms of UTF-8 read as Latin-1/cp1252 ("Ã©", "Ã¿", "â€™", "Â "): a lead byte followed by a
 # continuation byte. Only strings that match go through ftfy, which costs ~0.5 ms per string.
 _MOJIBAKE_RE = re.compile(
@@ -74,7 +73,8 @@ def clean_text(value: Any, fold_accents: bool = True) -> str:
     text = str(value)
     if not text:
         return ""
-    if _MOJIBAKE_RE.search(text):
+    # str.isascii() is O(1) (CPython keeps the flag): mojibake and accents are never ASCII
+    if not text.isascii() and _MOJIBAKE_RE.search(text):
         import ftfy
 
         text = ftfy.fix_text(text, unescape_html=False)
@@ -82,9 +82,9 @@ def clean_text(value: Any, fold_accents: bool = True) -> str:
         text = html.unescape(html.unescape(text))  # the catalogue holds some double-escaped entities
     if "<" in text:
         text = _TAG_RE.sub(" ", text)
-    if fold_accents:
+    if fold_accents and not text.isascii():
         text = text.translate(_FOLD_ACCENTS)
-    return _SPACE_RE.sub(" ", text).strip()
+    return " ".join(text.split())  # split() and re's \s agree on what whitespace is
 
 
 def _strings(values: list) -> list[str]:

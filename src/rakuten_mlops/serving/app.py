@@ -9,10 +9,12 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from rakuten_mlops import __version__
 from rakuten_mlops.serving.deps import ServingState
 from rakuten_mlops.serving.errors import install_error_handlers
+from rakuten_mlops.serving.fastpath import PredictionEndpoints
 from rakuten_mlops.serving.metrics import api_metrics, build_registry, mark_process_dead
 from rakuten_mlops.serving.middleware import BodyGuard, RequestMetrics
 from rakuten_mlops.serving.model_store import ModelStore
@@ -21,6 +23,7 @@ from rakuten_mlops.serving.predictor import PredictionService
 from rakuten_mlops.serving.responses import OrjsonResponse
 from rakuten_mlops.serving.retrain import make_retrainer
 from rakuten_mlops.serving.routers import admin, health, metrics, model, predictions
+from rakuten_mlops.serving.schemas import request_models
 from rakuten_mlops.settings import Settings, get_settings
 
 log = logging.getLogger("rakuten_mlops.serving")
@@ -71,7 +74,8 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
             metrics_.model_loaded.set(0)
             mark_process_dead()
 
-    app = FastAPI(
+    product_model, batch_model = request_models(settings.max_text_chars, settings.max_batch_items)
+    app = ServingApp(
         title="Rakuten product classification API",
         version=__version__,
         description=DESCRIPTION,
@@ -80,15 +84,40 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
     )
     app.state.serving = state
     install_error_handlers(app)
-    for router in (predictions.router, health.router, model.router, metrics.router):
+    app.include_router(predictions.build_router(product_model, batch_model, settings.max_body_bytes))
+    for router in (health.router, model.router, metrics.router):
         app.include_router(router)
     if settings.admin_token is not None:
         state.retrainer = make_retrainer_lazily(settings)
         app.include_router(admin.router)
-    known = frozenset(app.openapi()["paths"]) | {"/docs", "/openapi.json"}
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics, metrics=metrics_, known_paths=known)
+
+    known = frozenset(app.openapi()["paths"]) | {"/docs", "/openapi.json"}
+
+    def outer_layers(fastapi_stack: ASGIApp) -> ASGIApp:
+        inner = fastapi_stack
+        if settings.serve_fast_path:
+            inner = PredictionEndpoints(
+                inner, state.service, product_model, batch_model, settings.max_body_bytes
+            )
+        return RequestMetrics(inner, metrics=metrics_, known_paths=known)
+
+    app.outer_layers = outer_layers
     return app
+
+
+class ServingApp(FastAPI):
+    """FastAPI with layers outside its own middleware stack: request metrics, then the fast path.
+
+    ``outer_layers`` wraps what FastAPI builds, so every request is counted and timed (FastAPI
+    routes and fast path alike) and the prediction paths skip FastAPI's per-request machinery.
+    """
+
+    outer_layers = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return self.outer_layers(stack) if self.outer_layers is not None else stack
 
 
 def make_retrainer_lazily(settings: Settings):

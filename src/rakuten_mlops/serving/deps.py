@@ -1,4 +1,7 @@
-"""FastAPI dependencies, defined once as ``Annotated`` aliases."""
+"""FastAPI dependencies, defined once as ``Annotated`` aliases.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
+hand-off on every request for what is an attribute lookup."""
 
 from __future__ import annotations
 
@@ -28,22 +31,22 @@ class ServingState:
     retrainer: Any = None
 
 
-def get_state(request: Request) -> ServingState:
+async def get_state(request: Request) -> ServingState:
     return request.app.state.serving
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     return request.app.state.serving.store
 
 
-def get_service(request: Request) -> PredictionService:
+async def get_service(request: Request) -> PredictionService:
     return request.app.state.serving.service
 
 
 _bearer = HTTPBearer(auto_error=False, description="RAKUTEN_ADMIN_TOKEN")
 
 
-def require_admin(
+async def require_admin(
     state: Annotated[ServingState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

@@ -1,5 +1,8 @@
 """Domain errors of the API and their HTTP mapping: the one place where an error becomes a status code.
 
+FastAPI's exception handlers and the prediction fast path (``fastpath.py``) both call the
+functions below, so an error has the same status and body whichever way a request came.
+
 Every error body is JSON with ``error`` (one sentence) and, for bad input, ``field`` naming the
 offending field and ``detail`` listing every problem found.
 """
@@ -69,23 +72,31 @@ def field_name(loc: tuple | list) -> str:
     return name or "body"
 
 
-def _validation_response(exc: RequestValidationError) -> OrjsonResponse:
+def validation_error(errors: list[dict]) -> tuple[int, dict]:
+    """Status and body for pydantic/FastAPI validation errors: 400 for bad JSON, 422 otherwise."""
     problems = []
-    for err in exc.errors():
+    for err in errors:
         loc = tuple(err.get("loc", ()))
         problems.append(
             {"field": field_name(loc), "message": err.get("msg", ""), "type": err.get("type", "")}
         )
-    if any(p["type"] == "json_invalid" for p in problems):
-        first = next(p for p in problems if p["type"] == "json_invalid")
-        return OrjsonResponse(
-            error_body(f"request body is not valid JSON: {first['message']}", "body", problems),
-            status_code=400,
-        )
+    invalid_json = next((p for p in problems if p["type"] == "json_invalid"), None)
+    if invalid_json is not None:
+        return 400, error_body(f"request body is not valid JSON: {invalid_json['message']}", "body", problems)
     first = problems[0] if problems else {"field": "body", "message": "invalid request"}
-    return OrjsonResponse(
-        error_body(f"{first['field']}: {first['message']}", first["field"], problems), status_code=422
-    )
+    return 422, error_body(f"{first['field']}: {first['message']}", first["field"], problems)
+
+
+def domain_error(exc: PlatformError) -> tuple[int, dict, dict[str, str] | None]:
+    """Status, body and headers for a platform error (503s say when to retry)."""
+    status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return status, error_body(str(exc)), headers
+
+
+def unexpected_error(exc: Exception) -> tuple[int, dict]:
+    log.error("unexpected error", exc_info=exc)
+    return 500, error_body(f"internal error ({exc.__class__.__name__})")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -93,7 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:
-        return _validation_response(exc)
+        status, body = validation_error(list(exc.errors()))
+        return OrjsonResponse(body, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(_: Request, exc: StarletteHTTPException) -> OrjsonResponse:
@@ -103,11 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PlatformError)
     async def _on_domain(_: Request, exc: PlatformError) -> OrjsonResponse:
-        status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-        headers = {"Retry-After": "5"} if status == 503 else None
-        return OrjsonResponse(error_body(str(exc)), status_code=status, headers=headers)
+        status, body, headers = domain_error(exc)
+        return OrjsonResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _on_unexpected(_: Request, exc: Exception) -> OrjsonResponse:
-        log.exception("unexpected error")
-        return OrjsonResponse(error_body(f"internal error ({exc.__class__.__name__})"), status_code=500)
+        status, body = unexpected_error(exc)
+        return OrjsonResponse(body, status_code=status)

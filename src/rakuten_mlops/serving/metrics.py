@@ -2,13 +2,22 @@
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (``serve --workers N``) every worker writes its values to
 that directory and ``/metrics`` aggregates them, whichever worker answers the scrape.
+
+``rakuten_model_info`` shows only the version(s) live workers serve now. prometheus-client cannot
+remove a labelset in multiprocess mode (``Gauge.remove`` only warns: the worker's mmap file keeps
+the sample, prometheus/client_python#720 and #916), so there a worker sets the version it stopped
+serving to 0 and ``/metrics`` drops the 0-valued samples after the ``livemax`` merge; the files of
+live gauges of workers that died without ``mark_process_dead`` (killed, crashed) are removed at
+scrape time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import os
+import re
 import time
 from collections.abc import Iterable
 
@@ -44,6 +53,8 @@ LATENCY_BUCKETS = (
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LENGTH_BUCKETS = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 20_000)
 SEVERITY_LEVEL = {"none": 0, "low": 1, "medium": 2, "high": 3}
+MODEL_INFO = "rakuten_model_info"
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 
 def multiprocess_dir() -> str | None:
@@ -77,8 +88,8 @@ class ApiMetrics:
             buckets=LENGTH_BUCKETS,
         )
         self.model_info = Gauge(
-            "rakuten_model_info",
-            "1 for the model version this API serves (0 for versions it served before).",
+            MODEL_INFO,
+            "1 for each model version a live worker of this API serves (one series per version).",
             ["name", "version", "alias"],
             multiprocess_mode="livemax",
         )
@@ -104,13 +115,22 @@ class ApiMetrics:
             self.reloads.labels(result)
 
     def record_swap(self, previous, current) -> None:
-        if previous is not None:
-            self.model_info.labels(previous.name, previous.version, previous.alias or "").set(0)
-        self.model_info.labels(current.name, current.version, current.alias or "").set(1)
+        """``current`` replaces ``previous``: its series is 1 and the previous one goes away."""
+        labels = _info_labels(current)
+        self.model_info.labels(*labels).set(1)
+        if previous is not None and _info_labels(previous) != labels:
+            if multiprocess_dir():  # remove() cannot reach the mmap file: 0, dropped by LiveCollector
+                self.model_info.labels(*_info_labels(previous)).set(0)
+            else:
+                self.model_info.remove(*_info_labels(previous))
         self.model_loaded.set(1)
 
     def record_reload(self, success: bool) -> None:
         self.reloads.labels("success" if success else "failure").inc()
+
+
+def _info_labels(model) -> tuple[str, str, str]:
+    return model.name, model.version, model.alias or ""
 
 
 @functools.cache
@@ -189,17 +209,69 @@ def build_registry(database_url: str | None) -> CollectorRegistry:
     from prometheus_client import REGISTRY
 
     api_metrics()
-    if multiprocess_dir():
-        from prometheus_client import multiprocess
-
+    path = multiprocess_dir()
+    if path:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(LiveCollector(path))
     else:
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
     if database_url:
         registry.register(MonitoringCollector(database_url))
     return registry
+
+
+class LiveCollector(Collector):
+    """All workers' metrics (``MultiProcessCollector``) without what old versions and dead workers left.
+
+    - ``rakuten_model_info``: samples at 0 are versions no live worker serves any more.
+    - live gauges (``livemax``, ``livemin``, ``livesum``) of a worker that is gone (killed, crashed,
+      restarted by uvicorn) are removed as ``mark_process_dead`` would have on a clean exit.
+    """
+
+    def __init__(self, path: str):
+        from prometheus_client import multiprocess
+
+        self.path = path
+        self._merged = multiprocess.MultiProcessCollector(None, path)
+
+    def collect(self) -> Iterable:
+        reap_dead_workers(self.path)
+        for family in self._merged.collect():
+            if family.name == MODEL_INFO:
+                family.samples = [s for s in family.samples if s.value != 0]
+            yield family
+
+
+def reap_dead_workers(path: str) -> list[int]:
+    """Remove the live-gauge files of processes that no longer exist; returns their pids.
+
+    The directory belongs to one server (``serve`` makes a fresh one), so its pids are of this
+    host's (or pod's) process namespace.
+    """
+    files: dict[int, list[str]] = {}
+    for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        match = _LIVE_GAUGE_FILE.fullmatch(os.path.basename(file))
+        if match:
+            files.setdefault(int(match.group(1)), []).append(file)
+    dead = [pid for pid in files if not _process_exists(pid)]
+    for pid in dead:
+        for file in files[pid]:
+            with contextlib.suppress(FileNotFoundError):  # another worker's scrape was faster
+                os.remove(file)
+    return dead
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
 
 
 class _Forward(Collector):

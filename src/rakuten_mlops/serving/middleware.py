@@ -7,16 +7,27 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rakuten_mlops.serving.errors import error_body
+
 UNMATCHED = "<unmatched>"
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
-    """Counts and times every HTTP request by route template, method and status."""
+    """Counts and times every HTTP request by route template, method and status.
+
+    Labels are bounded: unknown paths count as ``<unmatched>``, unknown methods as ``OTHER``.
+    The labelled children are cached per (route, method, status): ``labels()`` takes a lock
+    and builds its key on every call.
+    """
 
     def __init__(self, app: ASGIApp, metrics, known_paths: frozenset[str] = frozenset()):
         self.app = app
         self.metrics = metrics
         self.known_paths = known_paths
+        self._children: dict[tuple[str, str, int], tuple] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,9 +49,66 @@ class RequestMetrics:
             path = getattr(route, "path", None)
             if path is None:
                 path = scope["path"] if scope["path"] in self.known_paths else UNMATCHED
-            labels = (path, scope["method"], str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            key = (path, method, status)
+            children = self._children.get(key)
+            if children is None:
+                labels = (path, method, str(status))
+                children = self._children[key] = (
+                    self.metrics.requests.labels(*labels),
+                    self.metrics.latency.labels(*labels),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
+
+
+class BodyRejected(Exception):
+    """A request body refused before parsing (size, content type, encoding)."""
+
+    def __init__(self, status: int, message: str, field: str = "body"):
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending its whole body."""
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """The whole request body: JSON content type, at most ``max_bytes``, valid UTF-8.
+
+    Raises :class:`BodyRejected` (415, 413, 400) before reading more than ``max_bytes``.
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-type" and not _is_json(value):
+            raise BodyRejected(415, "Content-Type must be application/json", "content-type")
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise BodyRejected(400, "invalid Content-Length header") from None
+            if declared > max_bytes:
+                raise BodyRejected(413, f"request body is larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyRejected(413, f"request body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BodyRejected(400, f"request body is not valid UTF-8 (byte {exc.start})") from None
+    return body
 
 
 class BodyGuard:
@@ -54,40 +122,13 @@ class BodyGuard:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-type" and not _is_json(value):
-                await _reply(send, 415, "Content-Type must be application/json", "content-type")
-                return
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await _reply(send, 400, "invalid Content-Length header")
-                    return
-                if declared > self.max_bytes:
-                    await _reply(send, 413, f"request body is larger than {self.max_bytes} bytes")
-                    return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _reply(send, 413, f"request body is larger than {self.max_bytes} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if not body.isascii():
-            try:
-                body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                await _reply(send, 400, f"request body is not valid UTF-8 (byte {exc.start})")
-                return
+        try:
+            body = await read_body(scope, receive, self.max_bytes)
+        except BodyRejected as exc:
+            await reply(send, exc.status, error_body(exc.message, exc.field))
+            return
+        except ClientGone:
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -105,13 +146,11 @@ def _is_json(content_type: bytes) -> bool:
     return media == b"application/json" or media.endswith(b"+json")
 
 
-async def _reply(send: Send, status: int, message: str, field: str = "body") -> None:
-    body = orjson.dumps({"error": message, "field": field})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def reply(send: Send, status: int, content: object, headers: dict[str, str] | None = None) -> None:
+    """Send ``content`` as a JSON response (the raw-ASGI twin of ``OrjsonResponse``)."""
+    body = orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

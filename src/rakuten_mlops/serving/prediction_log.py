@@ -4,6 +4,10 @@ Requests only append to the queue (never wait on the database). A background thr
 up to ``flush_rows`` rows at a time, at least every ``flush_seconds``. If the database is down
 the batch is kept and retried while new rows wait in the queue; when the queue is full new
 rows are dropped and counted. ``close()`` writes whatever is left (graceful shutdown).
+
+The queue is a deque under one condition variable, and the writer is woken only when a full
+batch is waiting (or at its deadline): a ``queue.Queue`` woke it for every row, and at 2,500
+predictions/s those wake-ups took the GIL from the request path (8 % of the API's samples).
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from datetime import datetime
 from typing import NamedTuple
 
@@ -36,6 +40,7 @@ class PredictionRecord(NamedTuple):
 
 
 COLUMNS = ", ".join(PredictionRecord._fields)
+CSV_SLICE_ROWS = 50
 
 
 class PredictionLog:
@@ -53,7 +58,9 @@ class PredictionLog:
         self.database_url = database_url
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
-        self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._queue: deque[PredictionRecord] = deque()
+        self._ready = threading.Condition(threading.Lock())
         self._metrics = metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,23 +73,25 @@ class PredictionLog:
     # --- producer side (request path) ----------------------------------------------
     def append(self, records: list[PredictionRecord]) -> int:
         """Queue records without blocking; returns how many were dropped because the queue is full."""
-        dropped = 0
-        for record in records:
-            try:
-                self._queue.put_nowait(record)
-            except queue.Full:
-                dropped += 1
+        with self._ready:
+            queued = len(self._queue)
+            room = self.max_queue - queued
+            dropped = max(0, len(records) - room)
+            self._queue.extend(records if not dropped else records[:room])
+            depth = len(self._queue)
+            if queued < self.flush_rows <= depth:
+                self._ready.notify()
         if dropped:
             self.dropped += dropped
             if self._metrics:
                 self._metrics.log_dropped.inc(dropped)
         if self._metrics:
-            self._metrics.log_queue_depth.set(self._queue.qsize())
+            self._metrics.log_queue_depth.set(depth)
         return dropped
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() + len(self._pending)
+        return len(self._queue) + len(self._pending)
 
     # --- writer side ---------------------------------------------------------------
     def start(self) -> None:
@@ -93,6 +102,8 @@ class PredictionLog:
     def close(self, timeout: float = 15.0) -> None:
         """Stop the writer after writing everything queued (bounded by ``timeout``)."""
         self._stop.set()
+        with self._ready:
+            self._ready.notify()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -118,23 +129,22 @@ class PredictionLog:
                 if not self._write_pending():
                     break
                 self._collect(deadline=time.monotonic())
-            if not self._pending and self._queue.empty():
+            if not self._pending and not self._queue:
                 return
             time.sleep(0.5)
         log.warning("prediction log: %d rows not written at shutdown: %s", self.depth, self.last_error)
 
     def _collect(self, deadline: float) -> None:
-        """Move queued rows to the pending batch until it is full, the deadline passes or close() is called."""
-        while len(self._pending) < self.flush_rows:
-            timeout = deadline - time.monotonic()
-            try:
-                if timeout <= 0 or self._stop.is_set():
-                    self._pending.append(self._queue.get_nowait())
-                else:
-                    self._pending.append(self._queue.get(timeout=min(timeout, 0.25)))
-            except queue.Empty:
-                if timeout <= 0 or self._stop.is_set():
-                    return
+        """Move queued rows to the pending batch once a batch is full, the deadline passes or close() is called."""
+        with self._ready:
+            while len(self._pending) + len(self._queue) < self.flush_rows and not self._stop.is_set():
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                self._ready.wait(timeout)
+            take = min(self.flush_rows - len(self._pending), len(self._queue))
+            popleft = self._queue.popleft
+            self._pending.extend(popleft() for _ in range(take))
 
     def _write_pending(self) -> bool:
         from rakuten_mlops.db.engine import upgrade
@@ -154,7 +164,7 @@ class PredictionLog:
         self._pending = []
         if self._metrics:
             self._metrics.log_written.inc(len(rows))
-            self._metrics.log_queue_depth.set(self._queue.qsize())
+            self._metrics.log_queue_depth.set(len(self._queue))
         return True
 
 
@@ -167,7 +177,10 @@ def insert_predictions(database_url: str, rows: list[PredictionRecord]) -> None:
     dialect = engine.dialect.name
     if dialect == "postgresql":
         buffer = io.StringIO()
-        csv.writer(buffer).writerows(rows)  # None -> empty unquoted field -> NULL
+        writer = csv.writer(buffer)
+        # in slices: one writerows() call holds the GIL throughout, and the request path waits
+        for start in range(0, len(rows), CSV_SLICE_ROWS):
+            writer.writerows(rows[start : start + CSV_SLICE_ROWS])  # None -> empty unquoted field -> NULL
         buffer.seek(0)
         raw = engine.raw_connection()
         try:

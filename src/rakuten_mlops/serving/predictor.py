@@ -42,6 +42,7 @@ class PredictionService:
         self._queue: list[_Job] = []
         self._draining = False
         self._names: dict[int, str] = {}
+        self._class_counters: dict[int, object] = {}  # labelled children, cached (labels() locks)
 
     async def predict(self, products: Sequence, k: int = 3) -> tuple[str, list[dict]]:
         """Predictions for ``products`` (objects with designation/description/productid), in order."""
@@ -137,8 +138,12 @@ class PredictionService:
 
     def _observe(self, codes: list[list[int]], probabilities: list[list[float]], features) -> None:
         m = self.metrics
+        counters = self._class_counters
         for code, count in Counter(row[0] for row in codes).items():
-            m.predictions.labels(str(code)).inc(count)
+            counter = counters.get(code)
+            if counter is None:
+                counter = counters[code] = m.predictions.labels(str(code))
+            counter.inc(count)
         observe_many(m.confidence, [row[0] for row in probabilities])
         observe_many(m.input_length, [f[0] for f in features])
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+# Defaults of RAKUTEN_MAX_TEXT_CHARS / RAKUTEN_MAX_BATCH_ITEMS (request_models() for others).
 MAX_TEXT_CHARS = 10_000
 MAX_BATCH_ITEMS = 1_000
+TOP_K_MAX = 27
 
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Id = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -48,6 +51,39 @@ class BatchIn(BaseModel):
         list[ProductIn],
         Field(min_length=1, max_length=MAX_BATCH_ITEMS, description="Up to 1,000 products."),
     ]
+
+
+@functools.cache
+def request_models(max_text_chars: int, max_batch_items: int) -> tuple[type[ProductIn], type[BatchIn]]:
+    """``ProductIn`` and ``BatchIn`` with the configured limits (the module's classes for the defaults)."""
+    if (max_text_chars, max_batch_items) == (MAX_TEXT_CHARS, MAX_BATCH_ITEMS):
+        return ProductIn, BatchIn
+    text = Annotated[str, Field(max_length=max_text_chars)]
+    product = create_model(
+        "ProductIn",
+        __base__=ProductIn,
+        designation=(
+            Annotated[str, Field(min_length=1, max_length=max_text_chars, description="Product title.")],
+            ...,
+        ),
+        description=(text | None, Field(default=None, description="Product description (may be empty).")),
+    )
+    batch = create_model(
+        "BatchIn",
+        __base__=BatchIn,
+        items=(
+            Annotated[
+                list[product],
+                Field(
+                    min_length=1,
+                    max_length=max_batch_items,
+                    description=f"Up to {max_batch_items:,} products.",
+                ),
+            ],
+            ...,
+        ),
+    )
+    return product, batch
 
 
 class ClassScore(BaseModel):

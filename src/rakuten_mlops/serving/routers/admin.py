@@ -16,9 +16,9 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Admin])
 
 @router.post("/reload", response_model=ReloadOut)
 async def reload(state: State, body: ReloadIn | None = None) -> ReloadOut:
-    """Ask the registry now which version to serve and swap it in (this worker; others follow their poll)."""
+    """Ask the registry now which version to serve and swap it in; the other workers follow within ~1 s."""
     previous = state.store.current
-    changed = await asyncio.to_thread(state.store.load, force=bool(body and body.force))
+    changed = await asyncio.to_thread(state.store.reload_all_workers, force=bool(body and body.force))
     current = state.store.current
     return ReloadOut(
         changed=changed,
@@ -29,7 +29,8 @@ async def reload(state: State, body: ReloadIn | None = None) -> ReloadOut:
 
 @router.post("/rollback", response_model=RollbackOut)
 async def rollback(state: State, body: RollbackIn | None = None) -> RollbackOut:
-    """Move the production alias back (to ``to`` or the previous version) and serve it at once."""
+    """Move the production alias back (to ``to`` or the previous version) and serve it at once
+    (the other workers follow within ~1 s)."""
     body = body or RollbackIn()
     try:
         from rakuten_mlops.training.registry import rollback as registry_rollback
@@ -44,7 +45,7 @@ async def rollback(state: State, body: RollbackIn | None = None) -> RollbackOut:
         actor="api",
     )
     if state.store.pinned_version is None:
-        await asyncio.to_thread(state.store.load)
+        await asyncio.to_thread(state.store.reload_all_workers)
     current = state.store.current
     return RollbackOut(
         production_version=_version_of(result),

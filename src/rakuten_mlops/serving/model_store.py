@@ -113,8 +113,14 @@ class ReloadSignal:
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
+    def announce(self, force: bool = False) -> ReloadRequest:
+        """Write a new generation; raises ``OSError`` when the directory is not writable."""
+        request = ReloadRequest(uuid.uuid4().hex, force)
+        self.write(request)
+        return request
+
     def write(self, request: ReloadRequest) -> None:
-        """Replace the file atomically with ``request``; raises ``OSError`` when the directory is not writable."""
+        """Replace the file atomically with ``request``."""
         body = {
             "generation": request.generation,
             "force": request.force,

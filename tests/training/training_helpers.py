@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from support.seaweedfs import BUCKET, S3_KEY, S3_SECRET, S3Server  # noqa: F401 - re-exported
+
 VENV_BIN = Path(sys.executable).parent
-S3_KEY, S3_SECRET, BUCKET = "rakutentest", "rakuten-test-secret-key", "mlflow-artifacts"
 
 
 def free_port() -> int:
@@ -133,30 +134,6 @@ def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
-
-
-@dataclass
-class S3Server:
-    endpoint: str
-    access_key: str
-    secret_key: str
-    bucket: str
-
-    def client(self):
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
-        )  # fmt: skip
-
-    def keys(self, prefix: str = "") -> list[str]:
-        paginator = self.client().get_paginator("list_objects_v2")
-        return [
-            o["Key"]
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-            for o in page.get("Contents", [])
-        ]
 
 
 @dataclass

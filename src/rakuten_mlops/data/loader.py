@@ -145,7 +145,7 @@ def _check_conflicts(conn: Connection, batch: pd.DataFrame, source: SourceData) 
     if not clash.empty:
         row = clash.iloc[0]
         raise DataValidationError(
-            str(source.x_path),
+            source.x_path,
             f"productid {row.productid} is already loaded with label {existing[int(row.productid)]} "
             f"but this file labels it {row.prdtypecode}",
             int(row.line),
@@ -187,9 +187,16 @@ def _copy_products(conn: Connection, rows: pd.DataFrame) -> None:
 
 
 def load_next_batch(settings: Settings, source: Path, plan: LoadPlan) -> LoadResult:
-    """Load the next slice of ``source`` into ``products`` with an audit row, all or nothing."""
+    """Load the next slice of the local folder ``source`` into ``products``, all or nothing."""
     started = time.perf_counter()
-    data = read_source(source)
+    return load_source_data(settings, read_source(source), str(Path(source).resolve()), plan, started)
+
+
+def load_source_data(
+    settings: Settings, data: SourceData, source: str, plan: LoadPlan, started: float | None = None
+) -> LoadResult:
+    """Load the next slice of validated ``data`` (audited under the name ``source``), all or nothing."""
+    started = time.perf_counter() if started is None else started
     upgrade(settings.database_url)
     engine = engine_for(settings.database_url)
     try:
@@ -199,14 +206,21 @@ def load_next_batch(settings: Settings, source: Path, plan: LoadPlan) -> LoadRes
         raise
 
 
-def _record_failure(engine, data: SourceData, source: Path, exc: Exception) -> None:
+def loaded_rows(settings: Settings, digest: str) -> int:
+    """Rows of the source with this digest that are already loaded (0 when never loaded)."""
+    upgrade(settings.database_url)
+    with engine_for(settings.database_url).connect() as conn:
+        return _loaded_rows(conn, digest)[0]
+
+
+def _record_failure(engine, data: SourceData, source: str, exc: Exception) -> None:
     """Audit a batch that rolled back (its products were never committed)."""
     try:
         with engine.begin() as conn:
             now = datetime.now(UTC)
             conn.execute(
                 insert(LoadBatch).values(
-                    source=str(Path(source).resolve()),
+                    source=source,
                     source_digest=data.digest,
                     row_start=0,
                     row_end=0,
@@ -224,7 +238,7 @@ def _record_failure(engine, data: SourceData, source: Path, exc: Exception) -> N
 
 
 def _load_in_one_transaction(
-    engine, data: SourceData, source: Path, plan: LoadPlan, started: float
+    engine, data: SourceData, source: str, plan: LoadPlan, started: float
 ) -> LoadResult:
     total = len(data.frame)
     with engine.begin() as conn:
@@ -233,7 +247,7 @@ def _load_in_one_transaction(
         seed = first_seed if first_seed is not None else plan.seed
         start, end = plan.next_slice(total, loaded)
         if end <= start:
-            return LoadResult(str(source), None, 0, loaded, total, time.perf_counter() - started)
+            return LoadResult(source, None, 0, loaded, total, time.perf_counter() - started)
         order = loading_order(total, seed)
         batch = data.frame.iloc[order[start:end]].copy()
         batch = _check_conflicts(conn, batch, data)
@@ -241,7 +255,7 @@ def _load_in_one_transaction(
         batch_id = conn.execute(
             insert(LoadBatch)
             .values(
-                source=str(Path(source).resolve()),
+                source=source,
                 source_digest=data.digest,
                 row_start=start,
                 row_end=end,
@@ -274,6 +288,4 @@ def _load_in_one_transaction(
                 message=f"skipped {skipped} products already loaded with the same label" if skipped else None,
             )
         )
-    return LoadResult(
-        str(source), batch_id, len(rows), end, total, time.perf_counter() - started, insert_seconds
-    )
+    return LoadResult(source, batch_id, len(rows), end, total, time.perf_counter() - started, insert_seconds)

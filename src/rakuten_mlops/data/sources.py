@@ -8,8 +8,10 @@ nothing is returned for a file with any problem.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,67 +33,74 @@ class SourceData:
     """A validated source: one row per product, in file order, with its physical line in X."""
 
     frame: pd.DataFrame  # columns: row_index, designation, description, productid, imageid, prdtypecode, line
-    x_path: Path
-    y_path: Path
+    x_path: str  # where the files were read: a local path or an s3:// URL, as errors name them
+    y_path: str
     digest: str  # sha256 of both files: identifies the source across runs
 
 
-def find_source_files(source: Path) -> tuple[Path, Path]:
-    """The X and Y files of a folder: the official names, else the only ``X_*.csv`` / ``Y_*.csv``."""
-    source = Path(source)
-    if not source.is_dir():
-        raise DataValidationError(str(source), "not a folder with X_*.csv and Y_*.csv files")
+def pick_source_files(where: str, names: Iterable[str]) -> tuple[str, str]:
+    """The X and Y file names among ``names``: the official names, else the only ``X_*.csv`` / ``Y_*.csv``."""
+    names = set(names)
     found = []
     for prefix, official in (("X", X_FILE), ("Y", Y_FILE)):
-        if (source / official).is_file():
-            found.append(source / official)
+        if official in names:
+            found.append(official)
             continue
-        candidates = sorted(source.glob(f"{prefix}_*.csv"))
+        candidates = sorted(n for n in names if fnmatch.fnmatchcase(n, f"{prefix}_*.csv"))
         if len(candidates) != 1:
             what = "no" if not candidates else f"{len(candidates)} candidate"
-            raise DataValidationError(str(source), f"{what} {prefix} file ({official} or one {prefix}_*.csv)")
+            raise DataValidationError(where, f"{what} {prefix} file ({official} or one {prefix}_*.csv)")
         found.append(candidates[0])
     return found[0], found[1]
 
 
-def _decode(path: Path, raw: bytes) -> str:
+def find_source_files(source: Path) -> tuple[Path, Path]:
+    """The X and Y files of a local folder (see ``pick_source_files``)."""
+    source = Path(source)
+    if not source.is_dir():
+        raise DataValidationError(str(source), "not a folder with X_*.csv and Y_*.csv files")
+    x_name, y_name = pick_source_files(str(source), (p.name for p in source.iterdir() if p.is_file()))
+    return source / x_name, source / y_name
+
+
+def _decode(path: str, raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataValidationError(
-            str(path),
+            path,
             f"bytes that are not UTF-8 at byte {exc.start} ({raw[exc.start : exc.start + 4]!r}); "
             "re-encode the file as UTF-8",
             line,
         ) from exc
 
 
-def _read_records(path: Path, text: str, expected: tuple[str, ...]) -> tuple[list[list[str]], list[int]]:
+def _read_records(path: str, text: str, expected: tuple[str, ...]) -> tuple[list[list[str]], list[int]]:
     """CSV records after the header, with the physical line each starts on."""
     first_line = text.split("\n", 1)[0]
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
     except StopIteration:
-        raise DataValidationError(str(path), "the file is empty", 1) from None
+        raise DataValidationError(path, "the file is empty", 1) from None
     names = [h.strip() for h in header[1:]]
     missing = [c for c in expected if c not in names]
     if missing:
         for sep, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
             if sep in first_line and "," not in first_line:
                 raise DataValidationError(
-                    str(path),
+                    path,
                     f"wrong delimiter: the header is separated by {label}; the official files use commas",
                     1,
                 )
         raise DataValidationError(
-            str(path),
+            path,
             f"missing column(s) {', '.join(missing)}; header has {', '.join(names) or 'nothing'}",
             1,
         )
     if header[0].strip() not in ("", "Unnamed: 0", "index"):
-        raise DataValidationError(str(path), "the first column must be the unnamed row index", 1)
+        raise DataValidationError(path, "the first column must be the unnamed row index", 1)
     order = [names.index(c) + 1 for c in expected]
     records, lines = [], []
     start = reader.line_num + 1
@@ -100,18 +109,18 @@ def _read_records(path: Path, text: str, expected: tuple[str, ...]) -> tuple[lis
             if rec:
                 if len(rec) != len(header):
                     raise DataValidationError(
-                        str(path), f"{len(rec)} fields where the header has {len(header)}", start
+                        path, f"{len(rec)} fields where the header has {len(header)}", start
                     )
                 records.append([rec[0], *(rec[i] for i in order)])
                 lines.append(start)
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise DataValidationError(str(path), f"malformed CSV ({exc})", reader.line_num) from exc
+        raise DataValidationError(path, f"malformed CSV ({exc})", reader.line_num) from exc
     return records, lines
 
 
 def _as_int(
-    path: Path, values: list[str], lines: list[int], column: str, required: bool = True
+    path: str, values: list[str], lines: list[int], column: str, required: bool = True
 ) -> list[int | None]:
     out: list[int | None] = []
     for value, line in zip(values, lines, strict=True):
@@ -122,26 +131,30 @@ def _as_int(
         try:
             out.append(int(float(value)) if "." in value else int(value))
         except ValueError:
-            raise DataValidationError(str(path), f"{column} {value!r} is not an integer", line) from None
+            raise DataValidationError(path, f"{column} {value!r} is not an integer", line) from None
     return out
 
 
 def read_source(source: Path) -> SourceData:
-    """Read and validate a folder in the official layout; raise ``DataValidationError`` on any problem."""
+    """Read and validate a local folder in the official layout; raise ``DataValidationError`` on any problem."""
     x_path, y_path = find_source_files(Path(source))
-    x_raw, y_raw = x_path.read_bytes(), y_path.read_bytes()
+    return parse_source(str(x_path), x_path.read_bytes(), str(y_path), y_path.read_bytes())
+
+
+def parse_source(x_path: str, x_raw: bytes, y_path: str, y_raw: bytes) -> SourceData:
+    """Validate the bytes of an X and a Y file; ``x_path``/``y_path`` name them in every error."""
     x_records, x_lines = _read_records(x_path, _decode(x_path, x_raw), X_COLUMNS)
     y_records, y_lines = _read_records(y_path, _decode(y_path, y_raw), Y_COLUMNS)
     if len(x_records) != len(y_records):
         raise DataValidationError(
-            f"{x_path.name} / {y_path.name}",
+            f"{x_path} / {y_path}",
             f"X has {len(x_records)} rows but Y has {len(y_records)}; they must describe the same products",
         )
     x_index = _as_int(x_path, [r[0] for r in x_records], x_lines, "row index")
     y_index = _as_int(y_path, [r[0] for r in y_records], y_lines, "row index")
     for xi, yi, line in zip(x_index, y_index, y_lines, strict=True):
         if xi != yi:
-            raise DataValidationError(str(y_path), f"row index {yi} does not match X's row index {xi}", line)
+            raise DataValidationError(y_path, f"row index {yi} does not match X's row index {xi}", line)
     productid = _as_int(x_path, [r[3] for r in x_records], x_lines, "productid")
     imageid = _as_int(x_path, [r[4] for r in x_records], x_lines, "imageid", required=False)
     labels = _as_int(y_path, [r[1] for r in y_records], y_lines, "prdtypecode")
@@ -149,11 +162,11 @@ def read_source(source: Path) -> SourceData:
     for code, line in zip(labels, y_lines, strict=True):
         if code not in known:
             raise DataValidationError(
-                str(y_path), f"unknown prdtypecode {code} (expected one of the 27 codes)", line
+                y_path, f"unknown prdtypecode {code} (expected one of the 27 codes)", line
             )
     for rec, line in zip(x_records, x_lines, strict=True):
         if not rec[1].strip():
-            raise DataValidationError(str(x_path), "empty designation", line)
+            raise DataValidationError(x_path, "empty designation", line)
     frame = pd.DataFrame(
         {
             "row_index": x_index,
@@ -166,11 +179,15 @@ def read_source(source: Path) -> SourceData:
         }
     )
     _check_duplicates(frame, x_path, y_path, y_lines)
-    digest = hashlib.sha256(x_raw + b"\0" + y_raw).hexdigest()
-    return SourceData(frame, x_path, y_path, digest)
+    return SourceData(frame, x_path, y_path, source_digest(x_raw, y_raw))
 
 
-def _check_duplicates(frame: pd.DataFrame, x_path: Path, y_path: Path, y_lines: list[int]) -> None:
+def source_digest(x_raw: bytes, y_raw: bytes) -> str:
+    """sha256 of both files: identifies a source across runs (and a landing-zone drop's contents)."""
+    return hashlib.sha256(x_raw + b"\0" + y_raw).hexdigest()
+
+
+def _check_duplicates(frame: pd.DataFrame, x_path: str, y_path: str, y_lines: list[int]) -> None:
     dup = frame[frame.duplicated("productid", keep=False)]
     if dup.empty:
         return
@@ -179,13 +196,13 @@ def _check_duplicates(frame: pd.DataFrame, x_path: Path, y_path: Path, y_lines: 
         first, again = group.index[0], group.index[1]
         if len(codes) > 1:
             raise DataValidationError(
-                str(y_path),
+                y_path,
                 f"productid {pid} appears again with another label ({codes[0]} at line {y_lines[first]}, "
                 f"{group['prdtypecode'].iloc[1]} here)",
                 y_lines[again],
             )
         raise DataValidationError(
-            str(x_path),
+            x_path,
             f"productid {pid} appears twice (also at line {frame['line'].iloc[first]})",
             int(frame["line"].iloc[again]),
         )

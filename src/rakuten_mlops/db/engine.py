@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from rakuten_mlops.errors import PlatformError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+MIGRATION_LOCK_KEY = 7_221_000  # pg advisory lock id held while migrating (the loader's is 7_221_001)
 _upgrade_lock = threading.Lock()
 _upgraded: set[str] = set()
 

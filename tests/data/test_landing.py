@@ -187,7 +187,7 @@ def test_a_missing_bucket_and_an_unreachable_endpoint_are_named(aws_env, setting
     with pytest.raises(ObjectStoreNotFound, match="bucket 'no-such-bucket' does not exist") as missing:
         load_from_landing(settings, "s3://no-such-bucket/x", LoadPlan())
     assert missing.value.exit_code == 3
-    from support.seaweedfs import _port
+    from tests.support import free_port as _port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_port()}")
     s3.client.cache_clear()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.conftest import SAMPLE_DIR
-from tests.data.conftest import write_files
 
 from rakuten_mlops.data.sources import read_source
 from rakuten_mlops.errors import DataValidationError
+from tests.data.conftest import write_files
+from tests.support import SAMPLE_DIR
 
 GOOD_X = (
     ",designation,description,productid,imageid\n"

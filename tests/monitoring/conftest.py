@@ -1,16 +1,17 @@
 """Fixtures of the monitoring tests: ONE trained and promoted model per session, on a real
-Postgres data database and a real MLflow server, reused by every test."""
+Postgres data database and the session's MLflow server, reused by every test."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from monitoring_helpers import clear_monitoring_tables, start_mlflow_server
+
+from tests.monitoring.factories import clear_monitoring_tables
+from tests.support import MlflowServer, temporary_database
 
 SOURCE_ROWS = 12_000
 INITIAL_FRACTION = 0.6
@@ -35,30 +36,12 @@ class Platform:
 @pytest.fixture(scope="session")
 def monitoring_pg_url(pg_server: str) -> Iterator[str]:
     """A Postgres data database for the whole session (the trained model's lineage lives in it)."""
-    import sqlalchemy as sa
-
-    name = f"rk_monitoring_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield pg_server.rsplit("/", 1)[0] + f"/{name}"
-    from rakuten_mlops.db.engine import engine_for
-
-    engine_for.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with temporary_database(pg_server, "rk_monitoring") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-def monitoring_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server, uri = start_mlflow_server(tmp_path_factory.mktemp("monitoring-mlflow"))
-    yield uri
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def platform(monitoring_pg_url: str, monitoring_mlflow: str, tmp_path_factory) -> Platform:
+def platform(monitoring_pg_url: str, mlflow_server: MlflowServer, tmp_path_factory) -> Platform:
     """Generated catalogue -> first load (60 %) -> sgd trained and promoted; reference features."""
     from rakuten_mlops.data.generator import generate_frame, write_official_layout
     from rakuten_mlops.data.loader import LoadPlan, load_next_batch
@@ -68,7 +51,7 @@ def platform(monitoring_pg_url: str, monitoring_mlflow: str, tmp_path_factory) -
 
     root = tmp_path_factory.mktemp("monitoring-platform")
     settings = Settings(
-        home=root / "home", database_url=monitoring_pg_url, MLFLOW_TRACKING_URI=monitoring_mlflow
+        home=root / "home", database_url=monitoring_pg_url, MLFLOW_TRACKING_URI=mlflow_server.uri
     )
     source = root / "source"
     write_official_layout(generate_frame(SOURCE_ROWS, seed=1), source)

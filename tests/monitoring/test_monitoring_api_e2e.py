@@ -9,9 +9,10 @@ import time
 
 import httpx
 import pytest
-from monitoring_helpers import CLI, Process, free_port
 
 from rakuten_mlops.data.generator import generate_frame
+from tests.monitoring.factories import CLI
+from tests.support import ManagedProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.e2e]
 
@@ -31,7 +32,9 @@ def api(fresh, tmp_path):
     port = free_port()
     env = {**fresh.env(), "RAKUTEN_MODEL_POLL_SECONDS": "0"}
     cmd = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    server = Process(cmd, tmp_path / "api.log", env).start(f"http://127.0.0.1:{port}/ready", timeout=180)
+    server = ManagedProcess(
+        "rakuten-mlops serve", cmd, tmp_path / "api.log", env=env, ready_url=f"http://127.0.0.1:{port}/ready"
+    ).start(timeout=180)
     yield f"http://127.0.0.1:{port}"
     server.stop()
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from monitoring_helpers import log_predictions
 
 from rakuten_mlops.data.generator import generate_frame
 from rakuten_mlops.monitoring.drift import latest_report, run_drift_check
 from rakuten_mlops.monitoring.reference import model_outputs
+from tests.monitoring.factories import log_predictions
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from monitoring_helpers import free_port, log_predictions
 from typer.testing import CliRunner
 
 from rakuten_mlops.cli import app
@@ -19,6 +18,8 @@ from rakuten_mlops.data.status import backlog_since
 from rakuten_mlops.monitoring.decision import decide
 from rakuten_mlops.monitoring.drift import run_drift_check
 from rakuten_mlops.monitoring.reference import model_outputs
+from tests.monitoring.factories import log_predictions
+from tests.support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 REPO = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
-"""Fixtures for the operator tests: a real MLflow server, kmock's emulated Kubernetes API, and
-the real operator process (``rakuten-mlops operator run``) between them.
+"""Fixtures for the operator tests: models on the session's MLflow server, kmock's emulated
+Kubernetes API, and the real operator process (``rakuten-mlops operator run``) between them.
 
 The Kubernetes API server is emulated (kmock) because no cluster can run on this machine;
 see ``emulated_api.py`` for what the emulator adds and why.
@@ -9,85 +9,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
-from emulated_api import PEERINGS, EmulatedApiServer, free_port
-from operator_harness import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.operator.emulated_api import PEERINGS, EmulatedApiServer
+from tests.support import REPO, VENV_BIN, ManagedProcess, MlflowServer, free_port
+
 OPERATOR_DIR = REPO / "operator"
-BIN = Path(sys.executable).parent
 
 
 # --- MLflow ---------------------------------------------------------------------------------
-
-
-@dataclass
-class MlflowServer:
-    uri: str
-    process: subprocess.Popen
-
-    def client(self):
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """A real MLflow 3 tracking + registry server on a free loopback port (lean: one worker)."""
-    home = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--workers",
-            "1",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{home / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(home / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited: {(home / 'server.log').read_text()[-2000:]}")
-        try:
-            return httpx.get(f"{uri}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, 60, 0.5, "the MLflow server")
-    yield MlflowServer(uri, proc)
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
 
 
 @pytest.fixture(scope="session")
@@ -149,25 +84,6 @@ def namespace(api_server: EmulatedApiServer) -> str:
 # --- the operator process -------------------------------------------------------------------
 
 
-@dataclass
-class OperatorProcess:
-    process: subprocess.Popen
-    log_path: Path
-    liveness: str
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
 @pytest.fixture(scope="module")
 def operator_env(api_server: EmulatedApiServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of the operator process: kubeconfig to the emulator, a data DB for model_events."""
@@ -191,38 +107,25 @@ def operator_env(api_server: EmulatedApiServer, tmp_path_factory: pytest.TempPat
 @pytest.fixture
 def start_operator(
     operator_env: dict[str, str], namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[..., OperatorProcess]]:
+) -> Iterator[Callable[..., ManagedProcess]]:
     """Factory: start ``rakuten-mlops operator run`` and wait until its liveness endpoint answers."""
-    started: list[OperatorProcess] = []
+    started: list[ManagedProcess] = []
     logs = tmp_path_factory.mktemp("operator-logs")  # one operator per test: peering pauses twins
-    cli = shutil.which("rakuten-mlops", path=str(BIN)) or str(BIN / "rakuten-mlops")
+    cli = shutil.which("rakuten-mlops", path=str(VENV_BIN)) or str(VENV_BIN / "rakuten-mlops")
 
-    def start(*extra: str) -> OperatorProcess:
-        port = free_port()
-        liveness = f"http://127.0.0.1:{port}/healthz"
-        log_path = logs / f"operator-{len(started)}.log"
-        proc = subprocess.Popen(
+    def start(*extra: str) -> ManagedProcess:
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        op = ManagedProcess(
+            "rakuten-mlops operator",
             [cli, "operator", "run", "--namespace", namespace, "--liveness", liveness, "--verbose", *extra],
-            stdout=log_path.open("w"),
-            stderr=subprocess.STDOUT,
+            logs / f"operator-{len(started)}.log",
             env=operator_env,
+            inherit_env=False,
+            ready_url=liveness,
         )
-        op = OperatorProcess(proc, log_path, liveness)
         started.append(op)
-
-        def live() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"operator exited with {proc.returncode}:\n{op.output()[-4000:]}")
-            try:
-                return httpx.get(liveness, timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(live, 60, 0.2, "the operator's liveness endpoint")
-        return op
+        return op.start(timeout=60)
 
     yield start
     for op in started:
         op.stop()
-        # Shown by pytest only when a test failed: what the operator said.
-        print(f"--- {op.log_path.name} ---\n{op.output()[-6000:]}")

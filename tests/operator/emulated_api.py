@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import itertools
-import socket
 import threading
 import uuid
 from typing import Any
@@ -38,13 +37,6 @@ SERVEDMODELS = "mlops.rakuten.io/v1alpha1/servedmodels"
 DEPLOYMENTS = "apps/v1/deployments"
 EVENTS = "v1/events"
 PEERINGS = "kopf.dev/v1/kopfpeerings"
-
-
-def free_port() -> int:
-    """A free loopback port (same as tests/conftest.py's, importable from this directory)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RakutenEmulator(kmock.KubernetesEmulator):

@@ -1,26 +1,12 @@
 """Helpers of the operator tests: objects as the chart renders them, the Deployment controller's
-part (the emulated API server has no controllers), and polling.
+part (the emulated API server has no controllers).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
-from emulated_api import DEPLOYMENTS, EmulatedApiServer
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
-        time.sleep(interval)
+from tests.operator.emulated_api import DEPLOYMENTS, EmulatedApiServer
 
 
 def api_deployment(name: str, version: str | None, replicas: int = 2) -> dict[str, Any]:

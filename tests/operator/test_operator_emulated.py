@@ -14,8 +14,10 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from emulated_api import DEPLOYMENTS, EVENTS, PEERINGS, SERVEDMODELS
-from operator_harness import DeploymentController, api_deployment, served_model, wait_until
+
+from tests.operator.emulated_api import DEPLOYMENTS, EVENTS, PEERINGS, SERVEDMODELS
+from tests.operator.operator_harness import DeploymentController, api_deployment, served_model
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -208,7 +210,7 @@ def test_missing_deployment_and_unreachable_mlflow_are_reported(
     api_server, namespace, start_operator, mlflow_server, registered_model
 ):
     """No Deployment: fails permanently, then recovers once it exists; an MLflow outage is retried."""
-    from emulated_api import free_port
+    from tests.support import free_port
 
     model = registered_model(1)
     operator = start_operator()
@@ -291,7 +293,7 @@ def test_one_active_instance_through_peering(api_server, namespace, start_operat
     import httpx
 
     first = start_operator()
-    assert httpx.get(first.liveness, timeout=2).status_code == 200
+    assert httpx.get(first.ready_url, timeout=2).status_code == 200
     peers = wait_until(
         lambda: (api_server.get(PEERINGS, namespace, "rakuten-mlops") or {}).get("status"),
         SETTLE,

@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from operator_harness import api_deployment
 
 from rakuten_operator.rollout import (
     HISTORY_LIMIT,
@@ -24,6 +23,7 @@ from rakuten_operator.rollout import (
     transition,
     wait_seconds,
 )
+from tests.operator.operator_harness import api_deployment
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, 0, tzinfo=dt.UTC)
 SPEC = ServedModelSpec(deployment="api", poll_seconds=30, rollout_timeout_seconds=600)

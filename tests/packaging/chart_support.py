@@ -6,17 +6,15 @@ import functools
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+from tests.support import REPO, SHARED
+
 SCHEMAS = SHARED / "schemas"
 CHART = REPO / "charts" / "rakuten-mlops"
 SCENARIOS = sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))
@@ -182,27 +180,3 @@ class Containers:
     def cleanup(self) -> None:
         for cid in self.ids:
             podman("rm", "-f", "-t", "2", cid, check=False, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, describe: Callable[[], str] = lambda: "") -> None:
-    """Wait until url answers 200; fail with the server's logs otherwise."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            rsp = httpx.get(url, timeout=5)
-            if rsp.status_code == 200:
-                return
-            last = f"HTTP {rsp.status_code}: {rsp.text[:300]}"
-        except httpx.HTTPError as exc:
-            last = f"{exc.__class__.__name__}: {exc}"
-        time.sleep(1)
-    raise AssertionError(f"{url} did not answer 200 within {timeout:.0f}s ({last})\n{describe()}")

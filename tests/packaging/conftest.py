@@ -11,18 +11,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from chart_support import (
+
+from tests.packaging.chart_support import (
     APP_IMAGE,
     BASE_IMAGE,
     IN_CI,
     MLFLOW_IMAGE,
-    REPO,
     Containers,
     Renderer,
     build_image,
     podman,
     podman_env,
 )
+from tests.support import REPO
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ import subprocess
 
 import pytest
 import yaml
-from chart_support import CHART, REPO, by_kind, validate_object
+
+from tests.packaging.chart_support import CHART, by_kind, validate_object
+from tests.support import REPO
 
 KIND = yaml.safe_load((REPO / "kind-config.yaml").read_text())
 MAPPED = {m["containerPort"]: m["hostPort"] for n in KIND["nodes"] for m in n.get("extraPortMappings", [])}

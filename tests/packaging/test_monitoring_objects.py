@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_support import CHART, NAMESPACE, RELEASE, REPO, by_kind, tool_or_skip
+
+from tests.packaging.chart_support import CHART, NAMESPACE, RELEASE, by_kind, tool_or_skip
+from tests.support import REPO
 
 API = f"{RELEASE}-rakuten-mlops-api"
 DASHBOARD = CHART / "files" / "dashboards" / "rakuten-mlops.json"

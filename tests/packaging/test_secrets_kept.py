@@ -5,16 +5,15 @@ reads a real cluster during `helm upgrade`."""
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
-from chart_support import CHART, NAMESPACE, RELEASE, by_kind
+
+from tests.packaging.chart_support import CHART, NAMESPACE, RELEASE, by_kind
+from tests.support import StandInHttpServer
 
 # every kind the default chart renders, so that helm can map each object to a resource
 KINDS = [
@@ -79,42 +78,33 @@ class FakeApiServer:
                 },
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
             }
-        self.requests: list[str] = []
+        self.routes = routes
+        self.http = StandInHttpServer(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(handler):  # noqa: N805 - the server's handler, not a test method
-                path = handler.path.split("?")[0]
-                self.requests.append(path)
-                body = routes.get(path)
-                code = 200 if body else 404
-                body = body or {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "reason": "NotFound",
-                    "code": 404,
-                }
-                data = json.dumps(body).encode()
-                handler.send_response(code)
-                handler.send_header("Content-Type", "application/json")
-                handler.send_header("Content-Length", str(len(data)))
-                handler.end_headers()
-                handler.wfile.write(data)
+    def _answer(self, request: dict) -> tuple[int, dict]:
+        body = self.routes.get(request["path"].split("?")[0])
+        if body:
+            return 200, body
+        return 404, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "reason": "NotFound",
+            "code": 404,
+        }
 
-            def log_message(handler, *args):  # noqa: N805
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    @property
+    def requests(self) -> list[str]:
+        """The paths helm asked for."""
+        return [r["path"].split("?")[0] for r in self.http.requests]
 
     def kubeconfig(self, path: Path) -> Path:
-        host, port = self.server.server_address
         path.write_text(
             yaml.safe_dump(
                 {
                     "apiVersion": "v1",
                     "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": f"http://{host}:{port}"}}],
+                    "clusters": [{"name": "fake", "cluster": {"server": self.http.url}}],
                     "users": [{"name": "u", "user": {"token": "t"}}],
                     "contexts": [
                         {"name": "c", "context": {"cluster": "fake", "user": "u", "namespace": NAMESPACE}}
@@ -129,9 +119,8 @@ class FakeApiServer:
 @pytest.fixture
 def fake_cluster(request) -> Iterator[FakeApiServer]:
     server = FakeApiServer(request.param)
-    server.thread.start()
-    yield server
-    server.server.shutdown()
+    with server.http:
+        yield server
 
 
 def render_against(helm: str, server: FakeApiServer, tmp_path: Path) -> dict[str, dict[str, str]]:

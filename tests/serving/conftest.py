@@ -1,4 +1,4 @@
-"""Fixtures of the serving tests: one real MLflow server per session, registered models, API processes."""
+"""Fixtures of the serving tests: registered models on the session's MLflow server, API processes."""
 
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from serving_helpers import ADMIN_TOKEN, ApiProcess, MlflowServer, fit_pipeline, register_version
 
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
-    yield server
-    server.stop()
+from tests.serving.factories import ADMIN_TOKEN, ApiProcess, fit_pipeline, register_version
+from tests.support import MlflowServer
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from serving_helpers import REALISTIC_PRODUCTS
+
+from tests.serving.factories import REALISTIC_PRODUCTS
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,10 @@ import time
 import httpx
 import pytest
 import sqlalchemy as sa
-from serving_helpers import ADMIN_TOKEN, REALISTIC_PRODUCTS, wait_http
 
 from rakuten_mlops.data.categories import load_categories
+from tests.serving.factories import ADMIN_TOKEN, REALISTIC_PRODUCTS
+from tests.support import wait_http
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -2,56 +2,31 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 
 import httpx
 import pytest
-from serving_helpers import REALISTIC_PRODUCTS, free_port, wait_http
+
+from tests.serving.factories import REALISTIC_PRODUCTS
+from tests.support import wait_http
+from tests.support.prometheus import prometheus_binary, start_prometheus
 
 pytestmark = pytest.mark.slow
-
-CONFIG = """
-global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: rakuten-api
-    static_configs:
-      - targets: ["127.0.0.1:{port}"]
-"""
 
 
 @pytest.fixture
 def prometheus(tmp_path):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "Debian's prometheus is not installed (.ci/setup.d installs it): under CI this test must run"
-            )
-        pytest.skip("Debian's prometheus is not installed (.ci/setup.d installs it)")
-    procs = []
+    prometheus_binary()
+    started = []
 
     def start(target_port: int) -> str:
-        port = free_port()
-        (tmp_path / "prometheus.yml").write_text(CONFIG.format(port=target_port))
-        cmd = [
-            binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ]  # fmt: skip
-        log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - owned by the process
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-        url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/-/ready", 30, proc=procs[-1])
+        process, url = start_prometheus(tmp_path, f"127.0.0.1:{target_port}", timeout=30)
+        started.append(process)
         return url
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(20)
+    for process in started:
+        process.stop()
 
 
 def query(prometheus_url: str, expr: str) -> float | None:

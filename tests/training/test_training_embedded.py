@@ -9,7 +9,9 @@ import time
 
 import numpy as np
 import pytest
-from training_helpers import generated, model_events, noisy_labels
+
+from tests.support import free_port
+from tests.training.factories import generated, model_events, noisy_labels
 
 
 @pytest.fixture
@@ -155,8 +157,6 @@ def test_too_few_rows_per_class_fails_before_training(settings, products, cli):
 
 
 def test_mlflow_unreachable_fails_fast_with_a_clear_message(settings, products, cli, monkeypatch):
-    from training_helpers import free_port
-
     products(generated(2000, 7))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     start = time.monotonic()

@@ -11,7 +11,9 @@ import uuid
 
 import numpy as np
 import pytest
-from training_helpers import free_port, generated, insert_products, model_events, noisy_labels
+
+from tests.support import free_port
+from tests.training.factories import generated, insert_products, model_events, noisy_labels
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -26,7 +28,7 @@ def unique_model(monkeypatch, server_settings):
     return Settings()
 
 
-def test_train_promote_load_by_alias_from_the_server(server_settings, mlflow_server, monkeypatch, cli):
+def test_train_promote_load_by_alias_from_the_server(server_settings, mlflow_server_on_s3, monkeypatch, cli):
     from rakuten_mlops.model.loading import load_pipeline
     from rakuten_mlops.settings import Settings
     from rakuten_mlops.training.registry import list_versions, production_version
@@ -45,7 +47,7 @@ def test_train_promote_load_by_alias_from_the_server(server_settings, mlflow_ser
     np.testing.assert_allclose(served.predict_proba(test), result.pipeline.predict_proba(test))
 
     # the model and the evaluation artifacts are objects in the S3 bucket, not local files
-    keys = mlflow_server.s3.keys("mlflow/")
+    keys = mlflow_server_on_s3.s3.keys("mlflow/")
     assert any(k.endswith("model.skops") for k in keys)
     assert any(k.endswith("evaluation/confusion_matrix.png") for k in keys)
     assert not list(settings.home.glob("**/model.skops"))

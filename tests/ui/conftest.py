@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-from ui_helpers import ADMIN_TOKEN, DEAD_API, REPORT_MARKER, free_port
+
+from tests.support import ManagedProcess, free_port
+from tests.ui.apptest import ADMIN_TOKEN, DEAD_API, REPORT_MARKER
 
 
 @dataclass(frozen=True)
@@ -178,52 +177,37 @@ def ui_env(settings, platform: Platform, monkeypatch: pytest.MonkeyPatch):
 class ApiProcess:
     url: str
     home: Path
-    process: subprocess.Popen
-
-
-def _wait_until(check, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {process.returncode}")
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    process: ManagedProcess
 
 
 @pytest.fixture(scope="session")
 def api(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
     """``rakuten-mlops serve`` on a free port over its own copy of the platform (v1 in production)."""
     home = copy_home(platform, tmp_path_factory.mktemp("ui-api") / "home")
-    port = free_port()
+    url = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
     env.update(RAKUTEN_HOME=str(home), RAKUTEN_ADMIN_TOKEN=ADMIN_TOKEN, RAKUTEN_MODEL_POLL_SECONDS="2")
-    log = (home / "api.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rakuten_mlops.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    process = ManagedProcess(
+        "rakuten-mlops serve",
+        [
+            sys.executable,
+            "-m",
+            "rakuten_mlops.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            url.rsplit(":", 1)[1],
+        ],
+        home / "api.log",
+        env=env,
+        inherit_env=False,
+        ready_url=f"{url}/ready",
+    )
     try:
-        _wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, 180, "the API", process)
-        yield ApiProcess(url, home, process)
+        yield ApiProcess(url, home, process.start(timeout=180))
     finally:
-        _stop(process)
-        log.close()
+        process.stop()
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import httpx
-from ui_helpers import charts, health_line, main_text, metrics, open_app, type_token
 
 from rakuten_mlops.data.categories import load_categories
+from tests.ui.apptest import charts, health_line, main_text, metrics, open_app, type_token
 
 
 def _wait_for_training(at, timeout: float = 240):

@@ -7,55 +7,35 @@ control room sends; the real requests, the real app.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
-from ui_helpers import health_line, main_text, open_app, type_token
+
+from tests.ui.apptest import health_line, main_text, open_app, type_token
 
 
-class ArgoStandIn(BaseHTTPRequestHandler):
-    requests: list[dict] = []
-
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        if self.path == "/api/v1/version":
-            self._send(200, {"version": "v3.7.1"})
-        else:
-            self._send(404, {"message": "not found"})
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        name = body["submitOptions"]["generateName"] + "x7k2p"
-        self._send(200, {"metadata": {"name": name, "namespace": body["namespace"]}, "status": {}})
-
-    def log_message(self, *args):
-        pass
+def argo_server_api(request: dict) -> tuple[int, dict]:
+    """Answers like the Argo server: its version, and a submitted run's name."""
+    if request["method"] == "GET":
+        return (
+            (200, {"version": "v3.7.1"})
+            if request["path"] == "/api/v1/version"
+            else (404, {"message": "not found"})
+        )
+    body = request["body"]
+    name = body["submitOptions"]["generateName"] + "x7k2p"
+    return 200, {"metadata": {"name": name, "namespace": body["namespace"]}, "status": {}}
 
 
 @pytest.fixture
-def argo_server(ui_env, monkeypatch):
+def argo_server(ui_env, monkeypatch, stand_in_server):
+    """The submits the control room sends to a stand-in Argo server (health checks not recorded)."""
     from rakuten_mlops.settings import get_settings
 
-    ArgoStandIn.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ArgoStandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("ARGO_SERVER", f"http://127.0.0.1:{server.server_address[1]}")
+    server = stand_in_server(argo_server_api, record=lambda r: r["method"] == "POST")
+    monkeypatch.setenv("ARGO_SERVER", server.url)
     monkeypatch.setenv("ARGO_TOKEN", "argo-sa-token-1")
     monkeypatch.setenv("RAKUTEN_NAMESPACE", "rakuten-prod")
     get_settings.cache_clear()
-    yield ArgoStandIn.requests
-    server.shutdown()
-    server.server_close()
+    yield server.requests
 
 
 def test_argo_health_names_the_server_version(argo_server):

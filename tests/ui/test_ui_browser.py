@@ -5,17 +5,15 @@ leaves screenshots in test-artifacts/ui/."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from ui_helpers import free_port, log_predictions
 
-from conftest import _stop, _wait_until
+from tests.support import REPO, ManagedProcess, free_port
+from tests.ui.apptest import log_predictions
 
-REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -56,21 +54,32 @@ def ui_server(api, tmp_path):
     log_predictions(settings, 2, "1")  # a real drift check with a real Evidently report
     run_drift_check(settings, "7d")
     decide(settings, actor="ui-tests")
-    port = free_port()
+    url = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
     env.update(RAKUTEN_HOME=str(api.home), RAKUTEN_API_URL=api.url)
-    log = (tmp_path / "ui.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rakuten_mlops.cli", "ui", "--port", str(port), "--host", "127.0.0.1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    process = ManagedProcess(
+        "rakuten-mlops ui",
+        [
+            sys.executable,
+            "-m",
+            "rakuten_mlops.cli",
+            "ui",
+            "--port",
+            url.rsplit(":", 1)[1],
+            "--host",
+            "127.0.0.1",
+        ],
+        tmp_path / "ui.log",
+        env=env,
+        inherit_env=False,
+        ready_url=f"{url}/_stcore/health",
+        ready=lambda r: r.text == "ok",
+    )
     try:
-        _wait_until(lambda: httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok", 60, "the UI", process)
+        process.start(timeout=60)
         yield url
     finally:
-        _stop(process)
-        log.close()
+        process.stop()
 
 
 def _settle(page) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ui_helpers import (
+
+from tests.ui.apptest import (
     REPORT_MARKER,
     charts,
     health_line,

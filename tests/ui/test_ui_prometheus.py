@@ -2,57 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 
 import httpx
 import pytest
-from ui_helpers import free_port, health_line, metrics, open_app
 
-from conftest import _stop, _wait_until
+from tests.support import wait_until
+from tests.support.prometheus import start_prometheus
+from tests.ui.apptest import health_line, metrics, open_app
 
 
 @pytest.fixture(scope="module")
 def prometheus(api, tmp_path_factory):
     """Debian's ``prometheus`` on a free port, scraping the API every second."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "Debian's prometheus is not installed (.ci/setup.d installs it): under CI this test must run"
-            )
-        pytest.skip("Debian's prometheus is not installed (.ci/setup.d installs it)")
-    folder = tmp_path_factory.mktemp("ui-prometheus")
-    target = api.url.removeprefix("http://")
-    (folder / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: rakuten-api\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    port = free_port()
-    log = (folder / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_prometheus(tmp_path_factory.mktemp("ui-prometheus"), api.url.removeprefix("http://"))
+
+    def scraped() -> bool:
+        body = httpx.get(f"{url}/api/v1/query", params={"query": "rakuten_model_info"}, timeout=2).json()
+        return bool(body["data"]["result"])
+
     try:
-        _wait_until(
-            lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60, "Prometheus", process
-        )
-
-        def scraped() -> bool:
-            body = httpx.get(f"{url}/api/v1/query", params={"query": "rakuten_model_info"}, timeout=2).json()
-            return bool(body["data"]["result"])
-
-        _wait_until(scraped, 60, "the first scrape of the API", process)
+        wait_until(scraped, 60, 0.3, "the first scrape of the API", process=process)
         yield url
     finally:
-        _stop(process)
-        log.close()
+        process.stop()
 
 
 @pytest.fixture

@@ -1,26 +1,16 @@
-"""Helpers of the workflow tests (a uniquely named module: every test folder has its own conftest)."""
+"""Helpers of the workflow tests: the rendered objects' schemas and the CLI the steps call."""
 
 from __future__ import annotations
 
 import functools
 import json
-import socket
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+from tests.support import REPO, SHARED
+
 ARGO_SCHEMAS = SHARED / "schemas" / "argoproj.io"
 RENDERED_DIR = REPO / "charts" / "rakuten-mlops" / "files" / "workflows"
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @functools.cache

@@ -10,19 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from argo_support import VENV_BIN, free_port, waiting_for
 from workflows.local_executor import LocalExecutor, WorkflowRun
 
+from tests.support import VENV_BIN, ManagedProcess, free_port, temporary_database
+from tests.workflows.argo_support import waiting_for
 from workflows import common
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(600)]
@@ -108,15 +107,8 @@ class Platform:
 @pytest.fixture(scope="module")
 def platform(rendered_objects, pg_server, mlflow_server, tmp_path_factory) -> Iterator[Platform]:
     """One platform for the module's tests, which run as consecutive days of its life (in file order)."""
-    name = f"rk_wf_e2e_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = pg_server.rsplit("/", 1)[0] + f"/{name}"
-    yield Platform(rendered_objects, url, mlflow_server, tmp_path_factory.mktemp("platform"))
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with temporary_database(pg_server, "rk_wf_e2e") as url:
+        yield Platform(rendered_objects, url, mlflow_server.uri, tmp_path_factory.mktemp("platform"))
 
 
 @NEEDS_LOAD
@@ -153,37 +145,19 @@ def prediction_api(platform: Platform, root: Path):
         "RAKUTEN_REGISTERED_MODEL": platform.model_name,
         "RAKUTEN_MODEL_POLL_SECONDS": "0",
     }
-    log = (root / "api.log").open("w")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "rakuten-mlops"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+    api = ManagedProcess(
+        "rakuten-mlops serve",
+        [VENV_BIN / "rakuten-mlops", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        root / "api.log",
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        inherit_env=False,
+        ready_url=f"http://127.0.0.1:{port}/ready",
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while not _answers(f"{url}/ready"):
-            assert proc.poll() is None and time.monotonic() < deadline, (root / "api.log").read_text()[-3000:]
-            time.sleep(0.5)
-        yield url
+        api.start(timeout=90)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+        api.stop()
 
 
 def send_to_api(platform: Platform, api: str, drop: Path) -> None:

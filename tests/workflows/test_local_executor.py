@@ -8,7 +8,6 @@ import time
 
 import pytest
 import yaml
-from argo_support import REPO, VENV_BIN, schema_errors
 from hera.workflows import (
     DAG,
     ConfigMapEnvFrom,
@@ -35,6 +34,9 @@ from hera.workflows.models import (
     WorkflowTemplateRef,
 )
 from workflows.local_executor import LocalExecutor, UnsupportedFeature, evaluate_depends
+
+from tests.support import REPO, VENV_BIN
+from tests.workflows.argo_support import schema_errors
 
 # Container paths are passed as whole arguments, as the real steps do (``--output /tmp/outputs/x.json``):
 # the executor rewrites an argument under a mount to the local directory standing in for it.

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 import yaml
-from argo_support import RENDERED_DIR, REPO, cli_lacks, schema_errors, waiting_for
 
+from tests.support import REPO
+from tests.workflows.argo_support import RENDERED_DIR, cli_lacks, schema_errors, waiting_for
 from workflows import common, render
 
 EXPECTED_FILES = [

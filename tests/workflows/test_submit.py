@@ -6,59 +6,32 @@ like argo-server's ``POST /api/v1/workflows/{namespace}/submit`` does.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from argo_support import REPO
 from workflows.submit import SubmitError, submit
+
+from tests.support import REPO
+
+
+def argo_submit_api(request: dict) -> tuple[int, dict]:
+    """Answers like argo-server: nothing installed yet; creates echo the object; submits start a run."""
+    body = request["body"]
+    if request["method"] == "GET":
+        return 404, {"code": 5, "message": "not found"}
+    if "/submit" not in request["path"]:  # create of a WorkflowTemplate / CronWorkflow: echo it back
+        return 200, body.get("template") or body.get("cronWorkflow")
+    if body.get("resourceName") == "missing":
+        return 404, {"code": 5, "message": 'workflowtemplates.argoproj.io "missing" not found'}
+    name = body["submitOptions"]["generateName"] + "abcde"
+    return 200, {"metadata": {"name": name, "namespace": body["namespace"]}, "spec": {}}
 
 
 @pytest.fixture
-def argo_api():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            received.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            if "/submit" not in self.path:  # create of a WorkflowTemplate / CronWorkflow: echo it back
-                self.send_response(200)
-                payload = body.get("template") or body.get("cronWorkflow")
-            elif body.get("resourceName") == "missing":
-                self.send_response(404)
-                payload = {"code": 5, "message": 'workflowtemplates.argoproj.io "missing" not found'}
-            else:
-                self.send_response(200)
-                name = body["submitOptions"]["generateName"] + "abcde"
-                payload = {"metadata": {"name": name, "namespace": body["namespace"]}, "spec": {}}
-            data = json.dumps(payload).encode()
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):  # noqa: N802 - nothing is installed yet
-            received.append({"path": self.path, "method": "GET"})
-            data = b'{"code": 5, "message": "not found"}'
-            self.send_response(404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", received
-    server.shutdown()
-    server.server_close()
+def argo_api(stand_in_server):
+    server = stand_in_server(argo_submit_api)
+    return server.url, server.requests
 
 
 def test_submit_starts_a_run_from_the_installed_template_with_parameters(argo_api):

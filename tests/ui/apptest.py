@@ -1,8 +1,7 @@
-"""Constants and AppTest helpers of the control-room tests."""
+"""Constants of the control-room tests and what they do with Streamlit's AppTest: open a page, read it, type a token."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import rakuten_mlops.ui
@@ -11,12 +10,6 @@ APP = Path(rakuten_mlops.ui.__file__).with_name("app.py")
 ADMIN_TOKEN = "ui-test-token-8d41c7"
 DEAD_API = "http://127.0.0.1:9"  # nothing listens on the discard port
 REPORT_MARKER = "Evidently drift report of the UI tests"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- AppTest helpers -----------------------------------------------------------------------------

@@ -1,28 +1,14 @@
-"""Helpers of the training tests (imported by conftest.py and the tests)."""
+"""Test objects of the training tests: products in the data database, generated and noisy frames,
+the CLI run in-process, the model_events rows."""
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from support.seaweedfs import BUCKET, S3_KEY, S3_SECRET, S3Server  # noqa: F401 - re-exported
-
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def insert_products(
@@ -107,36 +93,3 @@ def model_events(db_url: str) -> list[dict]:
         return [
             dict(r) for r in conn.execute(select(ModelEvent.__table__).order_by(ModelEvent.id)).mappings()
         ]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout}s: {log.read_text()[-2000:]}")
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 8.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-@dataclass
-class MlflowServer:
-    url: str
-    s3: S3Server

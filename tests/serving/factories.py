@@ -1,0 +1,109 @@
+"""Small real models and the API process of the serving tests.
+
+- :func:`register_version`: fit the training package's pipeline on the 429 real sample rows,
+  log it with the MLflow sklearn flavour and register it (optionally moving an alias to it).
+- :class:`ApiProcess`: ``rakuten-mlops serve`` in a subprocess, ready when ``/ready`` is 200.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tests.support import SAMPLE_DIR, ManagedProcess, free_port
+
+CLI = [sys.executable, "-m", "rakuten_mlops.cli"]
+ADMIN_TOKEN = "test-admin-token-5f1c2a"
+
+REALISTIC_PRODUCTS = [
+    {
+        "designation": "Manette sans fil pour Nintendo Switch Pro - noire",
+        "description": "Vibrations HD, batterie.",
+    },
+    {"designation": "Piscine tubulaire ronde 366 x 76 cm avec pompe de filtration", "description": ""},
+    {
+        "designation": "Le Petit Prince - Antoine de Saint-Exupéry",
+        "description": "Livre d'occasion, bon état.",
+    },
+    {"designation": "Figurine Dragon Ball Z Son Goku Super Saiyan 18 cm", "productid": 4252011632},
+    {"designation": "Coussin décoratif en velours 45x45 cm, gris perle"},
+    {
+        "designation": "Lot de 100 cartes Pokémon avec 5 brillantes",
+        "description": "Cartes officielles françaises.",
+    },
+]
+
+
+def sample_frame() -> pd.DataFrame:
+    """The real labelled rows shipped in shared/ (designation, description, prdtypecode, ...)."""
+    x = pd.read_csv(SAMPLE_DIR / "X_sample.csv", index_col=0)
+    y = pd.read_csv(SAMPLE_DIR / "Y_sample.csv", index_col=0)
+    frame = x.join(y)
+    frame["description"] = frame["description"].fillna("").astype(str)
+    frame["designation"] = frame["designation"].astype(str)
+    return frame
+
+
+def fit_pipeline(variant: int = 0):
+    """The training package's pipeline fitted on the sample (``variant`` changes the fit)."""
+    from rakuten_mlops.model import build_pipeline
+
+    frame = sample_frame()
+    pipeline = build_pipeline("sgd", alpha=2e-5 * (1 + 4 * variant), random_state=variant)
+    return pipeline.fit(frame[["designation", "description"]], frame["prdtypecode"])
+
+
+def register_version(
+    tracking_uri: str, name: str, *, pipeline=None, variant: int = 0, alias: str | None = "production"
+) -> str:
+    """Log and register one version (fitting one if ``pipeline`` is None); point ``alias`` at it."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+
+    from rakuten_mlops.model.pipeline import trusted_types
+
+    pipeline = pipeline if pipeline is not None else fit_pipeline(variant)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(f"{name}-tests")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(f"{name}-tests")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            registered_model_name=name,
+            skops_trusted_types=trusted_types(),
+            pip_requirements=["scikit-learn", "pandas", "ftfy"],  # skips MLflow's slow inference
+        )
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, "f1_weighted", "0.8")
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+class ApiProcess(ManagedProcess):
+    """``rakuten-mlops serve`` as a user runs it, on a free loopback port; stopped as a user
+    stops it (SIGTERM to the main process, which shuts its workers down)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
+        super().__init__("rakuten-mlops serve", cmd, log_path, env=env, group_stop=False)
+
+    def start(self, timeout: float = 90, wait_ready: bool = True) -> ApiProcess:
+        self.ready_url = f"{self.url}/ready" if wait_ready else f"{self.url}/health"
+        super().start(timeout)
+        return self
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM (graceful shutdown) and wait; returns the exit code."""
+        return self.stop(grace=timeout) or 0
+
+    def log(self) -> str:
+        return self.log_tail(5000)

@@ -1,0 +1,42 @@
+"""Debian's ``prometheus`` on a free loopback port, scraping one target every second."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import ManagedProcess, free_port
+
+CONFIG = """\
+global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}
+scrape_configs:
+  - job_name: rakuten-api
+    static_configs: [{{targets: ['{target}']}}]
+"""
+
+
+def prometheus_binary() -> str:
+    """The prometheus binary; a failure under CI (.ci/setup.d installs it), a skip elsewhere."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        reason = "Debian's prometheus is not installed (.ci/setup.d installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: under CI this test must run")
+        pytest.skip(reason)
+    return binary
+
+
+def start_prometheus(root: Path, target: str, timeout: float = 60) -> tuple[ManagedProcess, str]:
+    """Prometheus scraping ``target`` (host:port) as job ``rakuten-api``; returns it and its URL."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "prometheus.yml").write_text(CONFIG.format(target=target))
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [
+        prometheus_binary(), f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",
+        f"--web.listen-address={url.removeprefix('http://')}",
+    ]  # fmt: skip
+    process = ManagedProcess("prometheus", cmd, root / "prometheus.log", ready_url=f"{url}/-/ready")
+    return process.start(timeout), url

@@ -52,10 +52,13 @@ render-workflows: venv ## regenerate the Argo YAML in charts/rakuten-mlops/files
 KIND_CLUSTER ?= rakuten
 K8S_NAMESPACE ?= rakuten
 RELEASE ?= rakuten
-IMAGE_TAG ?= 0.1.0
 KPS_VERSION ?= 88.5.3
 HELM ?= $(shell command -v helm 2>/dev/null || echo .tools/bin/helm)
 CHART := charts/rakuten-mlops
+# written by `make images`: the content tags of the images loaded into kind
+KIND_IMAGES := .tools/kind-images.env
+# tag of the podman builds (images-podman), checked here
+IMAGE_TAG ?= 0.1.0
 
 kind-up: ## kind cluster + Argo Workflows v4.1.2 + kube-prometheus-stack + metrics-server (needs docker, kind, kubectl, helm)
 	kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
@@ -68,18 +71,16 @@ kind-up: ## kind cluster + Argo Workflows v4.1.2 + kube-prometheus-stack + metri
 	kubectl -n argo rollout status deploy/workflow-controller --timeout=5m
 	kubectl -n kube-system rollout status deploy/metrics-server --timeout=5m
 
-images: ## build the app and MLflow images with docker and load them into kind
-	docker build -f images/app/Dockerfile -t rakuten-mlops:$(IMAGE_TAG) .
-	docker build -t rakuten-mlops-mlflow:$(IMAGE_TAG) images/mlflow
-	kind load docker-image --name $(KIND_CLUSTER) rakuten-mlops:$(IMAGE_TAG) rakuten-mlops-mlflow:$(IMAGE_TAG)
+images: ## build both images with docker, tag them by content, load them into kind (docker save + kind load image-archive)
+	KIND_CLUSTER=$(KIND_CLUSTER) bash scripts/kind-images.sh $(KIND_IMAGES)
 
-deploy: ## helm upgrade --install the chart on kind (kind values), then wait for Postgres, MinIO, MLflow
-	$(HELM) upgrade --install $(RELEASE) $(CHART) -n $(K8S_NAMESPACE) --create-namespace \
-	  -f $(CHART)/ci/kind-values.yaml --set image.tag=$(IMAGE_TAG) --set mlflow.image.tag=$(IMAGE_TAG) --timeout 10m
-	kubectl -n $(K8S_NAMESPACE) rollout status statefulset/$(RELEASE)-rakuten-mlops-postgres --timeout=5m
-	kubectl -n $(K8S_NAMESPACE) rollout status deploy/$(RELEASE)-rakuten-mlops-mlflow --timeout=5m
+deploy: ## helm upgrade --install the chart on kind (kind values, the tags of `make images`) and wait until every pod is ready
+	@test -f $(KIND_IMAGES) || { echo "run 'make images' first ($(KIND_IMAGES) is missing)"; exit 1; }
+	source $(KIND_IMAGES) && $(HELM) upgrade --install $(RELEASE) $(CHART) -n $(K8S_NAMESPACE) --create-namespace \
+	  -f $(CHART)/ci/kind-values.yaml --set image.tag=$$APP_TAG --set mlflow.image.tag=$$MLFLOW_TAG \
+	  --wait --timeout 15m
 
-kind-e2e: ## in the kind cluster: load data, train, wait for the rollout, POST /predict, run drift, helm test
+kind-e2e: ## on kind: upload data, incremental-load, train, operator rollout, drift-check, rollback, helm test
 	K8S_NAMESPACE=$(K8S_NAMESPACE) RELEASE=$(RELEASE) bash scripts/kind-e2e.sh
 
 kind-down: ## delete the kind cluster

@@ -36,7 +36,9 @@ NAMESPACE = "rakuten"
 SERVICE_ACCOUNT = "rakuten-mlops-workflow"
 POSTGRES_SECRET = "rakuten-mlops-postgres"  # docs/architecture.md: key `database-url`
 CONFIG_MAP = "rakuten-mlops-config"  # key MLFLOW_TRACKING_URI (required) + any RAKUTEN_* settings
-SOURCE_DATA_CLAIM = "rakuten-mlops-source-data"  # PVC holding the CSV drops that `data load` reads
+SOURCE_DATA_CLAIM = "rakuten-mlops-source-data"  # optional PVC of CSV drops (workflows.sourceData)
+LANDING_URL = "s3://landing/drops"  # s3://BUCKET/PREFIX of the landing zone that `data load` reads
+LANDING_SECRET = "rakuten-mlops-landing"  # keys access-key-id, secret-access-key (optional Secret)
 
 PLACEHOLDERS = {
     "image": IMAGE,
@@ -45,7 +47,13 @@ PLACEHOLDERS = {
     "postgresSecret": POSTGRES_SECRET,
     "configMap": CONFIG_MAP,
     "sourceDataClaim": SOURCE_DATA_CLAIM,
+    "landingUrl": LANDING_URL,
+    "landingSecret": LANDING_SECRET,
 }
+
+# ConfigMap keys of the landing zone's endpoint and region (absent: the AWS defaults).
+LANDING_ENDPOINT_KEY = "RAKUTEN_LANDING_ENDPOINT"
+LANDING_REGION_KEY = "RAKUTEN_LANDING_REGION"
 
 # ---- names fixed by the contract (docs/architecture.md, Settings.train_workflow_template)
 TRAIN_TEMPLATE = "rakuten-train"
@@ -77,6 +85,37 @@ def env() -> list:
             name="MLFLOW_TRACKING_URI", config_map_name=CONFIG_MAP, config_map_key="MLFLOW_TRACKING_URI"
         ),
         SecretEnv(name="RAKUTEN_DATABASE_URL", secret_name=POSTGRES_SECRET, secret_key="database-url"),
+    ]
+
+
+def landing_env() -> list:
+    """The standard AWS env of the landing zone, for the step that reads it and no other.
+
+    Every reference is optional: a PVC source, or a pod identity that brings its own
+    credentials, needs none of them.
+    """
+    return [
+        SecretEnv(
+            name="AWS_ACCESS_KEY_ID", secret_name=LANDING_SECRET, secret_key="access-key-id", optional=True
+        ),
+        SecretEnv(
+            name="AWS_SECRET_ACCESS_KEY",
+            secret_name=LANDING_SECRET,
+            secret_key="secret-access-key",
+            optional=True,
+        ),
+        ConfigMapEnv(
+            name="AWS_ENDPOINT_URL",
+            config_map_name=CONFIG_MAP,
+            config_map_key=LANDING_ENDPOINT_KEY,
+            optional=True,
+        ),
+        ConfigMapEnv(
+            name="AWS_DEFAULT_REGION",
+            config_map_name=CONFIG_MAP,
+            config_map_key=LANDING_REGION_KEY,
+            optional=True,
+        ),
     ]
 
 
@@ -121,6 +160,7 @@ def cli_step(
     timeout_seconds: int = 900,
     retry_strategy=None,
     extra_volumes: list | None = None,
+    extra_env: list | None = None,
     synchronization=None,
 ) -> Container:
     """A container template running ``rakuten-mlops ARGS`` from the application image."""
@@ -132,7 +172,7 @@ def cli_step(
         args=args,
         inputs=inputs,
         outputs=outputs,
-        env=env(),
+        env=[*env(), *(extra_env or [])],
         env_from=env_from(),
         resources=resources,
         active_deadline_seconds=timeout_seconds,

@@ -1,4 +1,9 @@
-"""``incremental-load``: every 15 minutes, add the next slice of the source data to ``products``."""
+"""``incremental-load``: every 15 minutes, add the next slice of the source data to ``products``.
+
+The source is the landing zone (``s3://BUCKET/PREFIX``, read with the standard AWS env); an
+empty landing zone is a success ("nothing to load yet"). A directory on the source-data volume,
+mounted read-only at ``/data/source``, is the alternative the chart offers.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,9 @@ def build() -> CronWorkflow:
         entrypoint="main",
         arguments=[
             Parameter(
-                name="source", value=common.SOURCE_MOUNT, description="directory with the official CSV layout"
+                name="source",
+                value=common.LANDING_URL,
+                description="s3://BUCKET/PREFIX or a directory with the official CSV layout",
             ),
             Parameter(name="initial-fraction", value="0.4", description="share loaded by the very first run"),
             Parameter(
@@ -65,6 +72,7 @@ def build() -> CronWorkflow:
             resources=common.LOAD,
             timeout_seconds=900,
             retry_strategy=common.retry(expression=RETRY_UNLESS_BAD_INPUT),
+            extra_env=common.landing_env(),
         )
         load.volume_mounts = [VolumeMount(name="source-data", mount_path=common.SOURCE_MOUNT, read_only=True)]
         with DAG(name="main"):

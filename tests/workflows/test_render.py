@@ -188,6 +188,8 @@ def test_chart_substitution_of_placeholders_is_complete_and_safe(rendered):
         common.POSTGRES_SECRET: "prod-rakuten-mlops-postgres",
         common.CONFIG_MAP: "prod-rakuten-mlops-config",
         common.SOURCE_DATA_CLAIM: "prod-rakuten-mlops-source-data",
+        common.LANDING_SECRET: "prod-landing-keys",
+        common.LANDING_URL: "s3://prod-drops/rakuten/incoming",
     }
     for name in EXPECTED_FILES:
         text = (RENDERED_DIR / name).read_text()
@@ -198,6 +200,8 @@ def test_chart_substitution_of_placeholders_is_complete_and_safe(rendered):
             common.POSTGRES_SECRET,
             common.CONFIG_MAP,
             common.SOURCE_DATA_CLAIM,
+            common.LANDING_SECRET,
+            common.LANDING_URL,
         ):
             text = text.replace(placeholder, release[placeholder])
         doc = yaml.safe_load(text)
@@ -258,3 +262,18 @@ def test_check_names_a_hand_edited_or_leftover_file(tmp_path):
     edited.write_text(edited.read_text().replace("0 2 * * *", "0 4 * * *"))
     (tmp_path / "old-workflow.yaml").write_text("kind: CronWorkflow\n")
     assert render.stale_files(tmp_path) == ["drift-check.yaml", "old-workflow.yaml"]
+
+
+def test_source_claim_volume_can_become_an_empty_dir_from_helm_values(rendered):
+    """The regex the chart applies when the landing zone, not a PVC, is the source (workflows.source)."""
+    pattern = r"(?m)^(\s*)persistentVolumeClaim:\n\s*claimName: rakuten-mlops-source-data\n\s*readOnly: true$"
+    chart = (REPO / "charts" / "rakuten-mlops" / "templates" / "workflows" / "workflows.yaml").read_text()
+    assert '"' + pattern.replace("\\s", "\\\\s") + '"' in chart, "the chart uses the same regex"
+    text = (RENDERED_DIR / "incremental-load.yaml").read_text()
+    text, count = re.subn(pattern, r"\g<1>emptyDir: {}", text)
+    assert count == 1
+    doc = yaml.safe_load(text)
+    assert schema_errors(doc) == []
+    original = copy.deepcopy(rendered["incremental-load.yaml"])
+    original["spec"]["workflowSpec"]["volumes"] = [{"name": "source-data", "emptyDir": {}}]
+    assert doc == original

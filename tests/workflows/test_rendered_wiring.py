@@ -25,7 +25,8 @@ import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["STANDIN_LOG"], "a") as log:
     log.write(json.dumps({{"args": args, "db": os.environ.get("RAKUTEN_DATABASE_URL"),
-                          "mlflow": os.environ.get("MLFLOW_TRACKING_URI"), "home": os.environ.get("RAKUTEN_HOME")}}) + "\\n")
+                          "mlflow": os.environ.get("MLFLOW_TRACKING_URI"), "home": os.environ.get("RAKUTEN_HOME"),
+                          "aws": {{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}}}) + "\\n")
 out = args[args.index("--output") + 1] if "--output" in args else None
 payload = {{
     "train": {{"version": os.environ.get("STANDIN_VERSION", "1"), "decision": "promoted", "f1_weighted": 0.8}},
@@ -115,7 +116,7 @@ def test_incremental_load_passes_batch_fraction_or_rows(stand_in):
     first, second = (c["args"] for c in calls(log))
     source_dir = str(executor.claims[common.SOURCE_DATA_CLAIM])
     assert first == [
-        "data", "load", "--source", source_dir, "--initial-fraction", "0.4", "--batch-fraction", "0.03"
+        "data", "load", "--source", common.LANDING_URL, "--initial-fraction", "0.4", "--batch-fraction", "0.03"
     ]  # fmt: skip
     assert second[-2:] == ["--batch-rows", "2000"] and second[3] == os.path.join(source_dir, "x")
     with pytest.raises(Exception, match="not one of"):
@@ -136,3 +137,29 @@ def test_weekly_cron_runs_the_template_with_its_own_arguments(stand_in):
     assert run.phase == "Succeeded", run.summary()
     assert run.outputs["version"] == "3" and run.outputs["decision"] == "promoted"
     assert calls(log)[0]["args"][:3] == ["train", "--model", "sgd"]
+
+
+def test_only_the_load_step_gets_the_landing_zone_keys_and_endpoint(stand_in):
+    executor, log = stand_in(
+        STANDIN_RETRAIN="true",
+        **{common.LANDING_ENDPOINT_KEY: "http://minio:9000", common.LANDING_REGION_KEY: "us-east-1"},
+    )
+    executor.secrets[common.LANDING_SECRET] = {"access-key-id": "AK", "secret-access-key": "SK"}
+    assert executor.submit("incremental-load").phase == "Succeeded"
+    assert executor.submit("drift-check").phase == "Succeeded"
+    load, *others = calls(log)
+    assert load["aws"] == {
+        "AWS_ACCESS_KEY_ID": "AK",
+        "AWS_SECRET_ACCESS_KEY": "SK",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    assert [c["args"][0] for c in others] == ["drift", "decide", "train"]
+    assert all(c["aws"] == {} for c in others)
+
+
+def test_load_step_runs_without_landing_keys(stand_in):
+    """A PVC source or a pod identity: the optional references resolve to nothing."""
+    executor, log = stand_in()
+    assert executor.submit("incremental-load").phase == "Succeeded"
+    assert calls(log)[0]["aws"] == {}

@@ -68,10 +68,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if $img.digest }}{{ printf "%s@%s" $repo $img.digest }}{{ else }}{{ printf "%s:%s" $repo $tag }}{{ end }}
 {{- end }}
 
-{{/* Third-party image reference (postgres, minio, mc): repository:tag. */}}
+{{/* Third-party image reference (postgres, minio, mc): repository:tag, plus @digest when given. */}}
 {{- define "rakuten-mlops.simpleImage" -}}
 {{- if eq .tag "latest" }}{{ fail (printf "image %s: the tag \"latest\" is not allowed; pin a version" .repository) }}{{ end }}
-{{- printf "%s:%s" .repository .tag }}
+{{- printf "%s:%s" .repository .tag }}{{ with .digest }}@{{ . }}{{ end }}
 {{- end }}
 
 {{/* Pod security context of the chart's own images. */}}
@@ -167,4 +167,50 @@ data DB URL and MLflow URI, no passwords in plain text.
     matchLabels:
       app.kubernetes.io/instance: {{ index . 0 }}
       app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{/* Whether the landing zone is the chart's MinIO (no URL or endpoint of another S3 given). */}}
+{{- define "rakuten-mlops.landingOnMinio" -}}
+{{- if and .Values.minio.enabled (not .Values.workflows.landingZone.endpoint) }}true{{ end }}
+{{- end }}
+
+{{/* s3://BUCKET/PREFIX of the landing zone. */}}
+{{- define "rakuten-mlops.landingUrl" -}}
+{{- if .Values.workflows.landingZone.url }}
+{{- .Values.workflows.landingZone.url }}
+{{- else if .Values.minio.enabled }}
+{{- printf "s3://%s/drops" .Values.minio.landingBucket }}
+{{- else }}
+{{- fail "minio.enabled is false: set workflows.landingZone.url (s3://BUCKET/PREFIX), or workflows.source=volume" }}
+{{- end }}
+{{- end }}
+
+{{/* S3 endpoint of the landing zone (empty: the SDK's default). */}}
+{{- define "rakuten-mlops.landingEndpoint" -}}
+{{- if .Values.workflows.landingZone.endpoint }}
+{{- .Values.workflows.landingZone.endpoint }}
+{{- else if .Values.minio.enabled }}
+{{- printf "http://%s:9000" (include "rakuten-mlops.componentName" (list . "minio")) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Secret with the landing zone's keys: the user's, or "<fullname>-landing", which the chart
+generates with minio.enabled. Workflow pods reference it as optional: without MinIO and
+without existingSecret it does not exist and credentials come from elsewhere (a pod identity).
+*/}}
+{{- define "rakuten-mlops.landingSecret" -}}
+{{- default (include "rakuten-mlops.componentName" (list . "landing")) .Values.workflows.landingZone.existingSecret }}
+{{- end }}
+
+{{/* Env of the pods that talk to the Argo server (API retraining, control room). */}}
+{{- define "rakuten-mlops.argoEnv" -}}
+{{- with .Values.workflows.argoServer }}
+- name: ARGO_SERVER
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.workflows.argoInsecureSkipVerify }}
+- name: ARGO_INSECURE_SKIP_VERIFY
+  value: "true"
+{{- end }}
 {{- end }}

@@ -137,11 +137,17 @@ def render_against(helm: str, server: FakeApiServer, tmp_path: Path) -> dict[str
     }
 
 
-PG, MINIO, ADMIN = (f"{RELEASE}-rakuten-mlops-{c}" for c in ("postgres", "minio", "admin"))
+PG, MINIO, ADMIN, LANDING = (
+    f"{RELEASE}-rakuten-mlops-{c}" for c in ("postgres", "minio", "admin", "landing")
+)
 PREVIOUS = {
     PG: {"password": "previous-pg-password-0123456789ab"},
     MINIO: {"root-user": "previoususer0123", "root-password": "previous-minio-password-0123456789abcdef"},
     ADMIN: {"token": "previous-admin-token-0123456789abcdefghijklmnopq"},
+    LANDING: {
+        "access-key-id": "previouslanding0123",
+        "secret-access-key": "previous-landing-secret-0123456789abcdefg",
+    },
 }
 
 
@@ -153,6 +159,7 @@ def test_upgrade_keeps_every_generated_secret(helm, fake_cluster, tmp_path):
     assert f":{PREVIOUS[PG]['password']}@" in secrets[PG]["mlflow-database-url"]
     assert secrets[MINIO] == PREVIOUS[MINIO]
     assert secrets[ADMIN] == PREVIOUS[ADMIN]
+    assert secrets[LANDING] == PREVIOUS[LANDING], "the MinIO landing user keeps its keys"
     assert f"/api/v1/namespaces/{NAMESPACE}/secrets/{PG}" in fake_cluster.requests, (
         "helm did not look the Secret up"
     )

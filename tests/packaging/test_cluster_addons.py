@@ -4,6 +4,7 @@ and a skaffold deploy that renders with the chart."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -114,12 +115,6 @@ def test_scripts_parse_and_pass_shellcheck(script):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_kind_images_are_tagged_by_content_so_a_rebuild_rolls_the_pods():
-    text = (REPO / "scripts" / "kind-images.sh").read_text()
-    assert "docker image inspect -f '{{.Id}}'" in text and "sha-${id:0:12}" in text
-    assert "0.1.0" not in text
-
-
 def test_skaffold_builds_both_images_and_deploys_the_chart_with_kind_values(render):
     cfg = load("skaffold.yaml")
     assert cfg["apiVersion"] == "skaffold/v4beta14"
@@ -162,3 +157,54 @@ def test_dockerignore_keeps_the_build_context_small():
         assert entry in ignored, entry
     for needed in ("src", "operator", "pyproject.toml", "README.md"):
         assert needed not in ignored
+
+
+DOCKER_STAND_IN = """#!/bin/sh
+# stand-in docker: records the call; the image ID is a hash of BUILD_INPUTS and the image name
+echo "docker $*" >> "$CALLS"
+case "$1 $2" in
+  "image inspect") printf 'sha256:%s\\n' "$(printf '%s %s' "$BUILD_INPUTS" "$5" | sha256sum | cut -c1-64)" ;;
+  "save -o") : > "$3" ;;
+esac
+"""
+
+
+def test_make_images_tags_by_content_and_loads_an_archive_into_kind(tmp_path):
+    """scripts/kind-images.sh with stand-in `docker` and `kind` (no Docker engine here): the tag
+    follows the image's content, and images reach kind through `docker save` + `kind load
+    image-archive`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(DOCKER_STAND_IN)
+    (bin_dir / "kind").write_text('#!/bin/sh\necho "kind $*" >> "$CALLS"\n')
+    for tool in ("docker", "kind"):
+        (bin_dir / tool).chmod(0o755)
+
+    def build(inputs: str) -> tuple[str, list[str]]:
+        calls, out = tmp_path / f"calls-{inputs}", tmp_path / f"tags-{inputs}.env"
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "CALLS": str(calls),
+            "BUILD_INPUTS": inputs,
+        }
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts" / "kind-images.sh"), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return out.read_text(), calls.read_text().splitlines()
+
+    first, calls = build("v1")
+    assert re.fullmatch(r"APP_TAG=sha-[0-9a-f]{12}\nMLFLOW_TAG=sha-[0-9a-f]{12}\n", first)
+    app_tag = first.split("\n")[0].split("=")[1]
+    assert f"docker tag rakuten-mlops:build rakuten-mlops:{app_tag}" in calls
+    save = next(c for c in calls if c.startswith("docker save -o "))
+    assert f"rakuten-mlops:{app_tag}" in save
+    archive = save.split()[3]
+    assert f"kind load image-archive --name rakuten {archive}" in calls
+    assert not [c for c in calls if "load docker-image" in c]
+    assert build("v1")[0] == first, "an unchanged build keeps its tags: nothing rolls"
+    assert build("v2")[0] != first, "a changed build gets new tags: the pods roll"

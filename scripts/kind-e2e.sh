@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End to end on the kind cluster of `make kind-up images deploy`, through the paths a user runs:
-#   1. upload a generated dataset to the landing zone (`rakuten-mlops data upload`, app image);
+#   1. upload a generated dataset to the landing zone as one drop (`rakuten-mlops data upload`,
+#      from the app image);
 #   2. run incremental-load from its CronWorkflow (`argo submit --from cronwf/...`);
 #   3. train through the rakuten-train WorkflowTemplate: the gate must promote the version;
 #   4. wait until the ServedModel reports Ready with that version and the API's /model serves it;
@@ -130,7 +131,7 @@ spec:
       imagePullPolicy: IfNotPresent
       command: ["sh", "-ec"]
       args:
-        - rakuten-mlops data generate --rows $ROWS --seed 1 --out /tmp/drop && rakuten-mlops data upload /tmp/drop --to $LANDING_URL
+        - rakuten-mlops data generate --rows $ROWS --seed 1 --out /tmp/drop && rakuten-mlops data upload /tmp/drop --to $LANDING_URL/e2e-$RUN_ID
       env:
         - {name: HOME, value: /tmp}
         - {name: RAKUTEN_HOME, value: /tmp/rakuten}
@@ -151,7 +152,7 @@ pod_finished() {
 }
 wait_for "pod $UPLOAD to finish" pod_finished
 k logs "$UPLOAD" || true
-[ "$(k get pod "$UPLOAD" -o jsonpath='{.status.phase}')" = Succeeded ] || fail "the upload to $LANDING_URL failed"
+[ "$(k get pod "$UPLOAD" -o jsonpath='{.status.phase}')" = Succeeded ] || fail "the upload to $LANDING_URL/e2e-$RUN_ID failed"
 k delete pod "$UPLOAD" --wait=false >/dev/null
 
 step "2. incremental-load from its CronWorkflow"

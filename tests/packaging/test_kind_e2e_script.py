@@ -188,7 +188,7 @@ def test_all_outcomes_present_exits_zero_after_every_step(run_script):
     for n in range(8):
         assert f"\n== {n}. " in proc.stdout, f"step {n} missing"
     upload = called(calls, "kubectl", "apply -f -")[0]["stdin"]
-    assert "rakuten-mlops data upload /tmp/drop --to s3://landing/drops" in upload
+    assert "rakuten-mlops data upload /tmp/drop --to s3://landing/drops/e2e-1" in upload
     assert "app.kubernetes.io/component: landing-upload" in upload, "the MinIO NetworkPolicy lets it in"
     assert f"name: {FULL}-landing, key: access-key-id" in upload
     for source in ("cronwf/incremental-load", "workflowtemplate/rakuten-train", "cronwf/drift-check"):

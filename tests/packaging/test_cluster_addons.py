@@ -4,10 +4,13 @@ and a skaffold deploy that renders with the chart."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -148,6 +151,18 @@ def test_skaffold_builds_both_images_and_deploys_the_chart_with_kind_values(rend
     assert cfg["build"]["tagPolicy"] == {"inputDigest": {}}, "an edit must change the tag"
     for art in artifacts.values():
         assert art["hooks"]["after"] == [{"command": ["bash", "scripts/kind-load.sh"]}]
+
+
+def test_skaffold_config_follows_skaffold_v4beta14_schema():
+    """schemas/skaffold-v4beta14.json is skaffold's published schema for v4beta14
+    (GoogleContainerTools/skaffold docs-v2/content/en/schemas/v4beta14.json at commit
+    8a894ee94417b75149f552eba0822f55878f48a6), descriptions removed."""
+    schema = json.loads((Path(__file__).parent / "schemas" / "skaffold-v4beta14.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    cfg = load("skaffold.yaml")
+    assert [e.message for e in validator.iter_errors(cfg)] == []
+    cfg["deploy"]["statusCheckDeadlineSecond"] = 600
+    assert list(validator.iter_errors(cfg)), "the schema must refuse a misspelt key"
 
 
 def test_dockerignore_keeps_the_build_context_small():

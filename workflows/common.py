@@ -71,7 +71,7 @@ LABELS = {
     "app.kubernetes.io/part-of": "rakuten-mlops",
     "app.kubernetes.io/component": "workflows",
 }
-# Workflow pods carry these: the chart's NetworkPolicies let them reach Postgres and MLflow.
+# Workflow pods carry these: the chart's NetworkPolicies let them reach Postgres, MLflow and MinIO.
 POD_LABELS = {"app.kubernetes.io/name": "rakuten-mlops", "app.kubernetes.io/component": "workflow"}
 
 

@@ -6,11 +6,10 @@ the batch is kept and retried while new rows wait in the queue; when the queue i
 rows are dropped and counted. ``close()`` writes whatever is left (graceful shutdown).
 
 The queue is a deque of the request batches' rows under one condition variable, and the writer
-is woken only when a full batch is waiting (or at its deadline): a ``queue.Queue`` woke it for
-every row, and at 2,500 predictions/s those wake-ups took the GIL from the request path (8 % of
-the API's samples). On Postgres the rows are turned into COPY text as they are queued, a few
-microseconds per request batch: formatting 500 rows in the writer held the GIL for milliseconds
-at a time, and the requests in flight waited (a visible part of the API's p99).
+is woken only when a full batch is waiting (or at its deadline), not for every row: each wake-up
+takes the GIL from the request path. On Postgres the rows are turned into COPY text as they are
+queued, one request batch at a time, so the writer only sends: formatting a whole write in the
+writer thread would hold the GIL, and the requests in flight would wait.
 """
 
 from __future__ import annotations
@@ -54,8 +53,9 @@ class _Chunk(NamedTuple):
 
 def copy_text(rows: list[PredictionRecord]) -> str:
     """``rows`` as the CSV that ``COPY predictions FROM STDIN (FORMAT csv)`` reads (None -> NULL)."""
+    stamps = {created: str(created) for created in {row[1] for row in rows}}  # a batch shares one
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
+    csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:]) for row in rows])
     return buffer.getvalue()
 
 

@@ -50,20 +50,28 @@ _MOJIBAKE_RE = re.compile(
 )
 
 
-def _accent_folding_table() -> dict[int, str]:
-    """Map accented Latin letters to their base letters (from Unicode decompositions): a C-speed
-    ``str.translate`` instead of scikit-learn's per-character ``strip_accents='unicode'``."""
-    table: dict[int, str] = {}
+def _accent_folding_table() -> dict[str, str]:
+    """Accented Latin letters -> their base letters (from Unicode decompositions), used instead
+    of scikit-learn's per-character ``strip_accents='unicode'``."""
+    table: dict[str, str] = {}
     for code in range(0x00C0, 0x0250):
         char = chr(code)
         base = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
         if base and base != char:
-            table[code] = base
-    table.update({ord("œ"): "oe", ord("Œ"): "OE", ord("æ"): "ae", ord("Æ"): "AE", ord("ß"): "ss"})
+            table[char] = base
+    table.update({"œ": "oe", "Œ": "OE", "æ": "ae", "Æ": "AE", "ß": "ss"})
     return table
 
 
 _FOLD_ACCENTS = _accent_folding_table()
+# One regex scan finds the letters to fold; ``str.translate`` would look up every character of
+# a non-ASCII text in the table, while a text holds only a few accented letters.
+_ACCENTED_RE = re.compile("[" + re.escape("".join(_FOLD_ACCENTS)) + "]")
+
+
+def fold_accented_letters(text: str) -> str:
+    """``text`` with every accented Latin letter replaced by its base letter(s)."""
+    return _ACCENTED_RE.sub(lambda match: _FOLD_ACCENTS[match.group()], text)
 
 
 def clean_text(value: Any, fold_accents: bool = True) -> str:
@@ -83,7 +91,7 @@ def clean_text(value: Any, fold_accents: bool = True) -> str:
     if "<" in text:
         text = _TAG_RE.sub(" ", text)
     if fold_accents and not text.isascii():
-        text = text.translate(_FOLD_ACCENTS)
+        text = fold_accented_letters(text)
     return " ".join(text.split())  # split() and re's \s agree on what whitespace is
 
 

@@ -186,7 +186,10 @@ class _Column:
             raise TypeError("only word 1-grams or 1,2-grams without stop words are compiled")
         vocabulary: dict[str, int] = vectorizer.vocabulary_
         self.size, self.offset, self.weight = len(vocabulary), offset, weight
-        self.preprocess = vectorizer.build_preprocessor()
+        plain_lowercase = (
+            vectorizer.lowercase and not vectorizer.strip_accents and not vectorizer.preprocessor
+        )
+        self.preprocess = str.lower if plain_lowercase else vectorizer.build_preprocessor()
         self.tokenize = vectorizer.build_tokenizer()
         self.sublinear_tf = bool(vectorizer.sublinear_tf)
         self.idf = np.asarray(vectorizer.idf_) if vectorizer.use_idf else None

@@ -296,3 +296,24 @@ def test_app_without_a_model_is_alive_but_not_ready(settings, monkeypatch):
         assert predict.status_code == 503 and predict.headers["retry-after"] == "5"
         assert client.post("/admin/reload").status_code == 404  # no token configured: admin is off
         assert client.get("/nope").json() == {"error": "Not Found"}
+
+
+@pytest.mark.parametrize("version", ["12", 'odd,"version"'])
+def test_copy_text_is_the_csv_copy_reads(version):
+    """Rows as COPY's CSV: NULL for a missing oov_rate or productid, quoted only where needed."""
+    import csv
+    import io
+
+    from rakuten_mlops.serving.prediction_log import copy_text
+
+    now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [
+        PredictionRecord("a1-000", now, version, 10, 0.25, 20, 3, True, None, None),
+        PredictionRecord("a1-001", now, version, 1280, 0.1234567890123, 7, 1, False, 0.5, 42),
+    ]
+    parsed = list(csv.reader(io.StringIO(copy_text(rows))))
+    stamp = "2026-01-02 03:04:05.678901+00:00"
+    assert parsed == [
+        ["a1-000", stamp, version, "10", "0.25", "20", "3", "True", "", ""],
+        ["a1-001", stamp, version, "1280", "0.1234567890123", "7", "1", "False", "0.5", "42"],
+    ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -42,6 +43,7 @@ class PredictionRecord(NamedTuple):
 
 
 COLUMNS = ", ".join(PredictionRecord._fields)
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 
 
 class _Chunk(NamedTuple):
@@ -52,11 +54,23 @@ class _Chunk(NamedTuple):
 
 
 def copy_text(rows: list[PredictionRecord]) -> str:
-    """``rows`` as the CSV that ``COPY predictions FROM STDIN (FORMAT csv)`` reads (None -> NULL)."""
+    """``rows`` as the CSV that ``COPY predictions FROM STDIN (FORMAT csv)`` reads (None -> NULL).
+
+    Only the model version may hold characters CSV must quote (prediction ids are hex and
+    dashes): without any, each row is one f-string, else the csv module quotes.
+    """
     stamps = {created: str(created) for created in {row[1] for row in rows}}  # a batch shares one
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:]) for row in rows])
-    return buffer.getvalue()
+    if any(_NEEDS_QUOTES.search(version) for version in {row[2] for row in rows}):
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:]) for row in rows])
+        return buffer.getvalue()
+    return "".join(
+        [
+            f"{pid},{stamps[at]},{version},{code},{confidence},{length},{words},{empty},"
+            f"{'' if oov is None else oov},{'' if productid is None else productid}\n"
+            for pid, at, version, code, confidence, length, words, empty, oov, productid in rows
+        ]
+    )
 
 
 class PredictionLog:

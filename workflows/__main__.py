@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from workflows import local_executor, render
+import yaml
+
+from workflows import render
+from workflows.local_executor import SUCCEEDED, ExecutorError, LocalExecutor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p_submit.add_argument("--insecure", action="store_true", help="skip TLS verification (self-signed)")
 
     p_local = sub.add_parser("run-local", help="run the rendered YAML as local processes")
-    local_executor.add_arguments(p_local)
+    add_run_local_arguments(p_local)
 
     args = parser.parse_args(argv)
     if args.command == "render":
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             name = submit(
                 args.name,
-                local_executor._pairs(args.parameter, "-p"),
+                _pairs(args.parameter, "-p"),
                 server=args.server,
                 namespace=args.namespace,
                 apply=args.apply,
@@ -63,7 +67,65 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"submitted {name}")
         return 0
-    return local_executor.main_from_args(args)
+    return run_local(args)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{what} must look like KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _nested(items: list[str], what: str) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key, value in _pairs(items, what).items():
+        name, sep, sub = key.partition("/")
+        if not sep:
+            raise SystemExit(f"{what} must look like NAME/KEY=VALUE, got {key!r}")
+        out.setdefault(name, {})[sub] = value
+    return out
+
+
+def add_run_local_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="object to run, e.g. rakuten-train, drift-check")
+    parser.add_argument("--from-dir", type=Path, default=None, help="rendered YAML (default: the chart's)")
+    parser.add_argument("-p", "--parameter", action="append", default=[], help="KEY=VALUE workflow parameter")
+    parser.add_argument("--secret", action="append", default=[], help="NAME/KEY=VALUE stand-in Secret entry")
+    parser.add_argument(
+        "--config-map", action="append", default=[], help="NAME/KEY=VALUE stand-in ConfigMap entry"
+    )
+    parser.add_argument("--claim", action="append", default=[], help="CLAIM=DIR local directory for a PVC")
+    parser.add_argument("--no-backoff", action="store_true", help="retry without waiting")
+
+
+def load_objects(path: Path) -> list[dict]:
+    """Every YAML document of a file or of a directory's ``*.yaml`` files."""
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    return [doc for file in files for doc in yaml.safe_load_all(file.read_text()) if doc]
+
+
+def run_local(args: argparse.Namespace) -> int:
+    executor = LocalExecutor(
+        load_objects(args.from_dir or render.OUTPUT_DIR),
+        secrets=_nested(args.secret, "--secret"),
+        config_maps=_nested(args.config_map, "--config-map"),
+        claims=_pairs(args.claim, "--claim"),
+        path=[Path(sys.executable).parent],
+        backoff_scale=0.0 if args.no_backoff else 1.0,
+    )
+    try:
+        run = executor.submit(args.name, _pairs(args.parameter, "-p"))
+    except ExecutorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(run.summary())
+    if run.outputs:
+        print(json.dumps(run.outputs, indent=2))
+    return 0 if run.phase == SUCCEEDED else 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from rakuten_mlops.serving.inference import CompiledLinearPipeline, StepwisePipeline, WholePipeline, plan_for
+from rakuten_mlops.model.runner import CompiledLinearPipeline, WholePipeline, plan_for
 from rakuten_mlops.serving.metrics import MonitoringCollector
 from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
 from rakuten_mlops.serving.retrain import ArgoRetrainer
@@ -73,16 +73,8 @@ def test_compiled_runner_gives_the_pipelines_predictions_and_features(pipeline):
         assert alone_features[0] == got_features[i]
 
 
-def test_stepwise_run_matches_the_pipeline_exactly(pipeline):
-    designations, descriptions = _texts(300)
-    got, got_features = StepwisePipeline(pipeline).run(designations, descriptions)
-    expected, expected_features = WholePipeline(pipeline).run(designations, descriptions)
-    np.testing.assert_allclose(got, expected, rtol=1e-9)
-    assert got_features == expected_features
-
-
 def test_runner_whose_output_differs_is_not_used(pipeline, monkeypatch, caplog):
-    """The load-time self-check: a runner that disagrees with the pipeline falls back to the next."""
+    """The load-time self-check: a compiled runner that disagrees with the pipeline is not used."""
     original = CompiledLinearPipeline.run
 
     def off_by_a_little(self, designations, descriptions):
@@ -92,11 +84,11 @@ def test_runner_whose_output_differs_is_not_used(pipeline, monkeypatch, caplog):
     monkeypatch.setattr(CompiledLinearPipeline, "run", off_by_a_little)
     with caplog.at_level("WARNING", logger="rakuten_mlops.serving"):
         plan = plan_for(pipeline)
-    assert isinstance(plan, StepwisePipeline)
+    assert isinstance(plan, WholePipeline)
     assert "compiled runner's output differs" in caplog.text
 
 
-def test_other_linear_classifier_runs_stepwise():
+def test_other_linear_classifier_runs_the_whole_pipeline():
     """Same preparation and features, a plain scikit-learn classifier: no compiled runner."""
     from sklearn.linear_model import SGDClassifier
 
@@ -108,7 +100,9 @@ def test_other_linear_classifier_runs_stepwise():
     other.steps[-1] = ("classifier", SGDClassifier(loss="log_loss", max_iter=5, tol=None, random_state=0))
     other.fit(frame[["designation", "description"]], frame["prdtypecode"])
     plan = plan_for(other)
-    assert isinstance(plan, StepwisePipeline)
+    assert isinstance(plan, WholePipeline)
+    proba, features = plan.run(["Livre de cuisine"], [""])
+    assert proba.shape == (1, 27) and features[0][:3] == (16, 3, True) and 0 <= features[0][3] <= 1
 
 
 def test_unknown_pipeline_shape_runs_as_a_whole():
@@ -304,29 +298,22 @@ def test_app_without_a_model_is_alive_but_not_ready(settings, monkeypatch):
         assert client.get("/nope").json() == {"error": "Not Found"}
 
 
-def test_bulk_histogram_observation_equals_one_by_one():
-    import random
+@pytest.mark.parametrize("version", ["12", 'odd,"version"'])
+def test_copy_text_is_the_csv_copy_reads(version):
+    """Rows as COPY's CSV: NULL for a missing oov_rate or productid, quoted only where needed."""
+    import csv
+    import io
 
-    from prometheus_client import CollectorRegistry, Histogram
+    from rakuten_mlops.serving.prediction_log import copy_text
 
-    from rakuten_mlops.serving.predictor import observe_many
-
-    values = [random.Random(3).choice([0.05, 0.1, 0.3, 0.5, 0.7, 1.0, 2.0]) * (1 + i % 3) for i in range(300)]
-    one, bulk = CollectorRegistry(), CollectorRegistry()
-    Histogram("h", "h", buckets=(0.1, 0.5, 1.0), registry=one)
-    h_one = one._names_to_collectors["h"]
-    h_bulk = Histogram("h", "h", buckets=(0.1, 0.5, 1.0), registry=bulk)
-    for value in values:
-        h_one.observe(value)
-    observe_many(h_bulk, values)
-
-    def samples(registry):
-        return {
-            (s.name, s.labels.get("le")): s.value
-            for s in registry.collect().__next__().samples
-            if "created" not in s.name
-        }
-
-    expected, got = samples(one), samples(bulk)
-    assert got.pop(("h_sum", None)) == pytest.approx(expected.pop(("h_sum", None)))
-    assert got == expected
+    now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [
+        PredictionRecord("a1-000", now, version, 10, 0.25, 20, 3, True, None, None),
+        PredictionRecord("a1-001", now, version, 1280, 0.1234567890123, 7, 1, False, 0.5, 42),
+    ]
+    parsed = list(csv.reader(io.StringIO(copy_text(rows))))
+    stamp = "2026-01-02 03:04:05.678901+00:00"
+    assert parsed == [
+        ["a1-000", stamp, version, "10", "0.25", "20", "3", "True", "", ""],
+        ["a1-001", stamp, version, "1280", "0.1234567890123", "7", "1", "False", "0.5", "42"],
+    ]

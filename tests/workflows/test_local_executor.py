@@ -1,4 +1,7 @@
-"""The local executor runs rendered Argo YAML with Argo's semantics (tiny workflows of python steps)."""
+"""The local executor runs what the rendered workflows use, with Argo's semantics, and refuses the rest.
+
+Tiny workflows of python steps, written with Hera and rendered to YAML like the real ones.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from hera.workflows.models import (
     VolumeMount,
     WorkflowTemplateRef,
 )
-from workflows.local_executor import LocalExecutor, UnsupportedFeature, evaluate_depends
+from workflows.local_executor import LocalExecutor, UnsupportedFeature, evaluate
 
 from tests.support import REPO, VENV_BIN
 from tests.workflows.argo_support import schema_errors
@@ -68,6 +71,10 @@ def py(name: str, code: str, *args: str, inputs=(), outputs=None, **kwargs) -> C
         volumes=[EmptyDirVolume(name="scratch", mount_path="/tmp")],
         **kwargs,
     )
+
+
+def stdout(run, node: str) -> str:
+    return run.node(node).attempts[-1].stdout.strip()
 
 
 def json_output(name: str = "r") -> list[Parameter]:
@@ -106,7 +113,7 @@ def wiring_workflow(retrain: str = "true") -> Workflow:
                     name="value",
                     value_from=ValueFrom(expression="jsonpath(tasks.a.outputs.parameters.r, '$.v')"),
                 ),
-                Parameter(name="echoed", value_from=ValueFrom(parameter="{{tasks.b.outputs.result}}")),
+                Parameter(name="echoed", value_from=ValueFrom(parameter="{{tasks.a.outputs.parameters.r}}")),
             ],
         ):
             a = write(
@@ -121,7 +128,7 @@ def wiring_workflow(retrain: str = "true") -> Workflow:
                 arguments={"msg": "conditional ran"},
                 when="{{=jsonpath(tasks.a.outputs.parameters.r, '$.retrain') == true}}",
             )
-            d = echo(name="d", arguments={"msg": "after c: {{tasks.c.status}}"})
+            d = echo(name="d", arguments={"msg": "after c"})
             a >> b >> c >> d
     return w
 
@@ -130,9 +137,9 @@ def test_parameters_flow_from_workflow_through_files_to_later_tasks_and_outputs(
     run = executor_for(as_rendered(wiring_workflow())).submit("wiring", {"greeting": "bonjour"})
     assert run.phase == "Succeeded", run.summary()
     assert json.loads(run.node("a").outputs["r"]) == {"v": "bonjour-x", "retrain": True}
-    assert json.loads(run.node("b").result) == {"v": "bonjour-x", "retrain": True}
+    assert json.loads(stdout(run, "b")) == {"v": "bonjour-x", "retrain": True}
     assert run.node("b").attempts[0].argv[-1] == run.node("a").outputs["r"]
-    assert run.outputs == {"value": "bonjour-x", "echoed": run.node("b").result}
+    assert run.outputs == {"value": "bonjour-x", "echoed": run.node("a").outputs["r"]}
 
 
 @pytest.mark.parametrize(("retrain", "phase"), [("true", "Succeeded"), ("false", "Skipped")])
@@ -140,9 +147,9 @@ def test_when_runs_or_skips_a_task_and_dependants_still_run(executor_for, retrai
     run = executor_for(as_rendered(wiring_workflow(retrain))).submit("wiring", {"retrain": retrain})
     assert run.phase == "Succeeded", run.summary()
     assert run.node("c").phase == phase
-    assert run.node("d").result == f"after c: {phase}"
+    assert stdout(run, "d") == "after c", "a skipped dependency lets its dependants run"
     if phase == "Succeeded":
-        assert run.node("c").result == "conditional ran"
+        assert stdout(run, "c") == "conditional ran"
     else:
         assert run.node("c").attempts == [] and "false" in run.node("c").message
 
@@ -202,7 +209,7 @@ def test_template_ref_runs_the_referenced_templates_own_tree(executor_for):
     assert run.phase == "Succeeded", run.summary()
     assert run.node("call.leaf").phase == "Succeeded"
     assert run.node("call").outputs == {"v": "via-ref"}
-    assert run.node("after").result == "via-ref"
+    assert stdout(run, "after") == "via-ref"
 
 
 def test_a_broken_template_ref_fails_the_task_with_a_clear_message(executor_for):
@@ -323,7 +330,7 @@ def test_env_comes_only_from_the_container_spec_and_the_supplied_secrets(executo
     )
     run = executor.submit("env")
     assert run.phase == "Succeeded", run.summary()
-    seen = json.loads(run.root.result)
+    seen = json.loads(run.root.attempts[-1].stdout)
     assert seen["DB"] == "postgresql://db" and seen["TRACKING"] == "http://mlflow" and seen["EXTRA"] == "1"
     assert seen["LEAK"] is None, "the host's environment must not leak into steps"
     assert seen["HOME"].endswith("/home") and seen["HOME"] != "/tmp/home", "paths under a mount are localized"
@@ -384,51 +391,27 @@ def test_mutex_serializes_concurrent_runs(executor_for, tmp_path):
         assert overlap is (not mutex), f"mutex={mutex} spans={spans}"
 
 
-def test_steps_run_in_sequence_and_pass_outputs_and_when(executor_for):
-    from hera.workflows import Step, Steps
-
-    with Workflow(name="stepwise", entrypoint="main", arguments=[Parameter(name="flag", value="go")]) as w:
-        write = py("write", WRITE_JSON, '{"n": 41}', OUT, outputs=json_output())
-        echo = py("echo", PRINT, "{{inputs.parameters.msg}}", inputs=["msg"])
-        with Steps(
-            name="main",
-            outputs=[
-                Parameter(
-                    name="n",
-                    value_from=ValueFrom(expression="jsonpath(steps.first.outputs.parameters.r, '$.n') + 1"),
-                )
-            ],
-        ) as s:
-            Step(name="first", template=write)
-            with s.parallel():
-                Step(name="second", template=echo, arguments={"msg": "{{steps.first.outputs.parameters.r}}"})
-                Step(
-                    name="never",
-                    template=echo,
-                    arguments={"msg": "x"},
-                    when="{{workflow.parameters.flag}} == stop",
-                )
-    run = executor_for(as_rendered(w)).submit("stepwise")
-    assert run.phase == "Succeeded", run.summary()
-    assert json.loads(run.node("second").result) == {"n": 41}
-    assert run.node("never").phase == "Skipped"
-    assert run.outputs == {"n": "42"}
+@pytest.mark.parametrize(
+    ("expression", "scope", "expected"),
+    [
+        ("jsonpath(r, '$.retrain') == true", {"r": '{"retrain": true}'}, True),
+        ("jsonpath(r, '$.retrain') == true", {"r": '{"retrain": "true"}'}, False),
+        ("jsonpath(r, '$.a.b')", {"r": '{"a": {"b": "x"}}'}, "x"),
+        ("asInt(lastRetry.exitCode) != 2", {"lastRetry.exitCode": "2"}, False),
+        ("asInt(lastRetry.exitCode) != 2", {"lastRetry.exitCode": "1"}, True),
+    ],
+)
+def test_expressions_the_rendered_yaml_holds(expression, scope, expected):
+    assert evaluate(expression, scope) == expected
 
 
 @pytest.mark.parametrize(
-    ("expression", "phases", "expected"),
-    [
-        ("a", {"a": "Succeeded"}, True),
-        ("a", {"a": "Skipped"}, True),
-        ("a", {"a": "Failed"}, False),
-        ("a.Failed", {"a": "Failed"}, True),
-        ("a && b", {"a": "Succeeded", "b": "Failed"}, False),
-        ("(a || b) && !c.Succeeded", {"a": "Failed", "b": "Succeeded", "c": "Skipped"}, True),
-        ("a.Completed", {"a": "Failed"}, True),
-    ],
+    "expression",
+    ["a + 1", "a == 1 && b == 2", "len(a)", "jsonpath(a, '$[0]')", "asInt(a) > 2", "a ? b : c"],
 )
-def test_depends_expressions(expression, phases, expected):
-    assert evaluate_depends(expression, phases) is expected
+def test_other_expressions_are_refused(expression):
+    with pytest.raises(UnsupportedFeature, match="only NAME, jsonpath|only \$.key paths"):
+        evaluate(expression, {"a": "1", "b": "2", "c": "3"})
 
 
 def test_cli_runs_a_rendered_file(tmp_path):
@@ -457,10 +440,61 @@ def test_cli_runs_a_rendered_file(tmp_path):
     assert "c" in done.stdout and "Succeeded" in done.stdout
 
 
-def test_unsupported_features_are_refused_loudly(executor_for):
+def refused(executor_for, *objects) -> str:
+    with pytest.raises(UnsupportedFeature) as info:
+        executor_for(as_rendered(*objects)).submit(objects[-1].name)
+    return str(info.value)
+
+
+def test_loops_steps_scripts_and_continue_on_are_refused_before_anything_runs(executor_for, tmp_path):
+    from hera.workflows import Step, Steps, script
+
+    marker = tmp_path / "ran"
+    touch = ("import pathlib, sys; pathlib.Path(sys.argv[1]).touch()", str(marker))
     with Workflow(name="loop", entrypoint="main") as w:
-        echo = py("echo", PRINT, "{{inputs.parameters.msg}}", inputs=["msg"])
+        first, echo = py("first", *touch), py("echo", PRINT, "{{inputs.parameters.msg}}", inputs=["msg"])
         with DAG(name="main"):
-            echo(name="each", arguments={"msg": "{{item}}"}, with_items=["a", "b"])
-    with pytest.raises(UnsupportedFeature, match="withItems"):
-        executor_for(as_rendered(w)).submit("loop")
+            first(name="first") >> echo(name="each", arguments={"msg": "{{item}}"}, with_items=["a", "b"])
+    assert "task field(s) withItems" in refused(executor_for, w)
+    assert not marker.exists(), "the first task must not run before the refusal"
+
+    with Workflow(name="stepwise", entrypoint="main") as w:
+        echo = py("echo", PRINT, "x")
+        with Steps(name="main"):
+            Step(name="one", template=echo)
+    assert "template field(s) steps" in refused(executor_for, w)
+
+    @script(image="python:3.11")
+    def hello():
+        print("hi")
+
+    with Workflow(name="scripted", entrypoint="hello") as w:
+        hello()
+    assert "template field(s) script" in refused(executor_for, w)
+
+    with Workflow(name="tolerant", entrypoint="main") as w:
+        echo = py("echo", PRINT, "x")
+        with DAG(name="main"):
+            echo(name="a", continue_on={"failed": True})
+    assert "task field(s) continueOn" in refused(executor_for, w)
+
+
+def test_field_refs_retry_policies_and_depends_results_are_refused(executor_for):
+    from hera.workflows import RetryStrategy
+    from hera.workflows.models import ObjectFieldSelector
+
+    with Workflow(name="fieldref", entrypoint="show") as w:
+        py("show", PRINT, "x", env=[EnvVar(name="POD", value_from=EnvVarSource(
+            field_ref=ObjectFieldSelector(field_path="metadata.name")))])  # fmt: skip
+    assert "env source field(s) fieldRef" in refused(executor_for, w)
+
+    with Workflow(name="onerror", entrypoint="flaky") as w:
+        py("flaky", PRINT, "x", retry_strategy=RetryStrategy(limit="1", retry_policy="OnError"))
+    assert "retryPolicy OnError" in refused(executor_for, w)
+
+    with Workflow(name="cleanup", entrypoint="main") as w:
+        echo = py("echo", PRINT, "x")
+        with DAG(name="main"):
+            Task(name="a", template=echo)
+            Task(name="b", template=echo, depends="a.Failed")
+    assert "depends 'a.Failed'" in refused(executor_for, w)

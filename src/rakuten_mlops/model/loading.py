@@ -13,7 +13,7 @@ def model_uri(name: str, *, version: str | None = None, alias: str = "production
 def load_pipeline(uri: str):
     """The scikit-learn Pipeline behind ``uri`` (``models:/...``, ``runs:/...`` or a local path).
 
-    MLflow 3 refuses to deserialize any model (skops included) unless
+    MLflow refuses to deserialize any model (skops included) unless
     ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is true. Our own registry is a trusted source, so
     it is switched on here unless the operator set it explicitly (set it to ``false`` to forbid).
     The skops allow-list saved with the model still limits which types can be loaded.

@@ -1,8 +1,8 @@
 """Drift tests, all run by Evidently 0.7 (``ValueDrift``) so they appear in its HTML report.
 
 Evidently's own ``chisquare`` is a goodness-of-fit test that takes the reference proportions as
-exact: with a reference of a few thousand rows it flagged 52 % of same-distribution windows of
-4,000 predictions (measured, see docs/monitoring.md). The predicted-class test is therefore a
+exact: with a reference of a few thousand rows it flags many windows drawn from the reference's
+own distribution (docs/monitoring.md has the false-alarm rate). The predicted-class test is a
 two-sample chi-square (scipy's ``chi2_contingency`` on the 2 x classes count table), registered
 here as an Evidently stat test named ``chi2_two_sample``.
 """

@@ -1,10 +1,8 @@
 """``POST /predict`` and ``POST /predict/batch`` answered in plain ASGI, in front of FastAPI.
 
-Profiled with wrk at 32 connections (one worker, FastAPI 0.165): FastAPI's middleware stack,
-routing and dependency solving cost about 200 µs per request, as much as the model itself,
-and a trivial FastAPI route tops out near 3,800 requests/s where plain ASGI on the same
-uvicorn does 18,000. The two prediction paths carry nearly all the traffic, so they are
-answered here: the same body checks as ``BodyGuard``, the same pydantic request models
+FastAPI's middleware stack, routing and dependency solving cost about as much per request as
+the model itself (docs/serving.md has the profile). The two prediction paths carry nearly all
+the traffic, so they are answered here: the same body checks as ``BodyGuard``, the same pydantic request models
 (validated straight from the JSON bytes), the same ``PredictionService`` and the same error
 mapping (``errors.py``) as the FastAPI routes in ``routers/predictions.py``, which stay the
 documented interface (OpenAPI) and serve these paths when ``RAKUTEN_SERVE_FAST_PATH=false``.

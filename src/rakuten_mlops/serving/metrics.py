@@ -5,7 +5,7 @@ that directory and ``/metrics`` aggregates them, whichever worker answers the sc
 
 ``rakuten_model_info`` shows only the version(s) live workers serve now. prometheus-client cannot
 remove a labelset in multiprocess mode (``Gauge.remove`` only warns: the worker's mmap file keeps
-the sample, prometheus/client_python#720 and #916), so there a worker sets the version it stopped
+the sample), so there a worker sets the version it stopped
 serving to 0 and ``/metrics`` drops the 0-valued samples after the ``livemax`` merge; the files of
 live gauges of workers that died without ``mark_process_dead`` (killed, crashed) are removed at
 scrape time.

@@ -28,8 +28,9 @@ from typing import Any, Literal
 import numpy as np
 
 from rakuten_mlops.errors import ModelNotFoundError, RegistryUnavailableError
+from rakuten_mlops.model.loading import load_pipeline
+from rakuten_mlops.model.runner import plan_for
 from rakuten_mlops.serving.errors import ModelNotReadyError
-from rakuten_mlops.serving.inference import plan_for
 from rakuten_mlops.settings import Settings
 
 log = logging.getLogger("rakuten_mlops.serving")
@@ -134,17 +135,6 @@ class ReloadSignal:
         finally:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
-
-
-def load_pipeline(uri: str) -> Any:
-    """The sklearn pipeline behind a ``models:/`` URI (the training package's loader when present)."""
-    try:
-        from rakuten_mlops.model.loading import load_pipeline as load
-    except ImportError:
-        import mlflow.sklearn
-
-        return mlflow.sklearn.load_model(uri)
-    return load(uri)
 
 
 class ModelStore:
@@ -428,8 +418,8 @@ def freeze_heap() -> None:
     """Take every object alive after the first model load out of the garbage collector's scans.
 
     The imports (MLflow, scikit-learn, pandas, FastAPI) leave about a million tracked objects.
-    Under load a full collection runs every few seconds and scanned them all: measured 350 ms
-    pauses, the whole p99 at 32 connections. ``gc.freeze()`` moves them to the permanent
+    Under load a full collection runs every few seconds and would scan them all, a pause that
+    becomes the requests' tail latency. ``gc.freeze()`` moves them to the permanent
     generation (what Instagram and gunicorn's preload do); reference counting still frees
     them, and later objects are collected as usual.
     """

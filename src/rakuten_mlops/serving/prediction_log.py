@@ -6,11 +6,10 @@ the batch is kept and retried while new rows wait in the queue; when the queue i
 rows are dropped and counted. ``close()`` writes whatever is left (graceful shutdown).
 
 The queue is a deque of the request batches' rows under one condition variable, and the writer
-is woken only when a full batch is waiting (or at its deadline): a ``queue.Queue`` woke it for
-every row, and at 2,500 predictions/s those wake-ups took the GIL from the request path (8 % of
-the API's samples). On Postgres the rows are turned into COPY text as they are queued, a few
-microseconds per request batch: formatting 500 rows in the writer held the GIL for milliseconds
-at a time, and the requests in flight waited (a visible part of the API's p99).
+is woken only when a full batch is waiting (or at its deadline), not for every row: each wake-up
+takes the GIL from the request path. On Postgres the rows are turned into COPY text as they are
+queued, one request batch at a time, so the writer only sends: formatting a whole write in the
+writer thread would hold the GIL, and the requests in flight would wait.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -43,6 +43,7 @@ class PredictionRecord(NamedTuple):
 
 
 COLUMNS = ", ".join(PredictionRecord._fields)
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 
 
 class _Chunk(NamedTuple):
@@ -53,10 +54,23 @@ class _Chunk(NamedTuple):
 
 
 def copy_text(rows: list[PredictionRecord]) -> str:
-    """``rows`` as the CSV that ``COPY predictions FROM STDIN (FORMAT csv)`` reads (None -> NULL)."""
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    return buffer.getvalue()
+    """``rows`` as the CSV that ``COPY predictions FROM STDIN (FORMAT csv)`` reads (None -> NULL).
+
+    Only the model version may hold characters CSV must quote (prediction ids are hex and
+    dashes): without any, each row is one f-string, else the csv module quotes.
+    """
+    stamps = {created: str(created) for created in {row[1] for row in rows}}  # a batch shares one
+    if any(_NEEDS_QUOTES.search(version) for version in {row[2] for row in rows}):
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:]) for row in rows])
+        return buffer.getvalue()
+    return "".join(
+        [
+            f"{pid},{stamps[at]},{version},{code},{confidence},{length},{words},{empty},"
+            f"{'' if oov is None else oov},{'' if productid is None else productid}\n"
+            for pid, at, version, code, confidence, length, words, empty, oov, productid in rows
+        ]
+    )
 
 
 class PredictionLog:

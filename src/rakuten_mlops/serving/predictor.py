@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
-
 from rakuten_mlops.data.categories import category_name
 from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
 from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
@@ -144,21 +142,9 @@ class PredictionService:
             if counter is None:
                 counter = counters[code] = m.predictions.labels(str(code))
             counter.inc(count)
-        observe_many(m.confidence, [row[0] for row in probabilities])
-        observe_many(m.input_length, [f[0] for f in features])
-
-
-def observe_many(histogram, values: list[float]) -> None:
-    """``histogram.observe`` for many values: bucket counts with numpy, one increment per bucket."""
-    buckets = getattr(histogram, "_buckets", None)
-    bounds = getattr(histogram, "_upper_bounds", None)
-    if buckets is None or bounds is None or len(values) < 8:
-        for value in values:
-            histogram.observe(value)
-        return
-    array = np.asarray(values, dtype=float)
-    counts = np.bincount(np.searchsorted(np.asarray(bounds), array, side="left"), minlength=len(bounds))
-    for bucket, count in zip(buckets, counts.tolist(), strict=False):
-        if count:
-            bucket.inc(count)
-    histogram._sum.inc(float(array.sum()))
+        observe = m.confidence.observe
+        for row in probabilities:
+            observe(row[0])
+        observe = m.input_length.observe
+        for row in features:
+            observe(row[0])

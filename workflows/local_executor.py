@@ -478,6 +478,8 @@ class LocalExecutor:
             ((kind, ref),) = var["valueFrom"].items()
             store = self.secrets if kind == "secretKeyRef" else self.config_maps
             if ref["key"] not in store.get(ref["name"], {}):
+                if ref.get("optional"):  # as the kubelet does: an optional missing key sets nothing
+                    continue
                 raise ExecutorError(f"env {var['name']}: {kind} {ref['name']}/{ref['key']} does not exist")
             env[var["name"]] = store[ref["name"]][ref["key"]]
         return env

@@ -315,7 +315,8 @@ class ModelRegistry:
 
     @contextmanager
     def locked(self) -> Iterator[AliasTransaction]:
-        """The registry lock, with the alias read under it; moves and rows commit together."""
+        """The registry lock, with the alias read under it; rows commit only when the block,
+        the alias move included, succeeds (so move the alias last)."""
         with registry_lock(self.settings, self.name) as conn:
             yield AliasTransaction(self, conn, self.production_version())
 
@@ -340,11 +341,10 @@ class ModelRegistry:
         with self.locked() as txn:
             if txn.current != expect:
                 raise AliasChanged(self.alias, expect, txn.current)
-            for event_type, columns in also_record:
-                txn.record(event_type, **columns)
-            txn.move(to)
             if tags:
                 self.tag(to, tags)
+            for event_type, columns in also_record:
+                txn.record(event_type, **columns)
             txn.record(
                 event,
                 version=to,
@@ -354,6 +354,7 @@ class ModelRegistry:
                 actor=actor,
                 details=details,
             )
+            txn.move(to)  # last: a failed move rolls the rows back with it
 
 
 @dataclass

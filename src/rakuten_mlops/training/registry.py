@@ -245,11 +245,9 @@ def _decide(
 
 
 def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecision) -> None:
-    """Alias move, version tags and the model_events row (inside the registry lock)."""
+    """Version tags, the model_events row and the alias move, last (inside the registry lock)."""
     if decision.production_version == decision.version:
         return
-    if decision.promoted:
-        txn.move(decision.version)
     label = "forced" if decision.forced else decision.decision
     tags = {
         "gate_decision": label,
@@ -280,6 +278,8 @@ def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecisio
             "forced": decision.forced,
         },
     )
+    if decision.promoted:
+        txn.move(decision.version)  # last: a failed move rolls the row back with it
 
 
 # --- rollback -----------------------------------------------------------------------------

@@ -21,12 +21,12 @@ from functools import partial
 import pytest
 import sqlalchemy as sa
 import yaml
-from emulated_api import DEPLOYMENTS, SERVEDMODELS
-from operator_harness import DeploymentController, api_deployment, served_model
 
 from rakuten_mlops.registry import ModelRegistry
 from rakuten_operator.reconcile import ModelRollout
 from rakuten_operator.rollout import ServedModelSpec
+from tests.operator.emulated_api import DEPLOYMENTS, SERVEDMODELS
+from tests.operator.operator_harness import DeploymentController, api_deployment, served_model
 
 #: Rounds per interleaving: the forced ones are deterministic, the free ones vary with timing.
 ROUNDS = {"promotion-first": 2, "rollback-first": 2, "free": 6}

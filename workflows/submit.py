@@ -32,66 +32,32 @@ def submit(
     With ``apply`` the object itself is created (or updated) from this code first, for clusters
     where the chart did not install it.
     """
-    from hera.workflows import WorkflowsService
-    from hera.workflows.models import SubmitOpts, WorkflowSubmitRequest
+    from rakuten_mlops.argo import ArgoError, ArgoServer, base_url
+    from rakuten_mlops.settings import Settings
 
     objects = objects_by_name()
     if name not in objects:
         raise SubmitError(f"unknown workflow {name!r}; choose one of {sorted(objects)}")
-    server = server or os.environ.get("ARGO_SERVER")
+    settings = Settings()
+    server = server if server is not None else settings.argo_server
     if not server:
         raise SubmitError("no Argo server: set ARGO_SERVER (e.g. https://localhost:2746) or pass --server")
-    if "://" not in server:
-        server = f"https://{server}"
-    token = token or os.environ.get("ARGO_TOKEN") or None
-    namespace = namespace or os.environ.get("ARGO_NAMESPACE") or common.NAMESPACE
+    if token is None and settings.argo_token is not None:
+        token = settings.argo_token.get_secret_value()
+    argo = ArgoServer(
+        url=base_url(server, settings.argo_secure),
+        namespace=namespace or os.environ.get("ARGO_NAMESPACE") or common.NAMESPACE,
+        token=token,
+        verify=verify_ssl and not settings.argo_insecure_skip_verify,
+    )
     obj = objects[name]
-    kind = obj.to_dict()["kind"]
-    service = WorkflowsService(host=server, token=token, namespace=namespace, verify_ssl=verify_ssl)
-    if apply:
-        try:
-            _apply(service, obj, kind, namespace)
-        except Exception as exc:
-            raise SubmitError(f"Argo server {server} refused to create/update {kind}/{name}: {exc}") from exc
-    request = WorkflowSubmitRequest(
-        namespace=namespace,
-        resource_kind=kind,
-        resource_name=name,
-        submit_options=SubmitOpts(
-            generate_name=f"{name}-",
-            parameters=[f"{k}={v}" for k, v in (parameters or {}).items()] or None,
-        ),
-    )
     try:
-        workflow = service.submit_workflow(request, namespace=namespace)
-    except Exception as exc:  # hera raises plain exceptions carrying the server's answer
-        raise SubmitError(f"Argo server {server} refused to submit {kind}/{name}: {exc}") from exc
-    return workflow.metadata.name
-
-
-def _apply(service, obj, kind: str, namespace: str) -> None:
-    from hera.workflows.models import (
-        CreateCronWorkflowRequest,
-        UpdateCronWorkflowRequest,
-        WorkflowTemplateCreateRequest,
-        WorkflowTemplateUpdateRequest,
-    )
-
-    obj.namespace = namespace
-    model = obj.build()
-    if kind == "WorkflowTemplate":
-        try:
-            current = service.get_workflow_template(obj.name, namespace=namespace)
-            model.metadata.resource_version = current.metadata.resource_version
-            service.update_workflow_template(
-                obj.name, WorkflowTemplateUpdateRequest(template=model), namespace
-            )
-        except Exception:
-            service.create_workflow_template(WorkflowTemplateCreateRequest(template=model), namespace)
-    else:
-        try:
-            current = service.get_cron_workflow(obj.name, namespace=namespace)
-            model.metadata.resource_version = current.metadata.resource_version
-            service.update_cron_workflow(obj.name, UpdateCronWorkflowRequest(cron_workflow=model), namespace)
-        except Exception:
-            service.create_cron_workflow(CreateCronWorkflowRequest(cron_workflow=model), namespace)
+        if apply:
+            obj.namespace = argo.namespace
+            argo.apply(obj.to_dict())
+        kind = obj.to_dict()["kind"]
+        parameters = [f"{k}={v}" for k, v in (parameters or {}).items()]
+        workflow = argo.submit(kind, name, generate_name=f"{name}-", parameters=parameters)
+    except ArgoError as exc:
+        raise SubmitError(str(exc)) from exc
+    return workflow["metadata"]["name"]

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 import kopf
 
+from rakuten_mlops.errors import RegistryUnavailableError
 from rakuten_operator import GROUP, PEERING_NAME, PLURAL, VERSION
 from rakuten_operator.cluster import Cluster, ClusterUnavailable, DeploymentNotFound
 from rakuten_operator.reconcile import ModelRollout
-from rakuten_operator.registry import FAIL_FAST_ENV, RegistryUnavailable
 from rakuten_operator.rollout import RolloutStatus, ServedModelSpec, wait_seconds
 
 log = logging.getLogger("rakuten_operator")
@@ -35,8 +34,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Namespaced operator: listing namespaces or CRDs would need a ClusterRole.
     settings.scanning.disabled = True
     settings.posting.reporting_component = "rakuten-mlops-operator"
-    for key, value in FAIL_FAST_ENV.items():  # unless the deployment sets them
-        os.environ.setdefault(key, value)
     if settings.peering.name == "default":
         settings.peering.name = PEERING_NAME
 
@@ -47,7 +44,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def check_target(spec: kopf.Spec, namespace: str, body: kopf.Body, **_: Any) -> None:
     """Refuse a ServedModel whose spec is invalid or whose Deployment does not exist.
 
-    kopf (1.45) no longer turns log lines into Events by default, so failures are also posted
+    kopf does not turn log lines into Events by default, so failures are also posted
     explicitly: ``kubectl describe servedmodel`` shows why.
     """
     try:
@@ -94,7 +91,7 @@ async def follow_alias(
                 notify("Warning", "DeploymentNotFound", str(exc))
                 log.warning("%s/%s: %s", namespace, name, exc)
                 missing_reported = True
-        except RegistryUnavailable as exc:
+        except RegistryUnavailableError as exc:
             notify("Warning", "RegistryUnavailable", f"{exc}; retrying in {spec.poll_seconds:g}s")
             raise kopf.TemporaryError(str(exc), delay=spec.poll_seconds) from exc
         except ClusterUnavailable as exc:

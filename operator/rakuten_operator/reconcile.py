@@ -12,9 +12,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from rakuten_mlops.registry import AliasChanged, ModelRegistry
+from rakuten_mlops.settings import Settings
 from rakuten_operator import FAILURE_TAG
 from rakuten_operator.cluster import Cluster
-from rakuten_operator.registry import ModelRegistry
 from rakuten_operator.rollout import (
     Phase,
     RolloutStatus,
@@ -48,25 +49,35 @@ class ModelRollout:
         cluster: Cluster,
         notify: Notify,
         db_url: str | None = None,
-        registry_factory: Callable[[str | None], ModelRegistry] = ModelRegistry,
     ) -> None:
         self.name = name
         self.namespace = namespace
         self.cluster = cluster
         self.notify = notify
         self.db_url = db_url if db_url is not None else os.environ.get("RAKUTEN_DATABASE_URL")
-        self.registry_factory = registry_factory
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    def registry(self, spec: ServedModelSpec) -> ModelRegistry:
+        """The registry adapter for the ServedModel's model and alias; alias moves lock and
+        record in the data database (``RAKUTEN_DATABASE_URL``, else the embedded default)."""
+        uri = spec.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise ValueError("no MLflow tracking URI: set spec.mlflowTrackingUri or MLFLOW_TRACKING_URI")
+        update = {"mlflow_tracking_uri": uri, "registered_model": spec.registered_model}
+        update["production_alias"] = spec.alias
+        if self.db_url:
+            update["database_url"] = self.db_url
+        return ModelRegistry(Settings().model_copy(update=update))
+
     def step(self, spec: ServedModelSpec, raw_status: dict[str, Any]) -> dict[str, Any]:
         """Run one step and return the status as it now is (unchanged if nothing happened)."""
-        registry = self.registry_factory(spec.mlflow_tracking_uri)
+        registry = self.registry(spec)
         deployment = self.cluster.get_deployment(spec.deployment)
         view = read_deployment(deployment, spec.container)
-        alias_version = registry.alias_version(spec.registered_model, spec.alias)
+        alias_version = registry.production_version()
         status = RolloutStatus.from_status(raw_status)
         step = next_step(spec, status, alias_version, view, utcnow())
         if step.kind in (StepKind.NOTHING, StepKind.WAIT):
@@ -77,7 +88,7 @@ class ModelRollout:
         if step.kind == StepKind.READY:
             return self._ready(spec, raw_status, step)
         if step.kind == StepKind.ROLLBACK:
-            return self._rollback(spec, raw_status, step, deployment, registry, alias_version)
+            return self._rollback(spec, raw_status, step, deployment, registry)
         if step.kind == StepKind.FAIL:
             return self._fail(spec, raw_status, step)
         return self._no_alias(raw_status, step)
@@ -134,28 +145,26 @@ class ModelRollout:
         self.notify("Normal", "RolloutComplete", message)
         return new
 
-    def _rollback(self, spec, raw_status, step: Step, deployment, registry, alias_version) -> dict[str, Any]:
+    def _rollback(self, spec, raw_status, step: Step, deployment, registry: ModelRegistry) -> dict[str, Any]:
+        """Pin the previous version back, then move the alias back if it still names the failed
+        version: compare-and-set under the registry lock, its rows in the same transaction, so a
+        promotion that landed meanwhile is never overwritten."""
         target, failed = step.version, step.previous_version
         self._pin(spec, deployment, target)
-        if alias_version == failed:
-            registry.move_alias(spec.registered_model, spec.alias, target)
-            log.info("%s: moved alias %s back to %s", self.ref, spec.alias, target)
-        else:
-            log.info("%s: alias %s now points to %s, left as is", self.ref, spec.alias, alias_version)
-        registry.tag_version(spec.registered_model, failed, FAILURE_TAG, step.reason[:500])
-        message = f"version {failed} failed ({step.reason}); rolled back to version {target}"
+        registry.tag(failed, {FAILURE_TAG: step.reason[:500]})
         details = {"servedmodel": self.ref, "deployment": spec.deployment}
-        self._record(
-            "rollout_failed",
-            spec,
-            version=failed,
-            previous_version=target,
-            reason=step.reason,
-            details=details,
+        failed_row = dict(
+            version=failed, previous_version=target, reason=step.reason, actor="operator", details=details
         )
-        self._record(
-            "rollback", spec, version=target, previous_version=failed, reason=step.reason, details=details
-        )
+        try:
+            registry.move_alias(
+                target, failed, step.reason, "operator", details=details, also_record=(("rollout_failed", failed_row),)
+            )  # fmt: skip
+            log.info("%s: moved alias %s back to %s", self.ref, spec.alias, target)
+        except AliasChanged as exc:
+            log.info("%s: alias %s now points to %s, left as is", self.ref, spec.alias, exc.current)
+            self._record("rollout_failed", spec, **{k: v for k, v in failed_row.items() if k != "actor"})
+        message = f"version {failed} failed ({step.reason}); rolled back to version {target}"
         new = self._write(
             raw_status,
             Phase.ROLLED_BACK,

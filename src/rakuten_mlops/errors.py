@@ -54,3 +54,7 @@ class ObjectStoreUnavailable(PlatformError):
     """The S3 endpoint cannot be reached or refuses the credentials."""
 
     exit_code = 6
+
+
+class RetrainAlreadyRunning(PlatformError):
+    """A retraining job started earlier is still running."""

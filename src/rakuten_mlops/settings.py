@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     argo_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ARGO_TOKEN", "RAKUTEN_ARGO_TOKEN")
     )
+    argo_secure: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("ARGO_SECURE", "RAKUTEN_ARGO_SECURE"),
+        description="HTTPS for an ARGO_SERVER given as host:port (the argo CLI's ARGO_SECURE).",
+    )
+    argo_insecure_skip_verify: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("ARGO_INSECURE_SKIP_VERIFY", "RAKUTEN_ARGO_INSECURE_SKIP_VERIFY"),
+        description="Accept the Argo server's self-signed certificate.",
+    )
     prometheus_url: str | None = None
 
     @field_validator("admin_token")

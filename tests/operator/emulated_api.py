@@ -4,7 +4,7 @@ No Kubernetes cluster can run on this machine (no container runtime for nodes, n
 beyond the package registries), so the operator's integration tests talk to kmock's
 in-memory emulator over real HTTP instead. kmock stores objects, serves list/watch/get,
 create, merge-patch and delete; the few API-server behaviours the operator relies on and
-kmock 0.8 leaves out are added here, each as the real API server does it:
+kmock leaves out are added here, each as the real API server does it:
 
 - ``metadata.generateName`` gets a random suffix (kopf posts Events that way; without it
   kmock stores every Event under the name ``None`` and refuses the second one);

@@ -244,7 +244,7 @@ def argo_stub(stand_in_server):
 
 def test_kubernetes_retrain_submits_the_workflow_template(settings, argo_stub, monkeypatch):
     address, recorded = argo_stub
-    monkeypatch.setenv("ARGO_SECURE", "false")
+    settings.argo_secure = False  # the argo CLI's ARGO_SECURE=false
     settings.retrain_mode = "kubernetes"
     settings.argo_server = address
     settings.argo_token = SecretStr("abc123")
@@ -268,7 +268,7 @@ def test_kubernetes_retrain_submits_the_workflow_template(settings, argo_stub, m
 def test_kubernetes_retrain_reports_an_unreachable_argo_server(settings, monkeypatch):
     from rakuten_mlops.serving.errors import RetrainSubmissionError
 
-    monkeypatch.setenv("ARGO_SECURE", "false")
+    settings.argo_secure = False  # the argo CLI's ARGO_SECURE=false
     settings.argo_server = f"127.0.0.1:{free_port()}"
     with pytest.raises(RetrainSubmissionError, match="cannot reach the Argo server"):
         ArgoRetrainer(settings).start()

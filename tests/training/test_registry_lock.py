@@ -9,7 +9,7 @@ from rakuten_mlops.settings import Settings
 
 
 def test_registry_lock_is_exclusive(db_url, tmp_path, monkeypatch):
-    from rakuten_mlops.training.registry import registry_lock
+    from rakuten_mlops.registry import registry_lock
 
     monkeypatch.setenv("RAKUTEN_HOME", str(tmp_path / "home"))
     settings = Settings(database_url=db_url)
@@ -35,7 +35,7 @@ def test_registry_lock_is_exclusive(db_url, tmp_path, monkeypatch):
 
 
 def test_lock_is_released_when_the_holder_fails(db_url, tmp_path, monkeypatch):
-    from rakuten_mlops.training.registry import registry_lock
+    from rakuten_mlops.registry import registry_lock
 
     monkeypatch.setenv("RAKUTEN_HOME", str(tmp_path / "home"))
     settings = Settings(database_url=db_url)

@@ -21,13 +21,13 @@ def gate_env(settings, monkeypatch):
 
 
 def _client(settings):
-    from rakuten_mlops.training.tracking import configure_mlflow
+    from rakuten_mlops.registry import connect
 
-    return configure_mlflow(settings)
+    return connect(settings)
 
 
 def _production(settings) -> str | None:
-    from rakuten_mlops.training.registry import production_version
+    from rakuten_mlops.registry import production_version
 
     return production_version(settings)
 

@@ -30,8 +30,9 @@ def unique_model(monkeypatch, server_settings):
 
 def test_train_promote_load_by_alias_from_the_server(server_settings, mlflow_server_on_s3, monkeypatch, cli):
     from rakuten_mlops.model.loading import load_pipeline
+    from rakuten_mlops.registry import production_version
     from rakuten_mlops.settings import Settings
-    from rakuten_mlops.training.registry import list_versions, production_version
+    from rakuten_mlops.training.registry import list_versions
     from rakuten_mlops.training.train import run_training
 
     monkeypatch.setenv("RAKUTEN_MIN_F1", "0.5")
@@ -72,7 +73,7 @@ def test_worse_model_refused_then_rollback_on_servers(unique_model, cli):
     refused = cli("train", "--promote")
     assert refused.code == 0 and "version 3 REJECTED" in refused.out
 
-    from rakuten_mlops.training.registry import production_version
+    from rakuten_mlops.registry import production_version
 
     assert production_version(settings) == "2"
     back = cli("rollback", "--reason", "prefer the first model")
@@ -82,8 +83,8 @@ def test_worse_model_refused_then_rollback_on_servers(unique_model, cli):
 
 
 def test_mlflow_going_away_touches_no_alias(unique_model, cli, monkeypatch):
+    from rakuten_mlops.registry import production_version
     from rakuten_mlops.settings import Settings
-    from rakuten_mlops.training.registry import production_version
 
     settings = unique_model
     insert_products(settings.database_url, generated(2500, 24))
@@ -108,7 +109,7 @@ def test_mlflow_going_away_touches_no_alias(unique_model, cli, monkeypatch):
 
 def test_two_processes_promoting_at_once_keep_the_better_model(unique_model):
     """Two `rakuten-mlops promote` processes start together (Postgres row lock, MLflow server)."""
-    from rakuten_mlops.training.registry import production_version
+    from rakuten_mlops.registry import production_version
     from rakuten_mlops.training.train import run_training
 
     settings = unique_model

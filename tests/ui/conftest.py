@@ -97,7 +97,7 @@ def _insert_monitoring_rows(settings, html_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
-    """Real data, real trainings, real registry (about 30-60 s once per session)."""
+    """Real data, real trainings, real registry (once per session)."""
     from rakuten_mlops.data.generator import generate_to_dir
     from rakuten_mlops.data.loader import LoadPlan, load_next_batch
     from rakuten_mlops.db import engine_for
@@ -123,7 +123,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
 def empty_platform(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home with both databases created and nothing in them (MLflow's schema takes seconds)."""
     from rakuten_mlops.db import engine_for, upgrade
-    from rakuten_mlops.training.registry import production_version
+    from rakuten_mlops.registry import production_version
 
     home = tmp_path_factory.mktemp("ui-empty") / "home"
     settings = _settings_for(home)

@@ -34,19 +34,13 @@ class DataStatus:
 
 def production_lineage(settings: Settings) -> tuple[str | None, list[int], str | None]:
     """(production version, load batch ids it was trained on, error) from the MLflow registry."""
-    try:
-        from mlflow import MlflowClient
+    from rakuten_mlops import registry
 
-        client = MlflowClient(
-            tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
-        )
-        mv = client.get_model_version_by_alias(settings.registered_model, settings.production_alias)
-    except Exception as exc:  # no model yet, or registry down: status still reports the data
-        message = str(exc).splitlines()[0][:200]
-        missing = "RESOURCE_DOES_NOT_EXIST" in message or "not found" in message.lower()
-        return None, [], None if missing else message
-    ids = [int(x) for x in (mv.tags.get("batch_ids") or "").split(",") if x.strip()]
-    return str(mv.version), ids, None
+    try:
+        mv = registry.production_lineage(settings)
+    except Exception as exc:  # registry down: status still reports the data
+        return None, [], str(exc).splitlines()[0][:200]
+    return (mv.version, mv.batch_ids, None) if mv else (None, [], None)
 
 
 def backlog_since(settings: Settings, batch_ids: list[int]) -> int:

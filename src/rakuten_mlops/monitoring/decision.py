@@ -97,9 +97,9 @@ def _drift_check(settings: Settings, version: str) -> tuple[dict[str, Any], str 
 
 def decide(settings: Settings, *, actor: str = "cli") -> Decision:
     """Evaluate every trigger, record the decision in ``model_events`` and return it."""
-    from rakuten_mlops.monitoring.reference import production_version
+    from rakuten_mlops.registry import production_lineage
 
-    mv = production_version(settings)
+    mv = production_lineage(settings)
     if mv is None:
         from rakuten_mlops.data.status import backlog_since
 
@@ -110,8 +110,7 @@ def decide(settings: Settings, *, actor: str = "cli") -> Decision:
             {"production_model": {"value": None, "triggered": True}, "backlog": {"value": backlog}},
         )
     else:
-        version = str(mv.version)
-        batch_ids = [int(x) for x in (mv.tags.get("batch_ids") or "").split(",") if x.strip()]
+        version, batch_ids = mv.version, mv.batch_ids
         checks, reasons = {}, []
         for name, (check, reason) in (
             ("live_f1", _live_f1_check(settings, version)),

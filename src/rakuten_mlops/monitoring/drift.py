@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rakuten_mlops.monitoring import SEVERITY_LEVEL
 from rakuten_mlops.monitoring.stattests import CATEGORICAL, NUMERICAL, TESTS, DriftTest, register_stattests
 from rakuten_mlops.settings import Settings
 
-SEVERITIES = ("none", "low", "medium", "high")
-SEVERITY_LEVEL = {name: level for level, name in enumerate(SEVERITIES)}
 _WINDOW_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -309,9 +308,10 @@ def run_drift_check(
 def _log_to_mlflow(settings: Settings, summary: dict[str, Any], folder: Path) -> str:
     import mlflow
 
-    from rakuten_mlops.training.tracking import configure_mlflow, ensure_experiment, registry_errors
+    from rakuten_mlops.registry import connect, registry_errors
+    from rakuten_mlops.training.tracking import ensure_experiment
 
-    configure_mlflow(settings)
+    connect(settings)
     # MLflow writes "View run ... at: URL" to stdout when a run ends: keep stdout for --json
     with registry_errors(settings), contextlib.redirect_stdout(sys.stderr):
         experiment_id = ensure_experiment(settings, settings.drift_experiment)

@@ -2,8 +2,8 @@
 lineage), measured with the same features the API logs for every prediction.
 
 The model's own outputs (predicted class, confidence) and the out-of-vocabulary rate are biased
-on rows the model was fitted on: measured on the generator's data, confidence on training rows
-flagged drift against 100 % of same-distribution windows. Those columns are therefore taken
+on rows the model was fitted on: confidence on training rows flags drift against windows of the
+same distribution. Those columns are therefore taken
 from the lineage's held-out rows (``split = test``); the input-only features (length, word
 count, empty description) use every sampled lineage row.
 """
@@ -11,7 +11,6 @@ count, empty description) use every sampled lineage row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,48 +31,18 @@ class ProductionModel:
     tags: dict[str, str]
 
 
-def _missing(exc: Exception) -> bool:
-    text = f"{getattr(exc, 'error_code', '')} {exc}"
-    return "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower()
-
-
-def _embedded_store_missing(settings: Settings) -> bool:
-    uri = settings.mlflow_tracking_uri
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
-
-
-def production_version(settings: Settings):
-    """The registry's ModelVersion behind the production alias, or None when there is none yet.
-
-    Raises RegistryUnavailableError when MLflow cannot be reached.
-    """
-    from rakuten_mlops.training.tracking import configure_mlflow, registry_errors
-
-    if _embedded_store_missing(settings):  # nothing was ever registered: skip MLflow's migrations
-        return None
-    client = configure_mlflow(settings)
-    with registry_errors(settings):
-        try:
-            return client.get_model_version_by_alias(settings.registered_model, settings.production_alias)
-        except Exception as exc:
-            if _missing(exc):
-                return None
-            raise
-
-
 def load_production_model(settings: Settings) -> ProductionModel | None:
     """The production pipeline (loaded by its version number, so an alias move mid-run cannot mix
     two models) with its lineage; None when no version carries the production alias."""
     from rakuten_mlops.model.loading import load_pipeline, model_uri
-    from rakuten_mlops.training.tracking import registry_errors
+    from rakuten_mlops.registry import production_lineage, registry_errors
 
-    mv = production_version(settings)
+    mv = production_lineage(settings)
     if mv is None:
         return None
     with registry_errors(settings):
-        pipeline = load_pipeline(model_uri(settings.registered_model, version=str(mv.version)))
-    ids = [int(x) for x in (mv.tags.get("batch_ids") or "").split(",") if x.strip()]
-    return ProductionModel(str(mv.version), ids, pipeline, dict(mv.tags))
+        pipeline = load_pipeline(model_uri(settings.registered_model, version=mv.version))
+    return ProductionModel(mv.version, mv.batch_ids, pipeline, mv.tags)
 
 
 def model_outputs(pipeline: Any, frame: pd.DataFrame) -> pd.DataFrame:

@@ -141,9 +141,6 @@ class _Unavailable:
 
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (what ``rakuten-mlops serve`` runs in each worker)."""
-    # Fail fast on a registry outage instead of MLflow's minutes of retries: the poll retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     logging.basicConfig(
         level=os.environ.get("RAKUTEN_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -20,6 +20,7 @@ from rakuten_mlops.errors import (
     PlatformError,
     PromotionRefused,
     RegistryUnavailableError,
+    RetrainAlreadyRunning,
 )
 from rakuten_mlops.serving.responses import OrjsonResponse
 
@@ -28,10 +29,6 @@ log = logging.getLogger("rakuten_mlops.serving")
 
 class ModelNotReadyError(PlatformError):
     """No model is loaded yet (startup, or the registry has no production version)."""
-
-
-class RetrainAlreadyRunning(PlatformError):
-    """A retraining job started by this API is still running."""
 
 
 class RetrainSubmissionError(PlatformError):

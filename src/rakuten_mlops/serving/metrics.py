@@ -32,6 +32,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from rakuten_mlops.monitoring import SEVERITY_LEVEL
+
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -52,7 +54,6 @@ LATENCY_BUCKETS = (
 )
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LENGTH_BUCKETS = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 20_000)
-SEVERITY_LEVEL = {"none": 0, "low": 1, "medium": 2, "high": 3}
 MODEL_INFO = "rakuten_model_info"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 

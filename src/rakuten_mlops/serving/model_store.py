@@ -169,7 +169,7 @@ class ModelStore:
         self.last_error: str | None = None
         # the registry answered that the alias names no version yet (a fresh install): ready, no model
         self.no_production_version = False
-        self._client = None
+        self._registry = None
         # "env": the directory shared by the workers of ``serve --workers N``; None: a single process
         self.reload_signal = ReloadSignal.from_env() if reload_signal == "env" else reload_signal
         self._signal_seen: ReloadRequest | None = None
@@ -200,59 +200,35 @@ class ModelStore:
         )
 
     # --- registry --------------------------------------------------------------------
-    def client(self):
-        if self._client is None:
-            import mlflow
-            from mlflow import MlflowClient
+    def registry(self):
+        """The registry adapter, built once (it also sets the process-wide MLflow URI that
+        ``models:/`` downloads use)."""
+        if self._registry is None:
+            from rakuten_mlops.registry import ModelRegistry
 
-            # models:/ downloads (mlflow.sklearn.load_model) use the process-wide URIs, not this client's.
-            mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
-            mlflow.set_registry_uri(self.settings.mlflow_tracking_uri)
-            self._client = MlflowClient(
-                tracking_uri=self.settings.mlflow_tracking_uri, registry_uri=self.settings.mlflow_tracking_uri
-            )
-        return self._client
+            self._registry = ModelRegistry(self.settings)
+        return self._registry
 
     def resolve(self, version: str | None = None) -> RegistryVersion:
         """The registry's answer for ``version``, the pinned version, or the alias."""
-        from mlflow.exceptions import MlflowException
-
-        client = self.client()
         target = version or self.pinned_version
         try:
-            if target:
-                mv = client.get_model_version(self.name, str(target))
-            else:
-                mv = client.get_model_version_by_alias(self.name, self.alias)
-        except MlflowException as exc:
-            code = getattr(exc, "error_code", "")
-            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                self._mark_reachable(True)
-                what = f"version {target}" if target else f"alias @{self.alias}"
-                raise ModelNotFoundError(f"registered model {self.name!r} has no {what}") from exc
+            registry = self.registry()
+            mv = registry.version(target) if target else registry.by_alias(self.alias)
+        except ModelNotFoundError:
+            self._mark_reachable(True)
+            raise
+        except Exception as exc:
             self._mark_reachable(False, str(exc))
-            raise RegistryUnavailableError(f"MLflow registry unreachable: {_short(exc)}") from exc
-        except Exception as exc:  # connection refused, timeouts, DNS
-            self._mark_reachable(False, str(exc))
-            raise RegistryUnavailableError(f"MLflow registry unreachable: {_short(exc)}") from exc
+            raise
         self._mark_reachable(True)
-        return RegistryVersion(
-            str(mv.version), mv.run_id, mv.source, dict(mv.tags or {}), tuple(mv.aliases or ())
-        )
+        return RegistryVersion(mv.version, mv.run_id, mv.source, mv.tags, mv.aliases)
 
     def check_registry(self) -> bool:
         """Probe the registry cheaply (used by /model when the poll is off)."""
         try:
-            self.client().get_registered_model(self.name)
+            self.registry().check()
         except Exception as exc:
-            from mlflow.exceptions import MlflowException
-
-            if (
-                isinstance(exc, MlflowException)
-                and getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
-            ):
-                self._mark_reachable(True)
-                return True
             self._mark_reachable(False, str(exc))
             return False
         self._mark_reachable(True)

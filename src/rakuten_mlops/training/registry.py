@@ -1,7 +1,7 @@
 """The model registry side: the promotion gate (compare-and-set under a database lock), forced
 promotions, rollback from the recorded history, and listings.
 
-Gate rule (issue 3): a version takes the alias ``production`` only if its weighted F1 on the
+Gate rule: a version takes the alias ``production`` only if its weighted F1 on the
 current test split is >= ``RAKUTEN_MIN_F1`` and >= the current production version's weighted F1,
 re-computed on that SAME test split, + ``RAKUTEN_MIN_GAIN``.
 
@@ -16,16 +16,14 @@ locked transaction, so the recorded history always matches the alias moves.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from rakuten_mlops.errors import ModelNotFoundError, PromotionRefused
+from rakuten_mlops.registry import AliasChanged, AliasTransaction, ModelRegistry, registry_errors
 from rakuten_mlops.settings import Settings
 from rakuten_mlops.training.dataset import LabelledSplit, load_test_set
-from rakuten_mlops.training.tracking import configure_mlflow, registry_errors
 
 MAX_GATE_ATTEMPTS = 5
 HISTORY_EVENTS = ("promoted", "forced", "rollback")
@@ -141,90 +139,7 @@ def gate_rule(
     return passes, reasons
 
 
-# --- the database lock --------------------------------------------------------------------
-
-
-@contextmanager
-def registry_lock(settings: Settings, model_name: str | None = None) -> Iterator[Any]:
-    """A transaction holding the registry lock of ``model_name``; yields its connection.
-
-    Postgres: ``SELECT ... FOR UPDATE`` on the ``registry_locks`` row. SQLite: ``BEGIN IMMEDIATE``
-    (one writer at a time on the whole file). Committed on success, rolled back on error.
-    """
-    from sqlalchemy import select, update
-
-    from rakuten_mlops.db import engine_for, upgrade
-    from rakuten_mlops.db.models import RegistryLock, utcnow
-
-    name = model_name or settings.registered_model
-    upgrade(settings.database_url)
-    engine = engine_for(settings.database_url)
-    table = RegistryLock.__table__
-    dialect = engine.dialect.name
-    with engine.connect() as conn:
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        conn.execute(insert(table).values(model_name=name, updated_at=utcnow()).on_conflict_do_nothing())
-        conn.execute(select(table.c.model_name).where(table.c.model_name == name).with_for_update()).one()
-        conn.execute(update(table).where(table.c.model_name == name).values(updated_at=utcnow()))
-        try:
-            yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
-
-
-def _add_event(conn, event_type: str, model_name: str, **values: Any) -> None:
-    """A ``model_events`` row inside the locked transaction (same columns as record_model_event)."""
-    from sqlalchemy import insert
-
-    from rakuten_mlops.db.models import ModelEvent
-
-    conn.execute(insert(ModelEvent.__table__).values(event_type=event_type, model_name=model_name, **values))
-
-
 # --- registry reads -----------------------------------------------------------------------
-
-
-def _aliases(client, settings: Settings) -> dict[str, str]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = client.get_registered_model(settings.registered_model)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return {}
-        raise
-    return {alias: str(v) for alias, v in (model.aliases or {}).items()}
-
-
-def _production(client, settings: Settings) -> str | None:
-    return _aliases(client, settings).get(settings.production_alias)
-
-
-def _model_version(client, settings: Settings, version: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version(settings.registered_model, str(version))
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise ModelNotFoundError(
-                f"{settings.registered_model} has no version {version}: see `rakuten-mlops models`"
-            ) from exc
-        raise
-
-
-def production_version(settings: Settings) -> str | None:
-    """The version behind the production alias, or None when nothing is in production yet."""
-    client = configure_mlflow(settings)
-    with registry_errors(settings):
-        return _production(client, settings)
 
 
 def score_version(settings: Settings, version: str, test: LabelledSplit) -> float:
@@ -267,18 +182,18 @@ def promote(
     version = str(version)
     if force and not (reason and reason.strip()):
         raise PromotionRefused('a forced promotion needs a reason: --force --reason "why"')
-    client = configure_mlflow(settings)
-    with registry_errors(settings):
-        _model_version(client, settings, version)
-        test = load_test_set(settings)
-        for _attempt in range(MAX_GATE_ATTEMPTS):
-            expected = _production(client, settings)
+    registry = ModelRegistry(settings)
+    registry.version(version)
+    test = load_test_set(settings)
+    for _attempt in range(MAX_GATE_ATTEMPTS):
+        expected = registry.production_version()
+        with registry_errors(settings):  # scoring downloads the models
             decision = _decide(settings, version, expected, test, force=force, reason=reason, actor=actor)
-            with registry_lock(settings) as conn:
-                if _production(client, settings) != expected:
-                    continue  # production moved while we scored: score again against the new one
-                _apply(client, settings, conn, decision)
-                return decision
+        with registry.locked() as txn:
+            if txn.current != expected:
+                continue  # production moved while we scored: score again against the new one
+            _apply(registry, txn, decision)
+            return decision
     raise PromotionRefused(
         f"production changed {MAX_GATE_ATTEMPTS} times while version {version} was being scored; try again"
     )
@@ -329,13 +244,10 @@ def _decide(
     return GateDecision(decision="promoted" if passes else "rejected", reasons=reasons, **common)
 
 
-def _apply(client, settings: Settings, conn, decision: GateDecision) -> None:
-    """Alias move, version tags and the model_events row (inside the registry lock)."""
-    name = settings.registered_model
+def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecision) -> None:
+    """Version tags, the model_events row and the alias move, last (inside the registry lock)."""
     if decision.production_version == decision.version:
         return
-    if decision.promoted:
-        client.set_registered_model_alias(name, settings.production_alias, decision.version)
     label = "forced" if decision.forced else decision.decision
     tags = {
         "gate_decision": label,
@@ -347,12 +259,9 @@ def _apply(client, settings: Settings, conn, decision: GateDecision) -> None:
         "gate_actor": decision.actor,
         "gate_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    for key, value in tags.items():
-        client.set_model_version_tag(name, decision.version, key, value)
-    _add_event(
-        conn,
+    registry.tag(decision.version, tags)
+    txn.record(
         label,
-        name,
         version=decision.version,
         previous_version=decision.production_version,
         decision=decision.decision,
@@ -369,6 +278,8 @@ def _apply(client, settings: Settings, conn, decision: GateDecision) -> None:
             "forced": decision.forced,
         },
     )
+    if decision.promoted:
+        txn.move(decision.version)  # last: a failed move rolls the row back with it
 
 
 # --- rollback -----------------------------------------------------------------------------
@@ -416,35 +327,41 @@ def rollback(
     actor: str = "cli",
 ) -> RollbackResult:
     """Move ``production`` back to the previous production version (or to ``to``), recorded."""
-    client = configure_mlflow(settings)
+    registry = ModelRegistry(settings)
     name = settings.registered_model
-    with registry_errors(settings):
-        if to is not None:
-            _model_version(client, settings, str(to))
-        with registry_lock(settings) as conn:
-            current = _production(client, settings)
-            target = str(to) if to is not None else _previous_in(production_history(conn, name), current)
-            if target is None:
-                raise ModelNotFoundError(
-                    f"no earlier production version of {name} is recorded: nothing to roll back to "
-                    "(use --to VERSION to pick one)"
-                )
-            if target == current:
-                raise PromotionRefused(f"version {target} is already in production: nothing to roll back")
-            client.set_registered_model_alias(name, settings.production_alias, target)
-            client.set_model_version_tag(name, target, "rollback_reason", reason[:4900])
-            _add_event(
-                conn,
-                "rollback",
-                name,
-                version=target,
-                previous_version=current,
-                decision="rollback",
-                reason=reason,
-                actor=actor,
+    if to is not None:
+        registry.version(str(to))
+    for _attempt in range(MAX_GATE_ATTEMPTS):
+        current = registry.production_version()
+        target = str(to) if to is not None else _previous_in(_history(settings), current)
+        if target is None:
+            raise ModelNotFoundError(
+                f"no earlier production version of {name} is recorded: nothing to roll back to "
+                "(use --to VERSION to pick one)"
+            )
+        if target == current:
+            raise PromotionRefused(f"version {target} is already in production: nothing to roll back")
+        try:
+            registry.move_alias(
+                target,
+                current,
+                reason,
+                actor,
+                tags={"rollback_reason": reason[:4900]},
                 details={"requested": None if to is None else str(to)},
             )
-    return RollbackResult(from_version=current, to_version=target, reason=reason, actor=actor)
+        except AliasChanged:
+            continue  # another writer moved production meanwhile: decide again from the new state
+        return RollbackResult(from_version=current, to_version=target, reason=reason, actor=actor)
+    raise PromotionRefused(f"production changed {MAX_GATE_ATTEMPTS} times during the rollback; try again")
+
+
+def _history(settings: Settings) -> list[str]:
+    from rakuten_mlops.db import engine_for, upgrade
+
+    upgrade(settings.database_url)
+    with engine_for(settings.database_url).connect() as conn:
+        return production_history(conn, settings.registered_model)
 
 
 # --- listing ------------------------------------------------------------------------------
@@ -468,41 +385,21 @@ class VersionInfo:
 
 def list_versions(settings: Settings) -> list[VersionInfo]:
     """Every version of the registered model, newest first, with aliases, scores and lineage."""
-    client = configure_mlflow(settings)
-    with registry_errors(settings):
-        aliases_by_version: dict[str, list[str]] = {}
-        for alias, version in _aliases(client, settings).items():
-            aliases_by_version.setdefault(version, []).append(alias)
-        found = client.search_model_versions(f"name='{settings.registered_model}'", max_results=1000)
+    registry = ModelRegistry(settings)
+    aliases_by_version: dict[str, list[str]] = {}
+    for alias, version in registry.aliases().items():
+        aliases_by_version.setdefault(version, []).append(alias)
     infos = [
         VersionInfo(
-            version=str(mv.version),
-            aliases=sorted(aliases_by_version.get(str(mv.version), [])),
+            version=mv.version,
+            aliases=sorted(aliases_by_version.get(mv.version, [])),
             created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
                 timespec="seconds"
             ),
             run_id=mv.run_id,
-            status=str(mv.status),
-            tags=dict(mv.tags or {}),
+            status=mv.status,
+            tags=mv.tags,
         )
-        for mv in found
+        for mv in registry.versions()
     ]
     return sorted(infos, key=lambda info: int(info.version), reverse=True)
-
-
-def model_events(settings: Settings, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest ``model_events`` rows of the registered model, newest first."""
-    from sqlalchemy import select
-
-    from rakuten_mlops.db import engine_for, upgrade
-    from rakuten_mlops.db.models import ModelEvent
-
-    upgrade(settings.database_url)
-    with engine_for(settings.database_url).connect() as conn:
-        rows = conn.execute(
-            select(ModelEvent.__table__)
-            .where(ModelEvent.model_name == settings.registered_model)
-            .order_by(ModelEvent.id.desc())
-            .limit(limit)
-        ).mappings()
-        return [dict(r) for r in rows]

@@ -14,17 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from rakuten_mlops.registry import connect, registry_errors
 from rakuten_mlops.settings import Settings, redact_url
 from rakuten_mlops.training import registry
 from rakuten_mlops.training.dataset import INPUT_COLUMNS, TrainingData, load_training_data
 from rakuten_mlops.training.registry import GateDecision
-from rakuten_mlops.training.tracking import (
-    configure_mlflow,
-    ensure_experiment,
-    git_sha,
-    package_version,
-    registry_errors,
-)
+from rakuten_mlops.training.tracking import ensure_experiment, git_sha, package_version
 
 SEARCH_GRID: dict[str, list[dict[str, Any]]] = {
     "sgd": [{"alpha": a} for a in (5e-6, 1e-5, 2e-5, 5e-5)],
@@ -142,7 +137,8 @@ def run_training(
 
     if model not in MODEL_KINDS:
         raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODEL_KINDS)}")
-    client = configure_mlflow(settings)  # fail fast when the registry is down
+    with registry_errors(settings):
+        client = connect(settings)  # fail fast when the registry is down
     data = load_training_data(settings)  # fail fast on too few rows
     say(
         f"data: {len(data.train):,} training and {len(data.test):,} test rows, "

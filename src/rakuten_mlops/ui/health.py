@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import httpx
 
 from rakuten_mlops.settings import Settings, redact_url
-from rakuten_mlops.ui import argo
 from rakuten_mlops.ui.api import APIError, PlatformAPI
 
 OK, DEGRADED, DOWN, NOT_CONFIGURED = "ok", "degraded", "down", "not configured"
@@ -76,7 +75,7 @@ def check_mlflow(settings: Settings) -> HealthCheck:
             response = httpx.get(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT)
             if response.status_code != 200:
                 return DOWN, f"/health answered {response.status_code}"
-        from rakuten_mlops.training.registry import production_version
+        from rakuten_mlops.registry import production_version
 
         version = production_version(settings)
         where = "server" if uri.startswith("http") else "embedded store"
@@ -109,16 +108,19 @@ def check_argo(settings: Settings) -> HealthCheck:
         return HealthCheck(
             "Argo", NOT_CONFIGURED, "ARGO_SERVER is not set (retraining runs as a local process)"
         )
-    base = argo.base_url(settings.argo_server)
+    from rakuten_mlops.argo import ArgoError, ArgoServer
+
+    server = ArgoServer.from_settings(settings, timeout=5.0)
 
     def probe() -> tuple[str, str]:
-        with argo.client(settings, timeout=5.0) as http:
-            response = http.get("/api/v1/version")
-        if response.status_code != 200:
-            return DOWN, f"/api/v1/version answered {response.status_code}"
-        return OK, f"Argo server {response.json().get('version', '?')}"
+        try:
+            return OK, f"Argo server {server.version()}"
+        except ArgoError as exc:
+            if isinstance(exc.__cause__, httpx.HTTPError):
+                raise exc.__cause__ from None  # named like the other checks' transport failures
+            return DOWN, str(exc)
 
-    return _timed("Argo", base, probe)
+    return _timed("Argo", server.url, probe)
 
 
 def check_prometheus(settings: Settings) -> HealthCheck:

@@ -7,7 +7,7 @@ import hashlib
 import streamlit as st
 
 from rakuten_mlops.settings import Settings, get_settings, redact_url
-from rakuten_mlops.ui import services
+from rakuten_mlops.ui.queries import admin
 
 TOKEN_KEY = "admin_token"
 
@@ -52,7 +52,7 @@ def admin_state() -> tuple[bool, str]:
     key = "admin_check:" + hashlib.sha256((token or "").encode()).hexdigest()[:16]
     if key in st.session_state:
         return st.session_state[key]
-    verdict = services.check_admin_token(settings(), token)
+    verdict = admin.check_admin_token(settings(), token)
     if verdict[0] or verdict[1].startswith("wrong"):  # a network failure is checked again next time
         st.session_state[key] = verdict
     return verdict

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 
 from rakuten_mlops.serving.deps import Admin, State
-from rakuten_mlops.serving.errors import FeatureUnavailable
 from rakuten_mlops.serving.schemas import ReloadIn, ReloadOut, RetrainOut, RollbackIn, RollbackOut
+from rakuten_mlops.training.registry import rollback as registry_rollback
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Admin])
 
@@ -32,10 +32,6 @@ async def rollback(state: State, body: RollbackIn | None = None) -> RollbackOut:
     """Move the production alias back (to ``to`` or the previous version) and serve it at once
     (the other workers follow within ~1 s)."""
     body = body or RollbackIn()
-    try:
-        from rakuten_mlops.training.registry import rollback as registry_rollback
-    except ImportError as exc:
-        raise FeatureUnavailable("rollback needs the training package (rakuten_mlops.training)") from exc
     previous = state.store.current
     result = await asyncio.to_thread(
         registry_rollback,
@@ -48,7 +44,7 @@ async def rollback(state: State, body: RollbackIn | None = None) -> RollbackOut:
         await asyncio.to_thread(state.store.reload_all_workers)
     current = state.store.current
     return RollbackOut(
-        production_version=_version_of(result),
+        production_version=result.to_version,
         previous_version=previous.version if previous else None,
         model_version=current.version if current else None,
     )
@@ -69,16 +65,3 @@ async def retrain_status(job_id: str, state: State, request: Request) -> dict[st
     except KeyError:
         raise HTTPException(404, f"no retraining job {job_id!r}") from None
     return {**info, "status_url": request.url.path}
-
-
-def _version_of(result: Any) -> str | None:
-    """The training package's rollback result: a version string, a dict, or an object with ``version``."""
-    if result is None:
-        return None
-    if isinstance(result, str | int):
-        return str(result)
-    if isinstance(result, dict):
-        value = result.get("version") or result.get("to")
-        return None if value is None else str(value)
-    value = getattr(result, "version", None) or getattr(result, "to_version", None)
-    return None if value is None else str(value)

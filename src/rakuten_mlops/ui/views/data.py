@@ -2,18 +2,20 @@
 
 import streamlit as st
 
-from rakuten_mlops.ui import services, session
+from rakuten_mlops.ui import session
+from rakuten_mlops.ui.queries import data as data_q
+from rakuten_mlops.ui.queries import workflows
 
 settings = session.settings()
 st.title("Data")
 
 try:
-    status = services.data_status(settings)
+    status = data_q.data_status(settings)
 except Exception as exc:
     session.show_error("Reading the data status", exc)
     st.stop()
 
-share = services.loaded_share(status)
+share = data_q.loaded_share(status)
 cols = st.columns(4)
 cols[0].metric("Products loaded", f"{status.total_products:,}")
 cols[1].metric("Loaded share", "n/a" if share is None else f"{share:.0%}")
@@ -32,7 +34,7 @@ if status.registry_error:
     st.warning(f"Registry not reachable: {status.registry_error}")
 
 st.subheader("Rows per class")
-per_class = services.rows_per_class_frame(status)
+per_class = data_q.rows_per_class_frame(status)
 if per_class.empty:
     st.info("No products loaded yet.")
 else:
@@ -41,7 +43,7 @@ else:
     )
 
 st.subheader("Load batches")
-st.dataframe(services.batches_frame(status), hide_index=True)
+st.dataframe(data_q.batches_frame(status), hide_index=True)
 for s in status.sources:
     total = s.get("total") or 0
     st.caption(f"source `{s['source']}`: {s['loaded']:,} of {total:,} rows in {s['batches']} batch(es)")
@@ -50,7 +52,7 @@ st.subheader("Load the next batch")
 token = session.admin_gate()
 with st.form("load_form"):
     source = st.text_input(
-        "Source folder (official CSV layout)", value=services.default_source(settings), key="source"
+        "Source folder (official CSV layout)", value=data_q.default_source(settings), key="source"
     )
     fraction = st.number_input(
         "Batch size (share of the source)", min_value=0.001, max_value=1.0, value=0.03, step=0.01, format="%.3f",
@@ -62,7 +64,7 @@ with st.form("load_form"):
 if submitted:
     try:
         with st.spinner("Loading..."):
-            result = services.load_next_batch(settings, source, fraction)
+            result = data_q.load_next_batch(settings, source, fraction)
     except Exception as exc:
         session.show_error("Loading", exc)
     else:
@@ -77,6 +79,6 @@ if settings.argo_server:
     )
     if st.button("Submit incremental-load", disabled=token is None, key="submit_load_workflow"):
         try:
-            st.success(services.submit_workflow(settings, services.LOAD_WORKFLOW))
+            st.success(workflows.submit_workflow(settings, workflows.LOAD_WORKFLOW))
         except Exception as exc:
             session.show_error("Submitting the workflow", exc)

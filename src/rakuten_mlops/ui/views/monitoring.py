@@ -3,13 +3,15 @@ decisions with their reasons, live F1 per model version."""
 
 import streamlit as st
 
-from rakuten_mlops.ui import services, session
+from rakuten_mlops.ui import session
+from rakuten_mlops.ui.queries import monitoring as monitoring_q
+from rakuten_mlops.ui.queries import workflows
 
 settings = session.settings()
 st.title("Monitoring")
 
 try:
-    reports = services.drift_reports(settings)
+    reports = monitoring_q.drift_reports(settings)
 except Exception as exc:
     session.show_error("Reading the drift reports", exc)
     reports = []
@@ -21,7 +23,7 @@ if settings.argo_server:
         "Run a drift check now (Argo drift-check)", disabled=token is None, key="submit_drift_workflow"
     ):
         try:
-            st.success(services.submit_workflow(settings, services.DRIFT_WORKFLOW))
+            st.success(workflows.submit_workflow(settings, workflows.DRIFT_WORKFLOW))
         except Exception as exc:
             session.show_error("Submitting the workflow", exc)
 if not reports:
@@ -38,14 +40,14 @@ else:
         f"{str(latest['window_end'] or '-')[:19]}, checked {str(latest['created_at'])[:19]}"
     )
     st.dataframe(
-        services.drift_tests_frame(latest),
+        monitoring_q.drift_tests_frame(latest),
         hide_index=True,
         column_config={
             "score": st.column_config.NumberColumn(format="%.4g"),
             "threshold": st.column_config.NumberColumn(format="%.4g"),
         },
     )
-    html, note = services.drift_report_html(settings, latest)
+    html, note = monitoring_q.drift_report_html(settings, latest)
     with st.expander("Evidently report", expanded=html is not None):
         if html is not None:
             st.caption(note)
@@ -54,7 +56,7 @@ else:
             st.info(note)
 
     st.subheader("Drift scores over time")
-    scores = services.drift_scores_over_time(reports)
+    scores = monitoring_q.drift_scores_over_time(reports)
     if scores.empty:
         st.info("The drift reports carry no test scores.")
     else:
@@ -66,7 +68,7 @@ else:
 
 st.subheader("Retrain decisions")
 try:
-    decisions = services.retrain_decisions(settings)
+    decisions = monitoring_q.retrain_decisions(settings)
 except Exception as exc:
     session.show_error("Reading the retrain decisions", exc)
 else:
@@ -77,14 +79,14 @@ else:
 
 st.subheader("Live F1 per model version")
 try:
-    live = services.live_evaluations(settings)
+    live = monitoring_q.live_evaluations(settings)
 except Exception as exc:
     session.show_error("Reading the live evaluations", exc)
 else:
     if live.empty:
         st.info("No live evaluation yet: they appear when new labelled batches are scored.")
     else:
-        st.line_chart(services.live_f1_over_time(live), height=260)
+        st.line_chart(monitoring_q.live_f1_over_time(live), height=260)
         st.dataframe(live, hide_index=True)
 
 st.subheader("API metrics (Prometheus)")
@@ -92,10 +94,10 @@ if not settings.prometheus_url:
     st.info("RAKUTEN_PROMETHEUS_URL is not set: the API's own numbers are on its /metrics endpoint.")
 else:
     try:
-        served = services.served_models(settings)
+        served = monitoring_q.served_models(settings)
         values = {
-            label: services.prometheus_query(settings, promql)
-            for label, promql in services.PROMETHEUS_PANELS.items()
+            label: monitoring_q.prometheus_query(settings, promql)
+            for label, promql in monitoring_q.PROMETHEUS_PANELS.items()
         }
     except Exception as exc:
         session.show_error(f"Querying Prometheus at {settings.prometheus_url}", exc)

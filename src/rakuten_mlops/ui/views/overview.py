@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-from rakuten_mlops.ui import health, services, session
+from rakuten_mlops.ui import health, session
+from rakuten_mlops.ui.queries import monitoring as monitoring_q
+from rakuten_mlops.ui.queries import overview as overview_q
+from rakuten_mlops.ui.queries import training as training_q
 
 settings = session.settings()
 st.title("Control room")
@@ -15,12 +18,12 @@ for check in health.all_checks(settings):
 
 st.subheader("Production model")
 try:
-    versions = services.versions_frame(settings)
+    versions = training_q.versions_frame(settings)
 except Exception as exc:
     versions = None
     session.show_error("Reading the registry", exc)
 production = (
-    services.production_summary(versions, settings.production_alias) if versions is not None else None
+    training_q.production_summary(versions, settings.production_alias) if versions is not None else None
 )
 if production:
     cols = st.columns(4)
@@ -44,7 +47,7 @@ cols = st.columns(2)
 with cols[0]:
     st.subheader("Last load")
     try:
-        last = services.latest_load(settings)
+        last = overview_q.latest_load(settings)
     except Exception as exc:
         last = None
         session.show_error("Reading the load batches", exc)
@@ -59,7 +62,7 @@ with cols[0]:
 with cols[1]:
     st.subheader("Last drift check")
     try:
-        reports = services.drift_reports(settings, limit=1)
+        reports = monitoring_q.drift_reports(settings, limit=1)
     except Exception as exc:
         reports = []
         session.show_error("Reading the drift reports", exc)

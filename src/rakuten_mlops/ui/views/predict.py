@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from rakuten_mlops.ui import services, session
+from rakuten_mlops.ui import session
+from rakuten_mlops.ui.queries import predict as predict_q
 
 settings = session.settings()
 st.title("Predict")
@@ -15,7 +16,7 @@ with st.form("predict_form"):
     submitted = st.form_submit_button("Classify", type="primary", key="classify")
 if submitted:
     try:
-        st.session_state["prediction"] = services.predict(settings, designation, description, k)
+        st.session_state["prediction"] = predict_q.predict(settings, designation, description, k)
     except Exception as exc:
         st.session_state.pop("prediction", None)
         session.show_error("Prediction", exc)
@@ -27,12 +28,12 @@ if prediction := st.session_state.get("prediction"):
     cols[1].metric("Model version", f"v{prediction['model_version']}")
     cols[2].metric("Prediction id", prediction["prediction_id"][:8])
     st.bar_chart(
-        services.top_k_frame(prediction), x="class", y="probability", horizontal=True, sort="-probability"
+        predict_q.top_k_frame(prediction), x="class", y="probability", horizontal=True, sort="-probability"
     )
 
 st.subheader("Recent predictions")
 try:
-    recent = services.recent_predictions(settings)
+    recent = predict_q.recent_predictions(settings)
 except Exception as exc:
     session.show_error("Reading the prediction log", exc)
 else:

@@ -4,16 +4,17 @@ matrix of a version; train, promote (with a reason) and roll back."""
 import pandas as pd
 import streamlit as st
 
-from rakuten_mlops.ui import services, session
+from rakuten_mlops.ui import session
+from rakuten_mlops.ui.queries import training as training_q
 
 settings = session.settings()
 st.title("Training")
 
 try:
-    versions = services.versions_frame(settings)
+    versions = training_q.versions_frame(settings)
 except Exception as exc:
     session.show_error("Reading the registry", exc)
-    versions = pd.DataFrame(columns=services.VERSION_COLUMNS)
+    versions = pd.DataFrame(columns=training_q.VERSION_COLUMNS)
 
 st.subheader("Registered versions")
 if versions.empty:
@@ -30,7 +31,7 @@ else:
     with cols[0]:
         st.markdown(f"**Per-class F1 of version {chosen}**")
         try:
-            per_class = services.per_class_f1(settings, row["run_id"]) if row["run_id"] else pd.DataFrame()
+            per_class = training_q.per_class_f1(settings, row["run_id"]) if row["run_id"] else pd.DataFrame()
         except Exception as exc:
             per_class = pd.DataFrame()
             session.show_error("Reading the run", exc)
@@ -42,7 +43,7 @@ else:
             )
     with cols[1]:
         st.markdown(f"**Confusion matrix of version {chosen}**")
-        image = services.confusion_matrix_image(settings, row["run_id"]) if row["run_id"] else None
+        image = training_q.confusion_matrix_image(settings, row["run_id"]) if row["run_id"] else None
         if image:
             st.image(image, caption="row-normalised: recall per true class")
         else:
@@ -54,7 +55,7 @@ else:
 
 with st.expander("Training runs"):
     try:
-        st.dataframe(services.training_runs(settings), hide_index=True)
+        st.dataframe(training_q.training_runs(settings), hide_index=True)
     except Exception as exc:
         session.show_error("Reading the runs", exc)
 
@@ -67,7 +68,7 @@ with train_col:
     st.caption("`train --promote` on everything loaded: via the API's /admin/retrain, else a local process.")
     if st.button("Train a new version", type="primary", disabled=token is None, key="train"):
         try:
-            st.session_state["training_job"] = services.start_training(settings, token)
+            st.session_state["training_job"] = training_q.start_training(settings, token)
         except Exception as exc:
             session.show_error("Starting the training", exc)
 
@@ -81,7 +82,7 @@ with train_col:
             return
         if not job.finished:
             try:
-                job = services.training_status(settings, job, session.admin_token())
+                job = training_q.training_status(settings, job, session.admin_token())
             except Exception as exc:
                 session.show_error("Reading the training status", exc)
                 return
@@ -117,7 +118,7 @@ with promote_col, st.form("promote_form"):
 if promote:
     try:
         with st.spinner("Scoring on the test split..."):
-            result = services.promote_version(settings, version, reason, force=force, token=token)
+            result = training_q.promote_version(settings, version, reason, force=force, token=token)
     except Exception as exc:
         session.show_error("Promotion", exc)
     else:
@@ -134,7 +135,7 @@ with rollback_col, st.form("rollback_form"):
 if rollback:
     to = None if target == "previous production version" else target
     try:
-        result = services.rollback_production(settings, to, reason, token)
+        result = training_q.rollback_production(settings, to, reason, token)
     except Exception as exc:
         session.show_error("Rollback", exc)
     else:
@@ -149,7 +150,7 @@ if result := st.session_state.pop("action_result", None):
 st.subheader("Model events")
 try:
     st.dataframe(
-        services.model_events(settings, ("trained", "promoted", "rejected", "forced", "rollback", "rollout")),
+        training_q.training_events(settings),
         hide_index=True,
     )
 except Exception as exc:

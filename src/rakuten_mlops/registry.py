@@ -1,0 +1,401 @@
+"""The one adapter to the MLflow model registry: client, failures, reads and alias moves.
+
+Everything that talks to the registry goes through here: the CLI's promote and rollback, the
+API (model store and admin routes), the control room, monitoring, the data status and the
+operator. This module owns
+
+- the client, with one HTTP policy for the whole process (few retries, bounded timeout: a dead
+  server fails in seconds and the caller's own loop retries later);
+- the mapping of MLflow's failures to the domain errors: "not found" is
+  :class:`ModelNotFoundError` (or ``None`` where absence is a normal answer), "cannot reach or
+  use the server" is :class:`RegistryUnavailableError`;
+- moves of an alias, which are compare-and-set under the registry lock (a database row lock)
+  with their ``model_events`` row written in the same transaction, so the recorded history
+  always matches the alias.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rakuten_mlops.errors import ModelNotFoundError, PlatformError, RegistryUnavailableError
+from rakuten_mlops.settings import Settings, redact_url
+
+#: MLflow's HTTP policy, set as the defaults of MLflow's own settings (a deployment that sets
+#: the ``MLFLOW_HTTP_REQUEST_*`` variables still overrides them).
+HTTP_MAX_RETRIES = 2
+HTTP_BACKOFF_FACTOR = 1
+HTTP_TIMEOUT_SECONDS = 30
+PROBE_TIMEOUT_SECONDS = 5.0
+
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
+SERVER_FAILURE_CODES = frozenset(
+    {
+        "INTERNAL_ERROR",
+        "TEMPORARILY_UNAVAILABLE",
+        "REQUEST_LIMIT_EXCEEDED",
+        "ENDPOINT_NOT_FOUND",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+    }
+)
+
+
+class AliasChanged(PlatformError):
+    """The alias no longer points where the caller expected: nothing was moved or recorded."""
+
+    exit_code = 3
+
+    def __init__(self, alias: str, expected: str | None, current: str | None):
+        self.expected, self.current = expected, current
+        super().__init__(f"alias @{alias} points to version {current}, not {expected}: nothing was changed")
+
+
+# --- client and failures ------------------------------------------------------------------
+
+
+def apply_http_policy(s3_endpoint_url: str | None = None) -> None:
+    """Make :data:`HTTP_MAX_RETRIES` and friends MLflow's defaults in this process (idempotent)."""
+    from mlflow import environment_variables as mlflow_env
+
+    mlflow_env.MLFLOW_HTTP_REQUEST_MAX_RETRIES.default = HTTP_MAX_RETRIES
+    mlflow_env.MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.default = HTTP_BACKOFF_FACTOR
+    mlflow_env.MLFLOW_HTTP_REQUEST_TIMEOUT.default = HTTP_TIMEOUT_SECONDS
+    if s3_endpoint_url:
+        mlflow_env.MLFLOW_S3_ENDPOINT_URL.default = s3_endpoint_url
+
+
+def connect(settings: Settings):
+    """An ``MlflowClient`` for the settings' registry, also set as the process-wide MLflow URI
+    (``models:/`` downloads and run logging use it).
+
+    A tracking server that does not answer ``/health`` fails here, in seconds, with
+    :class:`RegistryUnavailableError`; the embedded store gets its home directory.
+    """
+    import mlflow
+
+    apply_http_policy(settings.s3_endpoint_url)
+    uri = settings.mlflow_tracking_uri
+    if settings.embedded_mlflow:
+        settings.ensure_home()
+    else:
+        check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return _client(uri)
+
+
+@functools.lru_cache(maxsize=16)
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Raise :class:`RegistryUnavailableError` unless the MLflow server at ``uri`` answers /health."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise RegistryUnavailableError(unreachable_message(uri, f"{exc.__class__.__name__}: {exc}")) from exc
+    if response.status_code >= 500:
+        raise RegistryUnavailableError(unreachable_message(uri, f"HTTP {response.status_code} on /health"))
+
+
+def unreachable_message(uri: str, cause: str) -> str:
+    return (
+        f"MLflow at {redact_url(uri)} is unreachable ({cause}); nothing was registered or promoted. "
+        "Start the tracking server or fix MLFLOW_TRACKING_URI."
+    )
+
+
+def _is_mlflow_error(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException)
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return _is_mlflow_error(exc) and getattr(exc, "error_code", "") in NOT_FOUND_CODES
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True for failures to reach or use the MLflow server (never for the data database's errors)."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+        if _is_mlflow_error(seen) and (
+            getattr(seen, "error_code", "") in SERVER_FAILURE_CODES or "Max retries exceeded" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def registry_errors(settings: Settings) -> Iterator[None]:
+    """Turn MLflow's failures to reach the server, raised mid-operation, into RegistryUnavailableError."""
+    try:
+        yield
+    except PlatformError:
+        raise
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise RegistryUnavailableError(
+                unreachable_message(settings.mlflow_tracking_uri, _first_line(exc))
+            ) from exc
+        raise
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def _embedded_store_missing(settings: Settings) -> bool:
+    uri = settings.mlflow_tracking_uri
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+
+
+# --- the registry lock and the audit row --------------------------------------------------
+
+
+@contextmanager
+def registry_lock(settings: Settings, model_name: str | None = None) -> Iterator[Any]:
+    """A transaction holding the registry lock of ``model_name``; yields its connection.
+
+    Postgres: ``SELECT ... FOR UPDATE`` on the ``registry_locks`` row. SQLite: ``BEGIN IMMEDIATE``
+    (one writer at a time on the whole file). Committed on success, rolled back on error.
+    """
+    from sqlalchemy import select, update
+
+    from rakuten_mlops.db import engine_for, upgrade
+    from rakuten_mlops.db.models import RegistryLock, utcnow
+
+    name = model_name or settings.registered_model
+    upgrade(settings.database_url)
+    engine = engine_for(settings.database_url)
+    table = RegistryLock.__table__
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        conn.execute(insert(table).values(model_name=name, updated_at=utcnow()).on_conflict_do_nothing())
+        conn.execute(select(table.c.model_name).where(table.c.model_name == name).with_for_update()).one()
+        conn.execute(update(table).where(table.c.model_name == name).values(updated_at=utcnow()))
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered version as the platform reads it: lineage tags, run and aliases."""
+
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    creation_timestamp: int = 0
+    status: str = ""
+
+    @property
+    def batch_ids(self) -> list[int]:
+        """The load batches the version was trained on (its ``batch_ids`` tag)."""
+        return [int(x) for x in (self.tags.get("batch_ids") or "").split(",") if x.strip()]
+
+    @classmethod
+    def of(cls, mv: Any) -> ModelVersionInfo:
+        return cls(
+            version=str(mv.version),
+            run_id=mv.run_id,
+            source=mv.source or "",
+            tags=dict(mv.tags or {}),
+            aliases=tuple(mv.aliases or ()),
+            creation_timestamp=int(mv.creation_timestamp or 0),
+            status=str(mv.status),
+        )
+
+
+class ModelRegistry:
+    """The registered model of ``settings`` (``registered_model``, alias ``production_alias``)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.name = settings.registered_model
+        self.alias = settings.production_alias
+        with registry_errors(settings):
+            self.client = connect(settings)
+
+    @contextmanager
+    def _errors(self, missing: str | None = None) -> Iterator[None]:
+        """The one mapping: not found -> ModelNotFoundError(``missing``), anything else the
+        server did -> RegistryUnavailableError."""
+        try:
+            yield
+        except PlatformError:
+            raise
+        except Exception as exc:
+            cause = _first_line(exc)
+            if is_not_found(exc):
+                raise ModelNotFoundError(missing or cause) from exc
+            if is_unreachable(exc) or _is_mlflow_error(exc):
+                raise RegistryUnavailableError(
+                    unreachable_message(self.settings.mlflow_tracking_uri, cause)
+                ) from exc
+            raise
+
+    def aliases(self) -> dict[str, str]:
+        """Alias -> version of the model; empty when the model is not registered yet."""
+        try:
+            with self._errors(missing="absent"):
+                model = self.client.get_registered_model(self.name)
+        except ModelNotFoundError:
+            return {}
+        return {alias: str(v) for alias, v in (model.aliases or {}).items()}
+
+    def production_version(self) -> str | None:
+        """The version behind the production alias, or None when nothing is in production yet."""
+        return self.aliases().get(self.alias)
+
+    def version(self, version: str | int) -> ModelVersionInfo:
+        """One version; ModelNotFoundError when the model has no such version."""
+        with self._errors(missing=f"registered model {self.name!r} has no version {version}"):
+            return ModelVersionInfo.of(self.client.get_model_version(self.name, str(version)))
+
+    def by_alias(self, alias: str | None = None) -> ModelVersionInfo:
+        """The version behind ``alias`` (default: production); ModelNotFoundError when unset."""
+        alias = alias or self.alias
+        with self._errors(missing=f"registered model {self.name!r} has no alias @{alias}"):
+            return ModelVersionInfo.of(self.client.get_model_version_by_alias(self.name, alias))
+
+    def production(self) -> ModelVersionInfo | None:
+        """The production version with its lineage, or None when the alias is not set."""
+        try:
+            return self.by_alias()
+        except ModelNotFoundError:
+            return None
+
+    def versions(self) -> list[ModelVersionInfo]:
+        """Every version of the model, in the registry's order."""
+        with self._errors():
+            found = self.client.search_model_versions(f"name='{self.name}'", max_results=1000)
+        return [ModelVersionInfo.of(mv) for mv in found]
+
+    def check(self) -> None:
+        """Raise RegistryUnavailableError unless the registry answers (a missing model is an answer)."""
+        self.aliases()
+
+    def tag(self, version: str, tags: dict[str, str]) -> None:
+        with self._errors():
+            for key, value in tags.items():
+                self.client.set_model_version_tag(self.name, str(version), key, value)
+
+    # --- alias moves ----------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[AliasTransaction]:
+        """The registry lock, with the alias read under it; rows commit only when the block,
+        the alias move included, succeeds (so move the alias last)."""
+        with registry_lock(self.settings, self.name) as conn:
+            yield AliasTransaction(self, conn, self.production_version())
+
+    def move_alias(
+        self,
+        to: str,
+        expect: str | None,
+        reason: str,
+        actor: str,
+        *,
+        event: str = "rollback",
+        tags: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
+        also_record: tuple[tuple[str, dict[str, Any]], ...] = (),
+    ) -> None:
+        """Move the production alias to ``to`` if it still points to ``expect``, and record it.
+
+        Compare-and-set under the registry lock: raises :class:`AliasChanged` (nothing moved,
+        nothing recorded) when another writer moved the alias first. ``also_record`` rows
+        (event type, columns) are written before the move's own row, in the same transaction.
+        """
+        with self.locked() as txn:
+            if txn.current != expect:
+                raise AliasChanged(self.alias, expect, txn.current)
+            if tags:
+                self.tag(to, tags)
+            for event_type, columns in also_record:
+                txn.record(event_type, **columns)
+            txn.record(
+                event,
+                version=to,
+                previous_version=expect,
+                decision=event,
+                reason=reason,
+                actor=actor,
+                details=details,
+            )
+            txn.move(to)  # last: a failed move rolls the rows back with it
+
+
+@dataclass
+class AliasTransaction:
+    """What a holder of the registry lock may do: move the alias and add ``model_events`` rows."""
+
+    registry: ModelRegistry
+    conn: Any
+    current: str | None
+
+    def move(self, to: str) -> None:
+        registry = self.registry
+        if to != self.current:
+            with registry._errors():
+                registry.client.set_registered_model_alias(registry.name, registry.alias, to)
+            self.current = to
+
+    def record(self, event_type: str, **columns: Any) -> None:
+        from sqlalchemy import insert
+
+        from rakuten_mlops.db.models import ModelEvent
+
+        self.conn.execute(
+            insert(ModelEvent.__table__).values(
+                event_type=event_type, model_name=self.registry.name, **columns
+            )
+        )
+
+
+# --- one-shot reads for commands and pages ------------------------------------------------
+
+
+def production_version(settings: Settings) -> str | None:
+    """The version behind the production alias, or None (also before anything was registered)."""
+    if _embedded_store_missing(settings):  # nothing was ever registered: skip MLflow's migrations
+        return None
+    return ModelRegistry(settings).production_version()
+
+
+def production_lineage(settings: Settings) -> ModelVersionInfo | None:
+    """The production version with its tags and ``batch_ids``, or None when there is none."""
+    if _embedded_store_missing(settings):
+        return None
+    return ModelRegistry(settings).production()

@@ -1,0 +1,228 @@
+"""Training page: registered versions, runs, per-class F1 and confusion matrix; train, promote, roll back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rakuten_mlops.data.categories import category_name
+from rakuten_mlops.settings import Settings
+from rakuten_mlops.ui.api import APIError, PlatformAPI
+from rakuten_mlops.ui.queries import ActionRefused, model_events
+
+#: The model_events the Training page lists (the retrain decisions are on Monitoring).
+TRAINING_EVENTS = ("trained", "promoted", "rejected", "forced", "rollback", "rollout")
+
+VERSION_COLUMNS = [
+    "version", "aliases", "created_at", "f1_weighted", "f1_macro", "accuracy", "train_rows", "test_rows",
+    "batch_ids", "dataset_digest", "git_sha", "model_kind", "gate_decision", "gate_reason", "run_id",
+]  # fmt: skip
+
+
+def versions_frame(settings: Settings) -> pd.DataFrame:
+    """Every registered version, newest first: scores, lineage, aliases, gate decision."""
+    from rakuten_mlops.training.registry import list_versions
+
+    rows = []
+    for info in list_versions(settings):
+        row = {
+            k: info.tag(k) for k in VERSION_COLUMNS if k not in ("version", "aliases", "created_at", "run_id")
+        }
+        for metric in ("f1_weighted", "f1_macro", "accuracy"):
+            row[metric] = float(row[metric]) if row[metric] else None
+        rows.append(
+            {
+                **row,
+                "version": info.version,
+                "aliases": ", ".join(info.aliases),
+                "created_at": info.created_at,
+                "run_id": info.run_id,
+            }  # fmt: skip
+        )
+    return pd.DataFrame(rows, columns=VERSION_COLUMNS)
+
+
+def production_summary(versions: pd.DataFrame, alias: str = "production") -> dict[str, Any] | None:
+    """The production row of ``versions_frame`` as a dict, or None."""
+    if versions.empty:
+        return None
+    mask = versions["aliases"].str.split(", ").apply(lambda a: alias in a)
+    return versions[mask].iloc[0].to_dict() if mask.any() else None
+
+
+def training_runs(settings: Settings, limit: int = 50) -> pd.DataFrame:
+    """Runs of the training experiment (also those whose version was never promoted)."""
+    from rakuten_mlops.registry import connect, registry_errors
+
+    client = connect(settings)
+    columns = ["run_name", "status", "start_time", "model_kind", "f1_weighted", "f1_macro", "accuracy", "train_rows",
+               "run_id"]  # fmt: skip
+    with registry_errors(settings):
+        experiment = client.get_experiment_by_name(settings.training_experiment)
+        if experiment is None:
+            return pd.DataFrame(columns=columns)
+        runs = client.search_runs(
+            [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit
+        )
+    rows = [
+        {
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+            "model_kind": r.data.tags.get("model_kind", ""),
+            "f1_weighted": r.data.metrics.get("f1_weighted"),
+            "f1_macro": r.data.metrics.get("f1_macro"),
+            "accuracy": r.data.metrics.get("accuracy"),
+            "train_rows": r.data.params.get("train_rows"),
+            "run_id": r.info.run_id,
+        }
+        for r in runs
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def per_class_f1(settings: Settings, run_id: str) -> pd.DataFrame:
+    """F1 of every class on the test split, from the run's ``f1_class_<code>`` metrics."""
+    from rakuten_mlops.registry import connect, registry_errors
+
+    client = connect(settings)
+    with registry_errors(settings):
+        metrics = client.get_run(run_id).data.metrics
+    rows = [
+        {
+            "prdtypecode": int(k.removeprefix("f1_class_")),
+            "category": category_name(int(k.removeprefix("f1_class_"))),
+            "f1": v,
+        }  # fmt: skip
+        for k, v in metrics.items()
+        if k.startswith("f1_class_")
+    ]
+    return pd.DataFrame(rows, columns=["prdtypecode", "category", "f1"]).sort_values(
+        "prdtypecode", ignore_index=True
+    )
+
+
+def confusion_matrix_image(settings: Settings, run_id: str) -> bytes | None:
+    """The run's ``evaluation/confusion_matrix.png``, or None when it has none."""
+    import mlflow.artifacts
+
+    from rakuten_mlops.registry import connect
+
+    connect(settings)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="evaluation/confusion_matrix.png"
+        )
+    except Exception:
+        return None
+    return Path(local).read_bytes()
+
+
+@dataclass
+class TrainingJob:
+    """A retraining started from the control room: through the API, or as a local process."""
+
+    id: str
+    via: str  # api | local
+    status: str = "running"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        return self.info.get("decision")
+
+
+def start_training(settings: Settings, token: str) -> TrainingJob:
+    """``POST /admin/retrain`` when the API takes it; otherwise ``train --promote`` as a background process."""
+    api = PlatformAPI(settings.api_url, token)
+    try:
+        info = api.retrain()
+        return TrainingJob(info["id"], "api", info.get("status", "running"), info)
+    except APIError as exc:
+        if exc.status_code == 409:  # a job is already running: say so rather than start another
+            raise ActionRefused(str(exc)) from exc
+        if exc.status_code not in (None, 401, 404, 501, 502):
+            raise
+    from rakuten_mlops.training.retrain import LocalRetrainer
+
+    info = LocalRetrainer(settings).start()
+    return TrainingJob(info["id"], "local", info["status"], info)
+
+
+def training_status(settings: Settings, job: TrainingJob, token: str | None) -> TrainingJob:
+    if job.via == "api":
+        info = PlatformAPI(settings.api_url, token).retrain_status(job.id)
+    else:
+        from rakuten_mlops.training.retrain import LocalRetrainer
+
+        info = LocalRetrainer(settings).status(job.id)
+    return TrainingJob(job.id, job.via, info.get("status", "running"), info)
+
+
+@dataclass
+class ActionResult:
+    message: str
+    ok: bool = True
+    details: list[str] = field(default_factory=list)
+
+
+def promote_version(
+    settings: Settings, version: str, reason: str, *, force: bool, token: str | None
+) -> ActionResult:
+    """Run the promotion gate (or force it) for ``version``; then ask the API to serve the new version now."""
+    from rakuten_mlops.training.registry import promote
+
+    if not reason.strip():
+        raise ActionRefused("give a reason: it is recorded with the decision")
+    decision = promote(settings, version, force=force, reason=reason.strip(), actor="ui")
+    details = list(decision.reasons)
+    if not force:
+        details.insert(0, f"reason given: {reason.strip()}")
+    if decision.promoted:
+        details.append(_reload_api(settings, token))
+        label = "forced into production" if decision.forced else "promoted to production"
+        return ActionResult(f"version {version} {label}", True, details)
+    return ActionResult(f"the gate refused version {version}", False, details)
+
+
+def rollback_production(settings: Settings, to: str | None, reason: str, token: str | None) -> ActionResult:
+    """Move production back (through the API, which then serves it at once; else in the registry)."""
+    if not reason.strip():
+        raise ActionRefused("give a reason: it is recorded with the rollback")
+    try:
+        out = PlatformAPI(settings.api_url, token).rollback(to, reason.strip())
+        return ActionResult(
+            f"production rolled back to version {out.get('production_version')}",
+            details=[f"the API now serves version {out.get('model_version')}"],
+        )
+    except APIError as exc:
+        if exc.status_code not in (None, 401, 404, 501):
+            raise ActionRefused(str(exc)) from exc
+        api_note = f"API not used ({exc}); the API picks the alias up on its next poll"
+    from rakuten_mlops.training.registry import rollback
+
+    result = rollback(settings, to=to, reason=reason.strip(), actor="ui")
+    return ActionResult(
+        f"production rolled back from version {result.from_version} to version {result.to_version}",
+        details=[api_note],
+    )
+
+
+def _reload_api(settings: Settings, token: str | None) -> str:
+    try:
+        out = PlatformAPI(settings.api_url, token).reload()
+    except APIError as exc:
+        return f"the API will pick the new version up on its next alias poll ({exc})"
+    return f"the API now serves version {out.get('model_version')}"
+
+
+def training_events(settings: Settings) -> pd.DataFrame:
+    """The registry's history as the Training page lists it: trainings, gate decisions, rollbacks."""
+    return model_events(settings, TRAINING_EVENTS)

@@ -35,10 +35,6 @@ class RetrainSubmissionError(PlatformError):
     """The Argo server refused or could not be reached for a retraining workflow."""
 
 
-class FeatureUnavailable(PlatformError):
-    """An optional part of the platform (training package) is not installed in this image."""
-
-
 STATUS_OF: list[tuple[type[Exception], int]] = [
     (ModelNotReadyError, 503),
     (RegistryUnavailableError, 503),
@@ -46,7 +42,6 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (PromotionRefused, 409),
     (RetrainAlreadyRunning, 409),
     (RetrainSubmissionError, 502),
-    (FeatureUnavailable, 501),
     (PlatformError, 400),
 ]
 

@@ -105,7 +105,9 @@ def main() -> None:
                 _ours(settings, x_path, home / "a.parquet", cores)
             )
             sides["ours, 1 process"].append(_ours(settings, x_path, home / "b.parquet", 1))
-            sides["peer: pyfunc predict"].append(_peer(f"models:/{MODEL}@production", x_path, home / "c.parquet"))
+            sides["peer: pyfunc predict"].append(
+                _peer(f"models:/{MODEL}@production", x_path, home / "c.parquet")
+            )
     best = {name: min(times) for name, times in sides.items()}
     peer = best["peer: pyfunc predict"]
     print_table(

@@ -40,7 +40,7 @@ from rakuten_mlops.scoring.work import (
 )
 from rakuten_mlops.settings import Settings
 
-DEFAULT_CHUNK_ROWS = 20_000
+DEFAULT_CHUNK_ROWS = 10_000
 DEFAULT_TOP_K = 3
 WORK_FORMAT = 1  # bump when the parts' columns change: older work areas are then not reused
 

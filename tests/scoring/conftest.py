@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.serving.serving_helpers import fit_pipeline, register_version
+
+from tests.serving.factories import fit_pipeline, register_version
 
 CATALOGUE_ROWS = 1_000
 CHUNK_ROWS = 300  # four chunks, the last one short

@@ -201,7 +201,22 @@ def test_bad_csv_is_refused_with_the_loaders_error_and_no_output(
     assert files_in(tmp_path) == ["X_bad.csv", "out.parquet"]
 
 
-def test_non_utf8_bytes_are_named_by_line_and_the_cli_exits_2(registry, catalogue_text, tmp_path):
+def test_the_cli_shows_progress_on_stderr_and_refuses_non_utf8_bytes_by_line(
+    registry, catalogue, catalogue_text, tmp_path
+):
+    env = {**os.environ, **registry.env(tmp_path / "home")}
+    good = subprocess.run(
+        [*CLI, "score", "--input", str(catalogue), "--output", str(tmp_path / "ok.csv"), "--chunk-rows", "400",
+         "--version", registry.other, "--workers", "1"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    progress = [line for line in good.stderr.splitlines() if line.startswith("chunk ")]
+    assert progress[0].startswith("chunk 1: 400 products scored in") and len(progress) == 3
+    assert progress[-1].endswith("1,000 done, 100% of the input read")
+    assert f"scored 1,000 products in 3 chunk(s) with {registry.name} version {registry.other}" in good.stdout
+    assert set(pd.read_csv(tmp_path / "ok.csv")["model_version"].astype(str)) == {registry.other}
+
     source = tmp_path / "X_latin1.csv"
     lines = catalogue_text.rstrip("\n").split("\n")
     lines[700] = "700,Chaise de jardin \udce9t\udce9,,999001,1"

@@ -25,7 +25,8 @@ def score(
         ),
     ],
     version: Annotated[
-        str | None, typer.Option(help="Registry version to score with (default: the production alias).")
+        str | None,
+        typer.Option(help="Registry version to score with (default or empty: the production alias)."),
     ] = None,
     chunk_rows: Annotated[
         int, typer.Option(min=1, help="Products read, scored and kept per chunk.")

@@ -85,7 +85,7 @@ def load_model(settings: Settings, version: str | None):
     # a pinned serving version (RAKUTEN_MODEL_VERSION) is the API's business: scoring takes the
     # alias unless --version names one
     store = ModelStore(settings.model_copy(update={"model_version": None}), reload_signal=None)
-    store.load(version)
+    store.load(version or None)  # empty (a workflow parameter left blank): the alias
     return store.require()
 
 

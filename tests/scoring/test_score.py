@@ -254,3 +254,17 @@ def test_parquet_input_and_its_errors(registry, catalogue, tmp_path):
     with pytest.raises(DataValidationError, match=r"unknown format: name the file \*.csv"):
         score_catalogue(settings, str(tmp_path / "catalogue.parquet"), str(tmp_path / "b.json"))
     assert not (tmp_path / "b.csv").exists()
+
+
+def test_a_work_folder_given_by_the_user_keeps_everything_but_the_runs_own_parts(
+    registry, catalogue, tmp_path
+):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "keep.txt").write_text("someone else's file")
+    score_catalogue(
+        registry.settings(tmp_path / "home"), str(catalogue), str(tmp_path / "out.parquet"),
+        chunk_rows=CHUNK_ROWS, work=str(shared),
+    )  # fmt: skip
+    assert files_in(shared) == ["keep.txt"]
+    assert len(pd.read_parquet(tmp_path / "out.parquet")) == CATALOGUE_ROWS

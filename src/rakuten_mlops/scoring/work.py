@@ -57,10 +57,10 @@ class WorkArea(Protocol):
 
 
 class LocalWork:
-    """Parts in a local folder (``root/key/``)."""
+    """Parts in a local folder (``root/key/``); ``owns_root``: the whole root is this output's."""
 
-    def __init__(self, root: Path, key: str):
-        self.root, self.folder = root, root / key
+    def __init__(self, root: Path, key: str, owns_root: bool):
+        self.root, self.folder, self.owns_root = root, root / key, owns_root
         self.location = str(self.folder)
 
     def manifest(self) -> dict | None:
@@ -85,7 +85,7 @@ class LocalWork:
         return pq.read_table(self.folder / part_name(index))
 
     def remove_all(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root if self.owns_root else self.folder, ignore_errors=True)
 
     def _write(self, name: str, body: bytes) -> None:
         temporary = self.folder / f".{name}.{os.getpid()}.tmp"
@@ -96,8 +96,8 @@ class LocalWork:
 class S3Work:
     """Parts under an S3 prefix (``root/key/``): each a single PUT, complete or absent."""
 
-    def __init__(self, root: S3Url, key: str):
-        self.root, self.url = root, root.child(key)
+    def __init__(self, root: S3Url, key: str, owns_root: bool):
+        self.root, self.url, self.owns_root = root, root.child(key), owns_root
         self.location = str(self.url)
 
     def manifest(self) -> dict | None:
@@ -122,15 +122,21 @@ class S3Work:
         return pq.read_table(pa.BufferReader(s3.get_bytes(self.url, self.url.key(part_name(index)))))
 
     def remove_all(self) -> None:
-        s3.delete(self.root, s3.list_keys(self.root))
+        scope = self.root if self.owns_root else self.url
+        s3.delete(scope, s3.list_keys(scope))
 
 
 def work_area(output: str, key: str, work: str | None = None) -> WorkArea:
-    """The work area of a run writing ``output``: ``work`` if given, else beside the output."""
+    """The work area of a run writing ``output``: under ``work`` if given, else beside the output.
+
+    Beside the output the whole ``.NAME.work`` folder is this output's: finishing removes it with
+    the parts of older runs (another model version, another input). Under a given ``work`` only
+    this run's own folder is removed.
+    """
     root = work or _beside(output)
     if root.startswith("s3://"):
-        return S3Work(S3Url.parse(root), key)
-    return LocalWork(Path(root), key)
+        return S3Work(S3Url.parse(root), key, owns_root=work is None)
+    return LocalWork(Path(root), key, owns_root=work is None)
 
 
 def _beside(output: str) -> str:

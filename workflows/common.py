@@ -39,6 +39,8 @@ CONFIG_MAP = "rakuten-mlops-config"  # key MLFLOW_TRACKING_URI (required) + any 
 SOURCE_DATA_CLAIM = "rakuten-mlops-source-data"  # optional PVC of CSV drops (workflows.sourceData)
 LANDING_URL = "s3://landing/drops"  # s3://BUCKET/PREFIX of the landing zone that `data load` reads
 LANDING_SECRET = "rakuten-mlops-landing"  # keys access-key-id, secret-access-key (optional Secret)
+CATALOGUE_URL = "s3://landing/catalogue/X_catalogue.csv"  # the catalogue catalogue-rescore scores
+RESULTS_URL = "s3://results/catalogue-rescore"  # s3://BUCKET/PREFIX where catalogue-rescore writes
 
 PLACEHOLDERS = {
     "image": IMAGE,
@@ -49,6 +51,8 @@ PLACEHOLDERS = {
     "sourceDataClaim": SOURCE_DATA_CLAIM,
     "landingUrl": LANDING_URL,
     "landingSecret": LANDING_SECRET,
+    "catalogueUrl": CATALOGUE_URL,
+    "resultsUrl": RESULTS_URL,
 }
 
 # ConfigMap keys of the landing zone's endpoint and region (absent: the AWS defaults).
@@ -128,6 +132,7 @@ def env_from() -> list:
 LIGHT = Resources(cpu_request="100m", cpu_limit="500m", memory_request="512Mi", memory_limit="1Gi")
 LOAD = Resources(cpu_request="250m", cpu_limit="1", memory_request="512Mi", memory_limit="1Gi")
 DRIFT = Resources(cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi")
+SCORE = Resources(cpu_request="1", cpu_limit="2", memory_request="1Gi", memory_limit="2Gi")
 TRAIN = Resources(cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi")
 
 

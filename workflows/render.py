@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from workflows import drift_check, incremental_load, train
+from workflows import catalogue_rescore, drift_check, incremental_load, train
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = REPO / "charts" / "rakuten-mlops" / "files" / "workflows"
@@ -20,6 +20,7 @@ def build_all() -> dict[str, object]:
         f"{train.NAME}.yaml": train.build_template(),
         f"{train.WEEKLY_NAME}.yaml": train.build_weekly(),
         f"{drift_check.NAME}.yaml": drift_check.build(),
+        f"{catalogue_rescore.NAME}.yaml": catalogue_rescore.build(),
     }
 
 
@@ -28,6 +29,7 @@ MODULES = {
     f"{train.NAME}.yaml": "train",
     f"{train.WEEKLY_NAME}.yaml": "train",
     f"{drift_check.NAME}.yaml": "drift_check",
+    f"{catalogue_rescore.NAME}.yaml": "catalogue_rescore",
 }
 
 

@@ -182,11 +182,12 @@ def _register_areas() -> None:
     """Each area adds its commands (imported here, after this module's console exists: they use it)."""
     from rakuten_mlops.monitoring.commands import register as register_monitoring
     from rakuten_mlops.operator_cli import operator_app
+    from rakuten_mlops.scoring.commands import register as register_scoring
     from rakuten_mlops.serving.commands import register as register_serving
     from rakuten_mlops.training.commands import register as register_training
     from rakuten_mlops.ui.commands import register as register_ui
 
-    for register in (register_training, register_serving, register_monitoring, register_ui):
+    for register in (register_training, register_serving, register_scoring, register_monitoring, register_ui):
         register(app)
     app.add_typer(operator_app, name="operator")
 

@@ -61,6 +61,15 @@ class S3Url:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
+def object_url(url: str) -> tuple[S3Url, str]:
+    """``s3://BUCKET/FOLDER/NAME`` as (the folder's URL, the object's key); a folder URL is refused."""
+    folder = S3Url.parse(url)
+    key = url[len("s3://") + len(folder.bucket) + 1 :]
+    if not key or key.endswith("/"):
+        raise DataValidationError(url, "not an object URL; expected s3://BUCKET/KEY with a file name")
+    return S3Url(folder.bucket, key.rpartition("/")[0] + "/" if "/" in key else ""), key
+
+
 @functools.cache
 def client() -> Any:
     """An S3 client configured from the AWS environment, with bounded timeouts and retries."""
@@ -97,6 +106,8 @@ def errors_named(url: S3Url | str) -> Iterator[None]:
             raise ObjectStoreNotFound(
                 f"bucket {bucket!r} does not exist at {endpoint()} ({url}); create it or fix the URL"
             ) from None
+        if code in ("NoSuchKey", "404"):
+            raise ObjectStoreNotFound(f"{url} does not exist at {endpoint()}") from None
         if code in DENIED_CODES:
             raise ObjectStoreUnavailable(
                 f"S3 at {endpoint()} refused access to {url} ({code}); "
@@ -129,6 +140,13 @@ def list_keys(url: S3Url) -> list[str]:
 def get_bytes(url: S3Url, key: str) -> bytes:
     with errors_named(url.object_url(key)), _named_bucket(url):
         return client().get_object(Bucket=url.bucket, Key=key)["Body"].read()
+
+
+def stream_object(url: S3Url, key: str, block_bytes: int) -> Iterator[bytes]:
+    """An object's bytes in blocks of ``block_bytes`` (one block in memory at a time)."""
+    with errors_named(url.object_url(key)):
+        body = client().get_object(Bucket=url.bucket, Key=key)["Body"]
+        yield from body.iter_chunks(block_bytes)
 
 
 def put_file(url: S3Url, key: str, path: Path) -> None:

@@ -520,6 +520,7 @@ def test_kind_scenario_runs_everything_the_design_names(render):
         ("CronWorkflow", "incremental-load"),
         ("CronWorkflow", "rakuten-train-weekly"),
         ("CronWorkflow", "drift-check"),
+        ("CronWorkflow", "catalogue-rescore"),
         ("ServiceMonitor", API),
         ("PrometheusRule", API),
         ("ConfigMap", f"{RELEASE}-rakuten-mlops-dashboard"),
@@ -723,6 +724,34 @@ def test_schedules_and_suspend_from_values(render):
     assert crons["drift-check"]["suspend"] is False and crons["incremental-load"]["suspend"] is False
     proc = render.run("template", "x", str(CHART), "--set-string", "workflows.schedules.driftCheck=hourly")
     assert proc.returncode != 0 and "/workflows/schedules/driftCheck" in proc.stderr, proc.stderr
+
+
+def test_catalogue_rescore_is_off_by_default_and_reads_the_landing_zone_into_the_results_bucket(render):
+    cron = one(render.docs("kind"), "CronWorkflow", "catalogue-rescore")["spec"]
+    assert cron["suspend"] is True, "off unless the values turn it on"
+    params = {p["name"]: p["value"] for p in cron["workflowSpec"]["arguments"]["parameters"]}
+    assert params["input"] == "s3://landing/catalogue/X_catalogue.csv"
+    assert params["output"].startswith("s3://results/catalogue-rescore/{{workflow.creationTimestamp.Y}}-")
+    step = next(t for t in cron["workflowSpec"]["templates"] if t["name"] == "score")["container"]
+    assert step["args"][:5] == [
+        "score",
+        "--input",
+        "{{inputs.parameters.input}}",
+        "--output",
+        "{{inputs.parameters.output}}",
+    ]
+    env = {e["name"]: e for e in step["env"]}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} <= set(env)
+    docs = render.docs(
+        "kind", "1.31",
+        ("workflows.suspend.catalogueRescore=false", "workflows.catalogueRescore.input=s3://shop/all.parquet",
+         "workflows.catalogueRescore.output=s3://scores/nightly/", "workflows.schedules.catalogueRescore=30 2 * * *"),
+    )  # fmt: skip
+    cron = one(docs, "CronWorkflow", "catalogue-rescore")["spec"]
+    params = {p["name"]: p["value"] for p in cron["workflowSpec"]["arguments"]["parameters"]}
+    assert cron["suspend"] is False and cron["schedules"] == ["30 2 * * *"]
+    assert params["input"] == "s3://shop/all.parquet"
+    assert params["output"].startswith("s3://scores/nightly/{{workflow.creationTimestamp.Y}}-")
 
 
 def test_minio_images_are_pinned_by_digest(render):

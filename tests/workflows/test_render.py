@@ -15,6 +15,7 @@ from tests.workflows.argo_support import RENDERED_DIR, cli_lacks, schema_errors,
 from workflows import common, render
 
 EXPECTED_FILES = [
+    "catalogue-rescore.yaml",
     "drift-check.yaml",
     "incremental-load.yaml",
     "rakuten-train-weekly.yaml",
@@ -113,6 +114,7 @@ def test_no_nulls_and_parameter_values_are_strings(rendered):
         ("incremental-load.yaml", "*/15 * * * *"),
         ("rakuten-train-weekly.yaml", "0 3 * * 0"),
         ("drift-check.yaml", "0 2 * * *"),
+        ("catalogue-rescore.yaml", "0 1 * * *"),
     ],
 )
 def test_cron_workflows_never_overlap_and_keep_short_history(rendered, name, schedule):
@@ -128,7 +130,7 @@ def test_cron_workflows_never_overlap_and_keep_short_history(rendered, name, sch
 
 def test_every_step_runs_the_cli_from_the_app_image_with_limits(rendered):
     steps = [(name, t) for name, doc in rendered.items() for t in container_templates(doc)]
-    assert {t["name"] for _, t in steps} == {"load", "train", "drift", "decide"}
+    assert {t["name"] for _, t in steps} == {"load", "train", "drift", "decide", "score"}
     for name, t in steps:
         c = t["container"]
         assert c["image"] == common.IMAGE and c["command"] == ["rakuten-mlops"], (name, t["name"])
@@ -240,18 +242,27 @@ def test_each_step_calls_an_existing_cli_command_with_existing_options(rendered,
     assert not cli_lacks(command, *options), f"`rakuten-mlops {command}` lacks one of {sorted(options)}"
 
 
-@pytest.mark.parametrize("name", ["incremental-load.yaml", "rakuten-train-weekly.yaml", "drift-check.yaml"])
-def test_schedule_and_suspend_lines_can_be_replaced_from_helm_values(rendered, name):
+@pytest.mark.parametrize(
+    ("name", "suspend"),
+    [
+        ("incremental-load.yaml", True),
+        ("rakuten-train-weekly.yaml", True),
+        ("drift-check.yaml", True),
+        ("catalogue-rescore.yaml", False),  # rendered suspended: the chart's values turn it on
+    ],
+)
+def test_schedule_and_suspend_lines_can_be_replaced_from_helm_values(rendered, name, suspend):
     """The regexes charts/rakuten-mlops/files/workflows/README.md gives the chart change exactly these fields."""
     text = (RENDERED_DIR / name).read_text()
     text, schedules = re.subn(r"(?m)^(  schedules:\n  - ).*$", r'\g<1>"5 */6 * * 1-5"', text)
-    text, suspends = re.subn(r"(?m)^  suspend: false$", "  suspend: true", text)
+    text, suspends = re.subn(r"(?m)^  suspend: (true|false)$", f"  suspend: {str(suspend).lower()}", text)
     assert (schedules, suspends) == (1, 1)
+    assert rendered[name]["spec"]["suspend"] is not suspend
     doc = yaml.safe_load(text)
     assert schema_errors(doc) == []
-    assert doc["spec"]["schedules"] == ["5 */6 * * 1-5"] and doc["spec"]["suspend"] is True
+    assert doc["spec"]["schedules"] == ["5 */6 * * 1-5"] and doc["spec"]["suspend"] is suspend
     original = copy.deepcopy(rendered[name])
-    original["spec"].update(schedules=["5 */6 * * 1-5"], suspend=True)
+    original["spec"].update(schedules=["5 */6 * * 1-5"], suspend=suspend)
     assert doc == original
 
 

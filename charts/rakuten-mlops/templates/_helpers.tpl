@@ -185,6 +185,26 @@ data DB URL and MLflow URI, no passwords in plain text.
 {{- end }}
 {{- end }}
 
+{{/* The catalogue that catalogue-rescore scores: s3://BUCKET/KEY.csv or .parquet (default: in the landing bucket). */}}
+{{- define "rakuten-mlops.catalogueUrl" -}}
+{{- if .Values.workflows.catalogueRescore.input }}
+{{- .Values.workflows.catalogueRescore.input }}
+{{- else }}
+{{- printf "%s/catalogue/X_catalogue.csv" (regexFind "^s3://[^/]+" (include "rakuten-mlops.landingUrl" .)) }}
+{{- end }}
+{{- end }}
+
+{{/* Where catalogue-rescore writes, s3://BUCKET/PREFIX, one folder per night (default: MinIO's results bucket, else the landing bucket). */}}
+{{- define "rakuten-mlops.resultsUrl" -}}
+{{- if .Values.workflows.catalogueRescore.output }}
+{{- .Values.workflows.catalogueRescore.output | trimSuffix "/" }}
+{{- else if .Values.minio.enabled }}
+{{- printf "s3://%s/catalogue-rescore" .Values.minio.resultsBucket }}
+{{- else }}
+{{- printf "%s/catalogue-rescore" (regexFind "^s3://[^/]+" (include "rakuten-mlops.landingUrl" .)) }}
+{{- end }}
+{{- end }}
+
 {{/* S3 endpoint of the landing zone (empty: the SDK's default). */}}
 {{- define "rakuten-mlops.landingEndpoint" -}}
 {{- if .Values.workflows.landingZone.endpoint }}

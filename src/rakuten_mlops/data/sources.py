@@ -7,13 +7,16 @@ nothing is returned for a file with any problem.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import fnmatch
 import hashlib
 import io
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
@@ -67,19 +70,46 @@ def _decode(path: str, raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataValidationError(
-            path,
-            f"bytes that are not UTF-8 at byte {exc.start} ({raw[exc.start : exc.start + 4]!r}); "
-            "re-encode the file as UTF-8",
-            line,
+        raise _not_utf8(
+            path, exc.start, raw[exc.start : exc.start + 4], raw[: exc.start].count(b"\n") + 1
         ) from exc
 
 
-def _read_records(path: str, text: str, expected: tuple[str, ...]) -> tuple[list[list[str]], list[int]]:
-    """CSV records after the header, with the physical line each starts on."""
-    first_line = text.split("\n", 1)[0]
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _not_utf8(path: str, offset: int, bad: bytes, line: int) -> DataValidationError:
+    return DataValidationError(
+        path, f"bytes that are not UTF-8 at byte {offset} ({bad!r}); re-encode the file as UTF-8", line
+    )
+
+
+def digest_checking_utf8(path: str, chunks: Iterable[bytes]) -> str:
+    """sha256 of a file read in ``chunks`` while checking it is UTF-8 (the error names byte and line)."""
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = newlines = 0  # bytes and line breaks fed to the decoder before this chunk
+    for chunk in chunks:
+        digest.update(chunk)
+        pending = decoder.getstate()[0]  # an incomplete character carried over from the last chunk
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            start = offset - len(pending) + exc.start
+            line = newlines + exc.object[: exc.start].count(b"\n") + 1
+            raise _not_utf8(path, start, exc.object[exc.start : exc.start + 4], line) from None
+        offset += len(chunk)
+        newlines += chunk.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(
+            path, offset - len(exc.object) + exc.start, exc.object[exc.start :], newlines + 1
+        ) from None
+    return digest.hexdigest()
+
+
+def _read_header(
+    path: str, reader: Iterator[list[str]], first_line: str, expected: tuple[str, ...]
+) -> tuple[int, list[int]]:
+    """Check the header row; return its width and the positions of the ``expected`` columns."""
     try:
         header = next(reader)
     except StopIteration:
@@ -101,21 +131,36 @@ def _read_records(path: str, text: str, expected: tuple[str, ...]) -> tuple[list
         )
     if header[0].strip() not in ("", "Unnamed: 0", "index"):
         raise DataValidationError(path, "the first column must be the unnamed row index", 1)
-    order = [names.index(c) + 1 for c in expected]
-    records, lines = [], []
+    return len(header), [names.index(c) + 1 for c in expected]
+
+
+def _iter_records(
+    path: str, lines: Iterable[str], expected: tuple[str, ...]
+) -> Iterator[tuple[list[str], int]]:
+    """CSV records after the header (row index, then the ``expected`` columns), each with the
+    physical line it starts on; ``lines`` is the file's text, line by line."""
+    lines = iter(lines)
+    first_line = next(lines, "")
+    reader = csv.reader(itertools.chain([first_line], lines))
+    width, order = _read_header(path, reader, first_line.rstrip("\r\n"), expected)
     start = reader.line_num + 1
     try:
         for rec in reader:
             if rec:
-                if len(rec) != len(header):
-                    raise DataValidationError(
-                        path, f"{len(rec)} fields where the header has {len(header)}", start
-                    )
-                records.append([rec[0], *(rec[i] for i in order)])
-                lines.append(start)
+                if len(rec) != width:
+                    raise DataValidationError(path, f"{len(rec)} fields where the header has {width}", start)
+                yield [rec[0], *(rec[i] for i in order)], start
             start = reader.line_num + 1
     except csv.Error as exc:
         raise DataValidationError(path, f"malformed CSV ({exc})", reader.line_num) from exc
+
+
+def _read_records(path: str, text: str, expected: tuple[str, ...]) -> tuple[list[list[str]], list[int]]:
+    """CSV records after the header, with the physical line each starts on."""
+    records, lines = [], []
+    for record, line in _iter_records(path, io.StringIO(text, newline=""), expected):
+        records.append(record)
+        lines.append(line)
     return records, lines
 
 
@@ -135,6 +180,43 @@ def _as_int(
     return out
 
 
+def _x_frame(x_path: str, records: list[list[str]], lines: list[int]) -> pd.DataFrame:
+    """The checked products of X records: integer ids, a designation on every row."""
+    productid = _as_int(x_path, [r[3] for r in records], lines, "productid")
+    imageid = _as_int(x_path, [r[4] for r in records], lines, "imageid", required=False)
+    for rec, line in zip(records, lines, strict=True):
+        if not rec[1].strip():
+            raise DataValidationError(x_path, "empty designation", line)
+    return pd.DataFrame(
+        {
+            "row_index": _as_int(x_path, [r[0] for r in records], lines, "row index"),
+            "designation": [r[1] for r in records],
+            "description": [r[2] for r in records],
+            "productid": pd.array(productid, dtype="int64"),
+            "imageid": pd.array(imageid, dtype="Int64"),
+            "line": lines,
+        }
+    )
+
+
+def iter_products(x_path: str, text: TextIO, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The products of an X file in frames of ``chunk_rows`` rows, checked as ``parse_source`` checks X.
+
+    ``text`` is the file opened as UTF-8 text with ``newline=""``; memory holds one chunk. Columns
+    as ``_x_frame``. A problem raises ``DataValidationError`` when its row is reached.
+    """
+    records: list[list[str]] = []
+    lines: list[int] = []
+    for record, line in _iter_records(x_path, text, X_COLUMNS):
+        records.append(record)
+        lines.append(line)
+        if len(records) == chunk_rows:
+            yield _x_frame(x_path, records, lines)
+            records, lines = [], []
+    if records:
+        yield _x_frame(x_path, records, lines)
+
+
 def read_source(source: Path) -> SourceData:
     """Read and validate a local folder in the official layout; raise ``DataValidationError`` on any problem."""
     x_path, y_path = find_source_files(Path(source))
@@ -150,13 +232,11 @@ def parse_source(x_path: str, x_raw: bytes, y_path: str, y_raw: bytes) -> Source
             f"{x_path} / {y_path}",
             f"X has {len(x_records)} rows but Y has {len(y_records)}; they must describe the same products",
         )
-    x_index = _as_int(x_path, [r[0] for r in x_records], x_lines, "row index")
+    products = _x_frame(x_path, x_records, x_lines)
     y_index = _as_int(y_path, [r[0] for r in y_records], y_lines, "row index")
-    for xi, yi, line in zip(x_index, y_index, y_lines, strict=True):
+    for xi, yi, line in zip(products["row_index"], y_index, y_lines, strict=True):
         if xi != yi:
             raise DataValidationError(y_path, f"row index {yi} does not match X's row index {xi}", line)
-    productid = _as_int(x_path, [r[3] for r in x_records], x_lines, "productid")
-    imageid = _as_int(x_path, [r[4] for r in x_records], x_lines, "imageid", required=False)
     labels = _as_int(y_path, [r[1] for r in y_records], y_lines, "prdtypecode")
     known = load_categories()
     for code, line in zip(labels, y_lines, strict=True):
@@ -164,20 +244,8 @@ def parse_source(x_path: str, x_raw: bytes, y_path: str, y_raw: bytes) -> Source
             raise DataValidationError(
                 y_path, f"unknown prdtypecode {code} (expected one of the 27 codes)", line
             )
-    for rec, line in zip(x_records, x_lines, strict=True):
-        if not rec[1].strip():
-            raise DataValidationError(x_path, "empty designation", line)
-    frame = pd.DataFrame(
-        {
-            "row_index": x_index,
-            "designation": [r[1] for r in x_records],
-            "description": [r[2] for r in x_records],
-            "productid": pd.array(productid, dtype="int64"),
-            "imageid": pd.array(imageid, dtype="Int64"),
-            "prdtypecode": pd.array(labels, dtype="int64"),
-            "line": x_lines,
-        }
-    )
+    products.insert(5, "prdtypecode", pd.array(labels, dtype="int64"))
+    frame = products
     _check_duplicates(frame, x_path, y_path, y_lines)
     return SourceData(frame, x_path, y_path, source_digest(x_raw, y_raw))
 

@@ -1,0 +1,1 @@
+"""Batch scoring of whole catalogues with a registry version (``rakuten-mlops score``)."""

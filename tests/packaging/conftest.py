@@ -7,8 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -78,16 +79,57 @@ def podman_ready() -> None:
         assert proc.returncode == 0, f"building the stand-in base image failed:\n{proc.stderr[-3000:]}"
 
 
+class ImageBuild:
+    """``podman build`` of one image in a background thread; ``wait()`` re-raises its failure."""
+
+    def __init__(self, tag: str, dockerfile: Path, context: Path) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(tag, dockerfile, context), name=f"build {tag}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, tag: str, dockerfile: Path, context: Path) -> None:
+        try:
+            build_image(tag, dockerfile, context)
+        except BaseException as exc:  # handed to the test that waits for the image
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+IMAGES = {  # tag -> (Dockerfile, build context)
+    APP_IMAGE: (REPO / "images" / "app" / "Dockerfile", REPO),
+    MLFLOW_IMAGE: (REPO / "images" / "mlflow" / "Dockerfile", REPO / "images" / "mlflow"),
+}
+_builds: dict[str, ImageBuild] = {}
+
+
+def start_image_builds() -> dict[str, ImageBuild]:
+    """Both images, each built once per session, side by side (the builds wait on downloads)."""
+    for tag, (dockerfile, context) in IMAGES.items():
+        if tag not in _builds:
+            _builds[tag] = ImageBuild(tag, dockerfile, context)
+    return _builds
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the image builds as soon as the collected tests need them, so that they run while
+    the tests before them do; without podman or the base image the ``images`` fixture says why."""
+    if not any("images" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    if shutil.which("podman") and podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
+        start_image_builds()
+
+
 @pytest.fixture(scope="session")
 def images(podman_ready) -> dict[str, str]:
-    """Both images, built once per session, side by side (the builds wait on downloads)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        app = pool.submit(build_image, APP_IMAGE, REPO / "images" / "app" / "Dockerfile", REPO)
-        mlflow = pool.submit(
-            build_image, MLFLOW_IMAGE, REPO / "images" / "mlflow" / "Dockerfile", REPO / "images" / "mlflow"
-        )
-        app.result()
-        mlflow.result()
+    """Both images, built once per session (started at collection when podman was ready)."""
+    for build in start_image_builds().values():
+        build.wait()
     return {"app": APP_IMAGE, "mlflow": MLFLOW_IMAGE}
 
 

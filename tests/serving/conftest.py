@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.factories import ADMIN_TOKEN, ApiProcess, fit_pipeline, register_version
+from tests.serving.factories import ADMIN_TOKEN, ApiProcess, fit_pipeline, log_pipeline, register_logged
 from tests.support import MlflowServer
 
 
@@ -17,6 +17,12 @@ from tests.support import MlflowServer
 def fitted_pipelines():
     """Two fits that predict differently (version 1 and version 2 of the tests' models)."""
     return fit_pipeline(0), fit_pipeline(1)
+
+
+@pytest.fixture(scope="session")
+def logged_pipelines(mlflow_server: MlflowServer, fitted_pipelines):
+    """The two fits logged once per session; each test's registered versions point at them."""
+    return tuple(log_pipeline(mlflow_server.uri, pipeline) for pipeline in fitted_pipelines)
 
 
 @dataclass
@@ -34,11 +40,11 @@ class RegisteredModel:
 
 
 @pytest.fixture
-def registered_model(mlflow_server: MlflowServer, fitted_pipelines) -> RegisteredModel:
+def registered_model(mlflow_server: MlflowServer, logged_pipelines) -> RegisteredModel:
     """A fresh registered model with two versions; ``production`` points at the first."""
     name = f"rakuten_classifier_{uuid.uuid4().hex[:8]}"
-    v1 = register_version(mlflow_server.uri, name, pipeline=fitted_pipelines[0])
-    v2 = register_version(mlflow_server.uri, name, pipeline=fitted_pipelines[1], alias=None)
+    v1 = register_logged(mlflow_server.uri, name, logged_pipelines[0])
+    v2 = register_logged(mlflow_server.uri, name, logged_pipelines[1], alias=None)
     return RegisteredModel(name, mlflow_server.uri, (v1, v2))
 
 
@@ -68,10 +74,10 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
 
 
 @pytest.fixture(scope="session")
-def shared_api(mlflow_server, fitted_pipelines, tmp_path_factory):
+def shared_api(mlflow_server, logged_pipelines, tmp_path_factory):
     """One API process for the bad-input and schema tests (SQLite prediction log)."""
     name = f"rakuten_classifier_{uuid.uuid4().hex[:8]}"
-    register_version(mlflow_server.uri, name, pipeline=fitted_pipelines[0])
+    register_logged(mlflow_server.uri, name, logged_pipelines[0])
     home = tmp_path_factory.mktemp("shared-api")
     api = ApiProcess(
         {

@@ -1,7 +1,8 @@
 """Small real models and the API process of the serving tests.
 
-- :func:`register_version`: fit the training package's pipeline on the 429 real sample rows,
-  log it with the MLflow sklearn flavour and register it (optionally moving an alias to it).
+- :func:`fit_pipeline`, :func:`log_pipeline`, :func:`register_logged`: fit the training package's
+  pipeline on the 429 real sample rows, log it once with the MLflow sklearn flavour, and register
+  versions of it (optionally moving an alias to the new one); :func:`register_version` does all three.
 - :class:`ApiProcess`: ``rakuten-mlops serve`` in a subprocess, ready when ``/ready`` is 200.
 """
 
@@ -55,35 +56,51 @@ def fit_pipeline(variant: int = 0):
     return pipeline.fit(frame[["designation", "description"]], frame["prdtypecode"])
 
 
-def register_version(
-    tracking_uri: str, name: str, *, pipeline=None, variant: int = 0, alias: str | None = "production"
-) -> str:
-    """Log and register one version (fitting one if ``pipeline`` is None); point ``alias`` at it."""
+def log_pipeline(tracking_uri: str, pipeline):
+    """Log a fitted pipeline once with the MLflow sklearn flavour; versions are registered from it."""
     import mlflow
     import mlflow.sklearn
     from mlflow import MlflowClient
 
     from rakuten_mlops.model.pipeline import trusted_types
 
-    pipeline = pipeline if pipeline is not None else fit_pipeline(variant)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(f"{name}-tests")
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(f"{name}-tests")
+    experiment = client.get_experiment_by_name("serving-tests")
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("serving-tests")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id):
-        info = mlflow.sklearn.log_model(
+        return mlflow.sklearn.log_model(
             pipeline,
             name="model",
-            registered_model_name=name,
             skops_trusted_types=trusted_types(),
             pip_requirements=["scikit-learn", "pandas", "ftfy"],  # skips MLflow's slow inference
         )
-    version = str(info.registered_model_version)
+
+
+def register_logged(tracking_uri: str, name: str, logged, *, alias: str | None = "production") -> str:
+    """A new version of ``name`` (registered on first use) from a logged model; ``alias`` points at it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    created = client.create_model_version(
+        name, source=logged.model_uri, run_id=logged.run_id, model_id=logged.model_id
+    )
+    version = str(created.version)
     client.set_model_version_tag(name, version, "f1_weighted", "0.8")
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return version
+
+
+def register_version(
+    tracking_uri: str, name: str, *, pipeline=None, variant: int = 0, alias: str | None = "production"
+) -> str:
+    """Log and register one version (fitting one if ``pipeline`` is None); point ``alias`` at it."""
+    logged = log_pipeline(tracking_uri, pipeline if pipeline is not None else fit_pipeline(variant))
+    return register_logged(tracking_uri, name, logged, alias=alias)
 
 
 class ApiProcess(ManagedProcess):

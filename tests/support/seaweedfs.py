@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.processes import VENV_BIN, ManagedProcess, free_port
+from tests.support.processes import VENV_BIN, ManagedProcess, free_ports
 
 S3_KEY, S3_SECRET, BUCKET = "rakutentest", "rakuten-test-secret-key", "mlflow-artifacts"
 
@@ -56,14 +56,17 @@ def start_seaweedfs(root: Path, weed: str, bucket: str = BUCKET) -> S3Server:
     config = root / "s3.json"
     config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [
         {"accessKey": S3_KEY, "secretKey": S3_SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))  # fmt: skip
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    names = ("master", "volume", "filer", "s3")
+    drawn = free_ports(
+        2 * len(names)
+    )  # every port explicit and distinct: weed's grpc default is port + 10000
+    ports, grpc = dict(zip(names, drawn, strict=False)), dict(zip(names, drawn[len(names) :], strict=False))
     args = [
         weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
         "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
         "-volume.max=20", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        f"-master.port.grpc={free_port()}", f"-volume.port.grpc={free_port()}", f"-filer.port.grpc={free_port()}",
-        f"-s3.port.grpc={free_port()}",
+        *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
     ]  # fmt: skip
     (root / "data").mkdir()
     endpoint = f"http://127.0.0.1:{ports['s3']}"

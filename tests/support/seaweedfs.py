@@ -57,15 +57,15 @@ def start_seaweedfs(root: Path, weed: str, bucket: str = BUCKET) -> S3Server:
     config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [
         {"accessKey": S3_KEY, "secretKey": S3_SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))  # fmt: skip
     names = ("master", "volume", "filer", "s3")
-    drawn = free_ports(
-        2 * len(names)
-    )  # every port explicit and distinct: weed's grpc default is port + 10000
+    # every port explicit and distinct: weed's grpc default is port + 10000
+    drawn = free_ports(2 * len(names))
     ports, grpc = dict(zip(names, drawn, strict=False)), dict(zip(names, drawn[len(names) :], strict=False))
     args = [
         weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
         "-s3", f"-s3.port={ports['s3']}", f"-s3.config={config}", "-master.volumeSizeLimitMB=64",
-        "-volume.max=20", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+        "-volume.max=100",  # each bucket grows by 7 volumes; the session's server holds several buckets
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
     ]  # fmt: skip
     (root / "data").mkdir()

@@ -276,3 +276,11 @@ def same_output(got: tuple[np.ndarray, Features], expected: tuple[np.ndarray, Fe
         abs(a - b) < 1e-9
         for a, b in zip([f[3] for f in features], [f[3] for f in want_features], strict=True)
     )
+
+
+def top_k(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices of the ``k`` most probable classes per row (best first, ties by class order)
+    and their probabilities; ``k`` is clamped to 1..number of classes."""
+    k = max(1, min(k, proba.shape[1]))
+    top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(proba, top, axis=1)

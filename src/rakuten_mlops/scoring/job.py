@@ -29,6 +29,7 @@ import pandas as pd
 
 from rakuten_mlops.data.categories import category_name
 from rakuten_mlops.errors import DataValidationError
+from rakuten_mlops.model.runner import top_k
 from rakuten_mlops.scoring.catalogue import format_of, open_catalogue
 from rakuten_mlops.scoring.work import (
     WorkArea,
@@ -102,8 +103,7 @@ class ChunkScorer:
         import pyarrow as pa
 
         proba, _ = self.model.runner.run(frame["designation"].tolist(), frame["description"].tolist())
-        top = np.argsort(-proba, axis=1, kind="stable")[:, : self.top_k]
-        top_p = np.take_along_axis(proba, top, axis=1)
+        top, top_p = top_k(proba, self.top_k)
         columns: dict[str, Any] = {
             "productid": pa.array(frame["productid"].to_numpy(dtype=np.int64)),
             "prdtypecode": pa.array(self.classes[top[:, 0]]),

@@ -29,7 +29,7 @@ import numpy as np
 
 from rakuten_mlops.errors import ModelNotFoundError, RegistryUnavailableError
 from rakuten_mlops.model.loading import load_pipeline
-from rakuten_mlops.model.runner import plan_for
+from rakuten_mlops.model.runner import plan_for, top_k
 from rakuten_mlops.serving.errors import ModelNotReadyError
 from rakuten_mlops.settings import Settings
 
@@ -72,9 +72,7 @@ class LoadedModel:
     def predict(self, designations: list[str], descriptions: list[str], k: int):
         """Top-k codes and probabilities (best first) and the prediction-log features of each product."""
         proba, features = self.runner.run(designations, descriptions)
-        k = max(1, min(k, proba.shape[1]))
-        top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-        top_p = np.take_along_axis(proba, top, axis=1)
+        top, top_p = top_k(proba, k)
         return self.classes[top].tolist(), top_p.tolist(), features
 
 

@@ -108,3 +108,32 @@ def test_window_is_the_time_of_the_predictions(feedback_platform):
     assert realized_f1(settings, now - timedelta(days=1), now) == []
     (found,) = realized_f1(settings, now - timedelta(days=4), now)
     assert found.n == 50 and found.accuracy == 1.0
+
+
+def test_the_newer_of_a_labelled_load_and_a_feedback_evaluation_counts(feedback_platform):
+    from rakuten_mlops.data.loader import LoadPlan, load_next_batch
+    from rakuten_mlops.monitoring.live import evaluate_live
+    from rakuten_mlops.serving.metrics import MonitoringCollector
+
+    settings = feedback_platform.settings.model_copy(update={"retrain_backlog": 10**9})
+    collector = MonitoringCollector(settings.database_url, ttl=0)
+
+    def gauge() -> float:
+        (family,) = [f for f in collector.collect() if f.name == "rakuten_model_live_f1"]
+        (sample,) = [s for s in family.samples if s.labels == {"version": feedback_platform.version}]
+        return sample.value
+
+    _labelled(feedback_platform, rows=120, seed=8, wrong_share=0.5)
+    feedback = evaluate_feedback(settings, "1h", min_labels=100).versions[0]
+    assert decide(settings).checks["live_f1"]["source"] == "feedback"
+    assert gauge() == pytest.approx(feedback.f1_weighted)
+
+    batch = load_next_batch(settings, feedback_platform.source, LoadPlan(batch_rows=200))
+    live = evaluate_live(settings, batch.batch_id)
+    check = decide(settings).checks["live_f1"]
+    assert (check["source"], check["batch_id"]) == ("labelled_batch", batch.batch_id)
+    assert gauge() == pytest.approx(live.f1_weighted) != pytest.approx(feedback.f1_weighted)
+
+    again = evaluate_feedback(settings, "1h", min_labels=100).versions[0]
+    assert decide(settings).checks["live_f1"]["source"] == "feedback"
+    assert gauge() == pytest.approx(again.f1_weighted)

@@ -271,3 +271,39 @@ def test_realized_f1_from_feedback_matches_sklearn_and_reaches_metrics(client, f
     line = f'rakuten_model_live_f1{{version="{version["model_version"]}"}}'
     (sample,) = [m for m in metrics.splitlines() if m.startswith(line)]
     assert float(sample.split()[-1]) == pytest.approx(expected, abs=1e-9)
+
+
+def test_openapi_documents_the_route_and_no_generated_request_gets_a_5xx(client, api):
+    """The route's OpenAPI entry, then Schemathesis (valid and schema-violating bodies) with the token."""
+
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/feedback"]["post"]
+    assert {"401", "404", "422", "503"} <= set(operation["responses"])
+    assert [list(s) for s in operation["security"]] == [["HTTPBearer"]]
+    schemas = spec["components"]["schemas"]
+    item = schemas["FeedbackItemIn"]["properties"]
+    assert len(item["prdtypecode"]["enum"]) == 27 and 2583 in item["prdtypecode"]["enum"]
+    assert schemas["FeedbackIn"]["properties"]["items"]["maxItems"] == 1000
+    assert {"stored", "unchanged", "replaced", "items"} <= set(schemas["FeedbackOut"]["properties"])
+
+    schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
+    (feedback_op,) = [r.ok() for r in schema.get_all_operations() if r.ok().path == "/feedback"]
+    server_errors: list[str] = []
+    statuses: set[int] = set()
+    for mode in schemathesis.GenerationMode:
+
+        @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(case=feedback_op.as_strategy(generation_mode=mode))
+        def call(case) -> None:
+            case.headers = {**(case.headers or {}), **FEEDBACK}  # not a generated token
+            response = case.call(base_url=api.url, timeout=30)
+            statuses.add(response.status_code)
+            if response.status_code >= 500:
+                server_errors.append(f"{case.body!r} -> {response.status_code}: {response.text}")
+
+        call()
+    assert server_errors == []
+    assert {404, 422} <= statuses, statuses

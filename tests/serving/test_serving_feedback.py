@@ -187,6 +187,20 @@ def test_the_same_label_twice_is_idempotent_and_a_new_code_wins(client, feedback
     assert newest == 2583
 
 
+def test_concurrent_copies_of_one_batch_store_each_label_once(client, feedback_db):
+    """Eight identical requests at once race on the same predictions' first revision."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [p["prediction_id"] for p in predict(client, feedback_db, products(40, offset=60))]
+    body = {"items": [{"prediction_id": pid, "prdtypecode": 1160, "source": "race"} for pid in ids]}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/feedback", json=body, headers=FEEDBACK), range(8)))
+    assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers if a.status_code != 200]
+    assert sum(a.json()["stored"] for a in answers) == len(ids)
+    assert sum(a.json()["unchanged"] for a in answers) == 7 * len(ids)
+    assert labels_of(feedback_db, ids) == len(ids)
+
+
 def test_productid_names_the_latest_prediction_of_that_product(client, feedback_db):
     productid = 7_000_000_000 + uuid.uuid4().int % 1_000_000
     item = {**products(1, offset=40)[0], "productid": productid}

@@ -98,10 +98,23 @@ def decide(as_json: JsonFlag = False, output: OutputFile = None) -> None:
             console.print(line)
 
 
+def _valid_window(text: str) -> str:
+    from rakuten_mlops.monitoring.drift import parse_window
+
+    try:
+        parse_window(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return text
+
+
 def evaluate_feedback(
     window: Annotated[
         str,
-        typer.Option(help="Predictions made over the last 1d, 24h, 7d, ... (their labels may come later)."),
+        typer.Option(
+            help="Predictions made over the last 1d, 24h, 7d, ... (their labels may come later).",
+            callback=_valid_window,
+        ),
     ] = "1d",
     min_labels: Annotated[
         int, typer.Option(min=1, help="Store a version's result only with at least this many labels.")
@@ -111,16 +124,11 @@ def evaluate_feedback(
 ) -> None:
     """Realized F1 per model version from the labels of POST /feedback (stored for decide and /metrics)."""
     from rakuten_mlops.cli import console, print_backends
-    from rakuten_mlops.monitoring.drift import parse_window
     from rakuten_mlops.monitoring.feedback import evaluate_feedback as run_evaluation
     from rakuten_mlops.settings import get_settings
 
     settings = get_settings()
     print_backends(quiet=as_json)
-    try:
-        parse_window(window)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--window") from exc
     run = run_evaluation(settings, window, min_labels=min_labels)
     _write(run.to_dict(), output, as_json)
     if as_json:

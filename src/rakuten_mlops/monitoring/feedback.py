@@ -27,7 +27,7 @@ import pandas as pd
 
 from rakuten_mlops.settings import Settings
 
-RETRIES_ON_CONFLICT = 3
+RETRIES_ON_CONFLICT = 5
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,12 @@ def store_labels(database_url: str, labels: list[LabelIn]) -> FeedbackResult:
         try:
             with session_scope(database_url) as session:
                 return _store(session, labels)
-        except IntegrityError:  # another request wrote a revision of the same prediction meanwhile
+        except IntegrityError as exc:  # another request wrote a revision of the same prediction meanwhile
             if attempt == RETRIES_ON_CONFLICT - 1:
-                raise
+                raise DatabaseError(
+                    "labels of the same predictions kept being written concurrently; nothing was stored, "
+                    "send them again"
+                ) from exc
         except DBAPIError as exc:
             first = (str(exc.orig) or exc.__class__.__name__).strip().splitlines()[0]
             raise DatabaseError(

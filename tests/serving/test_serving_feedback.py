@@ -145,6 +145,7 @@ def test_unknown_classes_and_malformed_items_are_named_and_nothing_is_stored(cli
         ({"prdtypecode": 10}, "items[1]", "exactly one of prediction_id and productid"),
         ({"prediction_id": pid, "productid": 5, "prdtypecode": 10}, "items[1]", "exactly one"),
         ({"prediction_id": pid, "prdtypecode": 10, "source": ""}, "items[1].source", "at least 1"),
+        ({"prediction_id": pid, "prdtypecode": 10, "label": 40}, "items[1].label", "Extra inputs"),
     ]
     for bad, field, message in cases:
         items = [{"prediction_id": pid, "prdtypecode": 10}, bad]
@@ -155,6 +156,12 @@ def test_unknown_classes_and_malformed_items_are_named_and_nothing_is_stored(cli
     response = client.post("/feedback", json={"items": too_many}, headers=FEEDBACK)
     assert response.status_code == 422 and response.json()["field"] == "items", response.text
     assert client.post("/feedback", json={"items": []}, headers=FEEDBACK).status_code == 422
+    huge = {
+        "items": [{"prediction_id": pid, "prdtypecode": 10, "source": "x" * 64}] * 1000,
+        "pad": "x" * 10**6,
+    }
+    response = client.post("/feedback", json=huge, headers=FEEDBACK)
+    assert response.status_code == 413 and response.json()["field"] == "body", response.text
     assert labels_of(feedback_db, [pid]) == 0
 
 

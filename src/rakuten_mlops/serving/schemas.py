@@ -183,7 +183,7 @@ class FeedbackItemIn(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "prediction_id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                    "prediction_id": "0c5c3d0e9f6a4b1d8e2f7a9b3c4d5e6f-000",
                     "prdtypecode": 2583,
                     "source": "moderation",
                 }

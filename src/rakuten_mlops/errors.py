@@ -58,3 +58,17 @@ class ObjectStoreUnavailable(PlatformError):
 
 class RetrainAlreadyRunning(PlatformError):
     """A retraining job started earlier is still running."""
+
+
+class UnknownPredictionError(PlatformError):
+    """Label feedback names predictions that are not in the prediction log; nothing was stored.
+
+    ``detail`` lists every unknown one (``field`` like ``items[3].prediction_id``, ``message``)."""
+
+    exit_code = 3
+
+    def __init__(self, problems: list[dict[str, str]]):
+        self.detail = problems
+        self.field = problems[0]["field"]
+        more = f" (and {len(problems) - 1} more unknown)" if len(problems) > 1 else ""
+        super().__init__(f"{problems[0]['field']}: {problems[0]['message']}{more}; nothing was stored")

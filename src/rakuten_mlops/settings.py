@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "password", "admin", "secret", "token"}
@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     model_poll_seconds: float = Field(default=30.0, ge=0.0)
     admin_token: SecretStr | None = None
+    feedback_token: SecretStr | None = Field(
+        default=None, description="Bearer token of POST /feedback (the admin token is accepted too)."
+    )
     max_batch_items: int = Field(default=1000, ge=1)
     max_text_chars: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1)
@@ -104,11 +107,12 @@ class Settings(BaseSettings):
     )
     prometheus_url: str | None = None
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "feedback_token")
     @classmethod
-    def _reject_placeholder_token(cls, value: SecretStr | None) -> SecretStr | None:
+    def _reject_placeholder_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("RAKUTEN_ADMIN_TOKEN is a placeholder value; set a real random token")
+            name = f"RAKUTEN_{info.field_name.upper()}"
+            raise ValueError(f"{name} is a placeholder value; set a real random token")
         if value is not None and not value.get_secret_value().strip():
             return None
         return value

@@ -309,6 +309,7 @@ def test_existing_secrets_replace_generated_ones(render):
             "postgres.existingSecret=my-db",
             "minio.existingSecret=my-s3",
             "api.admin.existingSecret=my-admin",
+            "api.feedback.existingSecret=my-feedback",
             "workflows.landingZone.existingSecret=my-landing",
         ),
     )

@@ -118,6 +118,11 @@ exists (lookup), otherwise a new random one. `helm template` has no cluster: alw
 {{- default (include "rakuten-mlops.componentName" (list . "admin")) .Values.api.admin.existingSecret }}
 {{- end }}
 
+{{/* Name of the Secret holding the feedback token. */}}
+{{- define "rakuten-mlops.feedbackSecret" -}}
+{{- default (include "rakuten-mlops.componentName" (list . "feedback")) .Values.api.feedback.existingSecret }}
+{{- end }}
+
 {{/* In-cluster URL of the MLflow tracking server (ours or external). */}}
 {{- define "rakuten-mlops.trackingUri" -}}
 {{- if .Values.mlflow.enabled }}

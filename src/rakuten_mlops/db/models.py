@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -144,3 +145,46 @@ class RegistryLock(Base):
 
     model_name: Mapped[str] = mapped_column(String(128), primary_key=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PredictionLabel(Base):
+    """A true class received for a logged prediction (``POST /feedback``).
+
+    Rows are only added: a prediction's label is its row with the highest ``revision``, a new
+    revision is written only when the code or the source differs from that label. The prediction
+    is found by ``prediction_id`` (no foreign key: ``predictions`` may be partitioned by day);
+    its model version and time are copied so windows are selected here and the join to
+    ``predictions`` can be restricted to the matching ``created_at``.
+    """
+
+    __tablename__ = "prediction_labels"
+    __table_args__ = (UniqueConstraint("prediction_id", "revision", name="uq_prediction_labels_revision"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(String(36))
+    revision: Mapped[int] = mapped_column(Integer)
+    prdtypecode: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    model_version: Mapped[str] = mapped_column(String(32), index=True)
+    prediction_created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class FeedbackEvaluation(Base):
+    """Realized accuracy of a model version on the feedback labels of one window of predictions."""
+
+    __tablename__ = "feedback_evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    model_version: Mapped[str] = mapped_column(String(32), index=True)
+    window_start: Mapped[datetime] = mapped_column()
+    window_end: Mapped[datetime] = mapped_column()
+    n_rows: Mapped[int] = mapped_column(Integer)
+    f1_weighted: Mapped[float] = mapped_column(Float)
+    f1_macro: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float] = mapped_column(Float)
+
+
+# ``POST /feedback`` finds the latest prediction of a productid.
+Index("ix_predictions_productid", Prediction.productid)

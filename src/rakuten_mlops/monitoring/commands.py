@@ -1,4 +1,4 @@
-"""CLI: ``rakuten-mlops drift`` and ``rakuten-mlops decide`` (registered by ``rakuten_mlops.cli``)."""
+"""CLI: ``rakuten-mlops drift``, ``decide`` and ``evaluate-feedback`` (registered by ``rakuten_mlops.cli``)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,57 @@ def decide(as_json: JsonFlag = False, output: OutputFile = None) -> None:
             console.print(line)
 
 
+def _valid_window(text: str) -> str:
+    from rakuten_mlops.monitoring.drift import parse_window
+
+    try:
+        parse_window(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return text
+
+
+def evaluate_feedback(
+    window: Annotated[
+        str,
+        typer.Option(
+            help="Predictions made over the last 1d, 24h, 7d, ... (their labels may come later).",
+            callback=_valid_window,
+        ),
+    ] = "1d",
+    min_labels: Annotated[
+        int, typer.Option(min=1, help="Store a version's result only with at least this many labels.")
+    ] = 100,
+    as_json: JsonFlag = False,
+    output: OutputFile = None,
+) -> None:
+    """Realized F1 per model version from the labels of POST /feedback (stored for decide and /metrics)."""
+    from rakuten_mlops.cli import console, print_backends
+    from rakuten_mlops.monitoring.feedback import evaluate_feedback as run_evaluation
+    from rakuten_mlops.settings import get_settings
+
+    settings = get_settings()
+    print_backends(quiet=as_json)
+    run = run_evaluation(settings, window, min_labels=min_labels)
+    _write(run.to_dict(), output, as_json)
+    if as_json:
+        return
+    console.print(
+        f"feedback labels of predictions from {run.window_start:%Y-%m-%d %H:%M} to "
+        f"{run.window_end:%Y-%m-%d %H:%M} UTC (last {window})"
+    )
+    if not run.versions:
+        console.print("no labelled prediction in this window: nothing evaluated")
+    for v in run.versions:
+        kept = f"stored as evaluation {v.evaluation_id}" if v.evaluation_id else v.note
+        console.print(
+            f"  version {v.model_version}: {v.n:,} labels, weighted F1 {v.f1_weighted:.4f}, "
+            f"macro F1 {v.f1_macro:.4f}, accuracy {v.accuracy:.4f} ({kept})"
+        )
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``drift`` and ``decide`` to the ``rakuten-mlops`` command line."""
+    """Add ``drift``, ``decide`` and ``evaluate-feedback`` to the ``rakuten-mlops`` command line."""
     app.command("drift")(drift)
     app.command("decide")(decide)
+    app.command("evaluate-feedback")(evaluate_feedback)

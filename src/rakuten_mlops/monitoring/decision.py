@@ -1,7 +1,8 @@
 """``rakuten-mlops decide``: retrain or not, with every reason and the numbers behind it.
 
-Triggers: no production model yet; live weighted F1 of the production model on the latest
-labelled batch < ``RAKUTEN_RETRAIN_F1``; labelled rows loaded since its training data >=
+Triggers: no production model yet; live weighted F1 of the production model on its latest
+labels (a labelled batch, or feedback labels evaluated by ``evaluate-feedback``: the newer) <
+``RAKUTEN_RETRAIN_F1``; labelled rows loaded since its training data >=
 ``RAKUTEN_RETRAIN_BACKLOG``; severity of its latest drift report >= high. The decision is
 written as JSON (Argo reads ``$.retrain`` from it) and recorded as a ``retrain_decision``
 model event.
@@ -39,18 +40,22 @@ class Decision:
 
 
 def _live_f1_check(settings: Settings, version: str) -> tuple[dict[str, Any], str | None]:
-    from rakuten_mlops.monitoring.live import latest_live_evaluation
+    from rakuten_mlops.monitoring.feedback import latest_realized_f1
 
-    row = latest_live_evaluation(settings, version)
+    row = latest_realized_f1(settings, version)
     check: dict[str, Any] = {"threshold": settings.retrain_f1, "value": None, "triggered": False}
     if row is None:
-        check["note"] = f"no labelled batch evaluated with version {version} yet"
+        check["note"] = f"no labelled batch evaluated with version {version} yet, nor feedback labels"
         return check, None
-    check.update(value=round(row.f1_weighted, 6), batch_id=row.batch_id, n_rows=row.n_rows)
+    check.update(value=round(row.f1_weighted, 6), n_rows=row.n_rows, source=row.source)
+    if row.source == "labelled_batch":
+        check["batch_id"] = row.batch_id
+    else:
+        check.update(window_start=str(row.window_start), window_end=str(row.window_end))
     if row.f1_weighted < settings.retrain_f1:
         check["triggered"] = True
         return check, (
-            f"live weighted F1 {row.f1_weighted:.4f} of version {version} on batch {row.batch_id} "
+            f"live weighted F1 {row.f1_weighted:.4f} of version {version} on {row.describe()} "
             f"({row.n_rows:,} rows) is below RAKUTEN_RETRAIN_F1={settings.retrain_f1:.2f}"
         )
     return check, None

@@ -22,7 +22,7 @@ from rakuten_mlops.serving.prediction_log import PredictionLog
 from rakuten_mlops.serving.predictor import PredictionService
 from rakuten_mlops.serving.responses import OrjsonResponse
 from rakuten_mlops.serving.retrain import make_retrainer
-from rakuten_mlops.serving.routers import admin, health, metrics, model, predictions
+from rakuten_mlops.serving.routers import admin, feedback, health, metrics, model, predictions
 from rakuten_mlops.serving.schemas import request_models
 from rakuten_mlops.settings import Settings, get_settings
 
@@ -90,6 +90,8 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
     if settings.admin_token is not None:
         state.retrainer = make_retrainer_lazily(settings)
         app.include_router(admin.router)
+    if settings.admin_token is not None or settings.feedback_token is not None:
+        app.include_router(feedback.router)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
 
     known = frozenset(app.openapi()["paths"]) | {"/docs", "/openapi.json"}

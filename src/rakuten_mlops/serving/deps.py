@@ -59,7 +59,27 @@ async def require_admin(
         )
 
 
+_feedback_bearer = HTTPBearer(auto_error=False, description="RAKUTEN_FEEDBACK_TOKEN (or RAKUTEN_ADMIN_TOKEN)")
+
+
+async def require_feedback(
+    state: Annotated[ServingState, Depends(get_state)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_feedback_bearer)],
+) -> None:
+    """Bearer token check of ``POST /feedback``: the feedback token or the admin token."""
+    given = (credentials.credentials if credentials else "").encode()
+    accepted = False
+    for token in (state.settings.feedback_token, state.settings.admin_token):
+        if token is not None:  # both compared, constant time each
+            accepted |= hmac.compare_digest(given, token.get_secret_value().encode())
+    if not accepted:
+        raise HTTPException(
+            401, "missing or wrong feedback bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
 State = Annotated[ServingState, Depends(get_state)]
 Store = Annotated[ModelStore, Depends(get_store)]
 Service = Annotated[PredictionService, Depends(get_service)]
 Admin = Depends(require_admin)
+Feedback = Depends(require_feedback)

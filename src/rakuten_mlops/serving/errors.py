@@ -15,12 +15,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rakuten_mlops.db.engine import DatabaseError
 from rakuten_mlops.errors import (
     ModelNotFoundError,
     PlatformError,
     PromotionRefused,
     RegistryUnavailableError,
     RetrainAlreadyRunning,
+    UnknownPredictionError,
 )
 from rakuten_mlops.serving.responses import OrjsonResponse
 
@@ -38,6 +40,8 @@ class RetrainSubmissionError(PlatformError):
 STATUS_OF: list[tuple[type[Exception], int]] = [
     (ModelNotReadyError, 503),
     (RegistryUnavailableError, 503),
+    (DatabaseError, 503),
+    (UnknownPredictionError, 404),
     (ModelNotFoundError, 404),
     (PromotionRefused, 409),
     (RetrainAlreadyRunning, 409),
@@ -83,7 +87,8 @@ def domain_error(exc: PlatformError) -> tuple[int, dict, dict[str, str] | None]:
     """Status, body and headers for a platform error (503s say when to retry)."""
     status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
     headers = {"Retry-After": "5"} if status == 503 else None
-    return status, error_body(str(exc)), headers
+    body = error_body(str(exc), getattr(exc, "field", None), getattr(exc, "detail", None))
+    return status, body, headers
 
 
 def unexpected_error(exc: Exception) -> tuple[int, dict]:

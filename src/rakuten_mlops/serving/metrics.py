@@ -161,10 +161,11 @@ class MonitoringCollector(Collector):
         return list(self._cached)
 
     def _read(self) -> list:
-        from sqlalchemy import func, select
+        from sqlalchemy import select
 
         from rakuten_mlops.db.engine import session_scope
-        from rakuten_mlops.db.models import DriftReport, LiveEvaluation
+        from rakuten_mlops.db.models import DriftReport
+        from rakuten_mlops.monitoring.feedback import latest_realized
 
         score = GaugeMetricFamily(
             "rakuten_drift_score",
@@ -176,21 +177,12 @@ class MonitoringCollector(Collector):
         )
         live_f1 = GaugeMetricFamily(
             "rakuten_model_live_f1",
-            "Weighted F1 of a model version on the latest labelled batch.",
+            "Weighted F1 of a model version on its latest labels: a labelled batch or feedback labels.",
             labels=["version"],
         )
         with session_scope(self.database_url) as session:
             report = session.scalars(select(DriftReport).order_by(DriftReport.id.desc()).limit(1)).first()
-            latest = (
-                select(LiveEvaluation.model_version, func.max(LiveEvaluation.id).label("id"))
-                .group_by(LiveEvaluation.model_version)
-                .subquery()
-            )
-            evaluations = session.execute(
-                select(LiveEvaluation.model_version, LiveEvaluation.f1_weighted).join(
-                    latest, LiveEvaluation.id == latest.c.id
-                )
-            ).all()
+            evaluations = [(v, r.f1_weighted) for v, r in latest_realized(session).items()]
             if report is not None:
                 summary = report.summary or {}
                 for test in summary.get("tests", []) or []:

@@ -6,7 +6,7 @@ import functools
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 # Defaults of RAKUTEN_MAX_TEXT_CHARS / RAKUTEN_MAX_BATCH_ITEMS (request_models() for others).
 MAX_TEXT_CHARS = 10_000
@@ -161,3 +161,93 @@ class RetrainOut(BaseModel):
     decision: dict | None = None
     log_tail: str | None = None
     status_url: str
+
+
+# --- label feedback (POST /feedback) -------------------------------------------------------
+
+MAX_FEEDBACK_ITEMS = 1_000
+
+
+def _known_codes() -> list[int]:
+    from rakuten_mlops.data.categories import load_categories
+
+    return sorted(load_categories())
+
+
+class FeedbackItemIn(BaseModel):
+    """The true class of one logged prediction, named by ``prediction_id`` or by ``productid``
+    (then the latest logged prediction of that product)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "prediction_id": "0c5c3d0e9f6a4b1d8e2f7a9b3c4d5e6f-000",
+                    "prdtypecode": 2583,
+                    "source": "moderation",
+                }
+            ]
+        },
+    )
+
+    prediction_id: str | None = Field(
+        default=None, min_length=1, max_length=36, description="`prediction_id` of a /predict answer."
+    )
+    productid: Id | None = Field(
+        default=None, description="Instead of prediction_id: the latest logged prediction of this product."
+    )
+    prdtypecode: int = Field(
+        description="The true product type code (one of the 27).",
+        json_schema_extra={"enum": _known_codes()},
+    )
+    source: str = Field(
+        default="unspecified",
+        min_length=1,
+        max_length=64,
+        description="Who says so (merchant, moderation, ...); part of what makes a label a repeat.",
+    )
+
+    @field_validator("prdtypecode")
+    @classmethod
+    def _known_code(cls, value: int) -> int:
+        from rakuten_mlops.data.categories import load_categories
+
+        if value not in load_categories():
+            raise ValueError(f"unknown prdtypecode {value}: not one of the 27 product type codes")
+        return value
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> FeedbackItemIn:
+        if (self.prediction_id is None) == (self.productid is None):
+            raise ValueError("give exactly one of prediction_id and productid")
+        return self
+
+
+class FeedbackIn(BaseModel):
+    items: Annotated[
+        list[FeedbackItemIn],
+        Field(
+            min_length=1, max_length=MAX_FEEDBACK_ITEMS, description="Up to 1,000 labels, stored all or none."
+        ),
+    ]
+
+
+class FeedbackItemOut(BaseModel):
+    index: int = Field(description="Position of the item in the request.")
+    prediction_id: str
+    prdtypecode: int
+    status: Literal["stored", "unchanged"] = Field(
+        description="stored: a new label row; unchanged: the prediction already has this label from this source."
+    )
+    model_version: str = Field(description="Model version that made the prediction.")
+    previous_prdtypecode: int | None = Field(
+        default=None, description="The label this one supersedes (the newest label wins)."
+    )
+
+
+class FeedbackOut(BaseModel):
+    stored: int = Field(description="Labels written.")
+    unchanged: int = Field(description="Labels already known (same code, same source): nothing written.")
+    replaced: int = Field(description="Of the stored, those that changed an earlier label's code.")
+    items: list[FeedbackItemOut]

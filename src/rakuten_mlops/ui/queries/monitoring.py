@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,43 @@ def live_f1_over_time(frame: pd.DataFrame) -> pd.DataFrame:
     )
     wide.columns = [f"v{c}" for c in wide.columns]
     return wide.sort_index()
+
+
+def feedback_counts(settings: Settings, now: datetime | None = None) -> pd.DataFrame:
+    """Labels received by ``POST /feedback`` per source and model version: all, last 24 h, newest."""
+    from sqlalchemy import case, func, select
+
+    from rakuten_mlops.db.models import PredictionLabel as L
+
+    since = (now or datetime.now(UTC)) - timedelta(days=1)
+    statement = (
+        select(
+            L.source,
+            L.model_version,
+            func.count().label("labels"),
+            func.sum(case((L.received_at >= since, 1), else_=0)).label("last_24h"),
+            func.max(L.received_at).label("last_received"),
+        )
+        .group_by(L.source, L.model_version)
+        .order_by(L.source, L.model_version)
+    )
+    frame = pd.DataFrame(
+        fetch_rows(settings, statement), columns=[c.name for c in statement.selected_columns]
+    )
+    frame["last_24h"] = frame["last_24h"].fillna(0).astype(int)
+    return frame
+
+
+def feedback_evaluations(settings: Settings, limit: int = 500) -> pd.DataFrame:
+    """Realized F1 per model version from feedback labels (``rakuten-mlops evaluate-feedback``)."""
+    from sqlalchemy import select
+
+    from rakuten_mlops.db.models import FeedbackEvaluation as F
+
+    statement = select(
+        F.created_at, F.model_version, F.window_start, F.window_end, F.n_rows, F.f1_weighted, F.f1_macro, F.accuracy
+    ).order_by(F.id.desc()).limit(limit)  # fmt: skip
+    return pd.DataFrame(fetch_rows(settings, statement), columns=[c.name for c in statement.selected_columns])
 
 
 PROMETHEUS_PANELS = {  # label -> PromQL over the API's metrics (names in docs/architecture.md)

@@ -1,5 +1,5 @@
 """Monitoring: latest drift summary and its Evidently report, drift scores over time, retrain
-decisions with their reasons, live F1 per model version."""
+decisions with their reasons, live F1 per model version, label feedback and the realized F1 it gives."""
 
 import streamlit as st
 
@@ -88,6 +88,27 @@ else:
     else:
         st.line_chart(monitoring_q.live_f1_over_time(live), height=260)
         st.dataframe(live, hide_index=True)
+
+st.subheader("Label feedback and realized F1")
+try:
+    feedback = monitoring_q.feedback_counts(settings)
+    realized = monitoring_q.feedback_evaluations(settings)
+except Exception as exc:
+    session.show_error("Reading the feedback labels", exc)
+else:
+    if feedback.empty:
+        st.info("No feedback label yet: label sources send true classes to the API's POST /feedback.")
+    else:
+        cols = st.columns(2)
+        cols[0].metric("Feedback labels", f"{int(feedback['labels'].sum()):,}")
+        cols[1].metric("Feedback labels (24 h)", f"{int(feedback['last_24h'].sum()):,}")
+        st.dataframe(feedback, hide_index=True)
+    if realized.empty:
+        st.caption("No realized F1 from feedback yet: `rakuten-mlops evaluate-feedback --window 1d`.")
+    else:
+        st.caption("Realized weighted F1 per model version on the feedback labels of each window")
+        st.line_chart(monitoring_q.live_f1_over_time(realized), height=260)
+        st.dataframe(realized, hide_index=True)
 
 st.subheader("API metrics (Prometheus)")
 if not settings.prometheus_url:

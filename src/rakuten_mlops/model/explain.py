@@ -1,0 +1,194 @@
+"""Why the linear model chose a class: each n-gram's exact share of the class's decision value.
+
+For the pipeline :func:`~rakuten_mlops.model.pipeline.build_pipeline` makes, the score (decision
+value) of class ``c`` for one product is linear in the product's row ``x`` of the TF-IDF matrix::
+
+    score[c] = intercept[c] + sum over the product's features f of x[f] * coef[f, c]
+
+``x[f]`` is what the features step puts in the matrix (sublinear term frequency x idf,
+l2-normalised per column, times the column's weight), so ``x[f] * coef[f, c]`` is the feature's
+contribution and the contributions plus the intercept are the score, exactly. The probabilities
+are ``softmax(temperature * score)``: contributions and scores are given in score units, before
+the temperature; multiplied by ``temperature`` they are the softmax's logits (the temperature is
+positive, so it never changes which features push most).
+
+A feature is named by its column and n-gram, as the vectorizer sees it (lowercased, accents
+folded): ``designation:"manette"``, ``description:"sans fil"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from rakuten_mlops.model.pipeline import TEXT_COLUMNS
+
+Matrix = Callable[[list[str], list[str]], sparse.csr_matrix]
+
+
+@dataclass(frozen=True, eq=False)
+class LinearExplainer:
+    """What explanations read from one fitted pipeline (built once per served model)."""
+
+    columns: tuple[str, ...]  # the text column of each block of features, in matrix order
+    offsets: np.ndarray  # first feature index of each column's block
+    terms: np.ndarray  # the n-gram of every feature (object array, matrix order)
+    coef_t: np.ndarray  # (n_features, n_classes)
+    intercept: np.ndarray  # (n_classes,)
+    temperature: float
+    classes: np.ndarray  # prdtypecode of each class column
+    matrix: Matrix  # products -> the TF-IDF matrix the classifier sees
+
+    def feature(self, index: int) -> tuple[str, str]:
+        """(column, n-gram) of one feature index."""
+        block = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.columns[block], str(self.terms[index])
+
+
+def explainer_for(pipeline: Any, runner: Any = None) -> LinearExplainer:
+    """The explainer of a prepare -> per-column TF-IDF -> ``SoftmaxLinearClassifier`` pipeline.
+
+    The matrix comes from ``runner.matrix`` (the compiled runner's) when it has one, else from
+    the pipeline's own features step. Raises ``TypeError`` for any other pipeline shape.
+    """
+    steps = getattr(pipeline, "steps", None)
+    names = [name for name, _ in steps] if steps else None
+    if names != ["prepare", "features", "classifier"]:
+        raise TypeError(f"pipeline steps {names} are not prepare/features/classifier")
+    features, classifier = pipeline.named_steps["features"], pipeline.named_steps["classifier"]
+    if not hasattr(classifier, "coef_t") or not hasattr(classifier, "temperature_"):
+        raise TypeError(f"classifier {type(classifier).__name__} is not a fitted SoftmaxLinearClassifier")
+    blocks = [
+        (name, transformer)
+        for name, transformer, _ in getattr(features, "transformers_", [])
+        if transformer != "drop" and name != "remainder"
+    ]
+    if [name for name, _ in blocks] != list(TEXT_COLUMNS) or not all(
+        hasattr(t, "vocabulary_") for _, t in blocks
+    ):
+        raise TypeError("features are not one fitted vectorizer per designation/description column")
+    terms = [np.asarray(t.get_feature_names_out(), dtype=object) for _, t in blocks]
+    coef_t = classifier.coef_t()
+    classes = np.asarray(classifier.classes_)
+    n_features = sum(len(block) for block in terms)
+    if coef_t.shape != (n_features, len(classes)):
+        raise TypeError(
+            f"coefficients of shape {coef_t.shape} do not match {n_features} features x {len(classes)} classes"
+        )
+    if runner is not None and hasattr(runner, "matrix"):
+        matrix: Matrix = runner.matrix
+    else:
+        steps_before = pipeline[:-1]
+
+        def matrix(designations: list[str], descriptions: list[str]) -> sparse.csr_matrix:
+            frame = pd.DataFrame({"designation": designations, "description": descriptions})
+            return sparse.csr_matrix(steps_before.transform(frame))
+
+    return LinearExplainer(
+        columns=tuple(name for name, _ in blocks),
+        offsets=np.cumsum([0, *(len(block) for block in terms[:-1])]),
+        terms=np.concatenate(terms),
+        coef_t=coef_t,
+        intercept=np.asarray(classifier.estimator_.intercept_, dtype=np.float64).ravel(),
+        temperature=float(classifier.temperature_),
+        classes=classes,
+        matrix=matrix,
+    )
+
+
+def contributions(
+    explainer: LinearExplainer, matrix: sparse.csr_matrix, row: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature indices of product ``row`` and their contributions to every class, an
+    (n features of the product x n classes) array in float64: a float32 matrix value times a
+    float32 coefficient is exact in float64, and their sum is the score to float64 precision."""
+    start, end = matrix.indptr[row], matrix.indptr[row + 1]
+    indices = matrix.indices[start:end]
+    return indices, matrix.data[start:end].astype(np.float64)[:, None] * explainer.coef_t[indices]
+
+
+def explain(
+    explainer: LinearExplainer,
+    matrix: sparse.csr_matrix,
+    predicted: Sequence[int],
+    top: int,
+    category: Callable[[int], str] = str,
+) -> list[dict]:
+    """One explanation per row of ``matrix``: the ``top`` features that pushed the predicted
+    class (``predicted[row]``, a prdtypecode) most, and the same for the runner-up class (the
+    highest score of the other classes).
+
+    Each class part gives its ``score``, ``intercept``, the listed features (``tfidf`` value x
+    ``coefficient`` = ``contribution``) and ``rest``, the sum of every other feature's
+    contribution: ``intercept + sum(contributions) + rest == score``. Only features that push
+    toward the class (contribution > 0) are listed. Scores are summed in float64; the served
+    probabilities come from the classifier's float32 arithmetic and agree to float32 precision.
+    """
+    column_of = {int(code): i for i, code in enumerate(explainer.classes.tolist())}
+    out = []
+    for row, code in enumerate(predicted):
+        indices, contribution = contributions(explainer, matrix, row)
+        scores = contribution.sum(axis=0) + explainer.intercept
+        best = column_of[int(code)]
+        scores_of_others = scores.copy()
+        scores_of_others[best] = -np.inf
+        runner_up = int(np.argmax(scores_of_others))
+        data = matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]]
+        evidence = [
+            _evidence(
+                explainer,
+                indices,
+                data,
+                contribution[:, column],
+                float(scores[column]),
+                column,
+                top,
+                category,
+            )
+            for column in (best, runner_up)
+        ]
+        out.append({"temperature": explainer.temperature, "predicted": evidence[0], "runner_up": evidence[1]})
+    return out
+
+
+def _evidence(
+    explainer: LinearExplainer,
+    indices: np.ndarray,
+    data: np.ndarray,
+    contribution: np.ndarray,
+    score: float,
+    column: int,
+    top: int,
+    category: Callable[[int], str],
+) -> dict:
+    order = np.argsort(-contribution, kind="stable")[:top]
+    order = order[contribution[order] > 0]
+    tokens = []
+    for at in order.tolist():
+        index = int(indices[at])
+        name, term = explainer.feature(index)
+        tokens.append(
+            {
+                "feature": f'{name}:"{term}"',
+                "column": name,
+                "term": term,
+                "tfidf": float(data[at]),
+                "coefficient": float(explainer.coef_t[index, column]),
+                "contribution": float(contribution[at]),
+            }
+        )
+    intercept = float(explainer.intercept[column])
+    code = int(explainer.classes[column])
+    return {
+        "prdtypecode": code,
+        "category": category(code),
+        "score": score,
+        "intercept": intercept,
+        "tokens": tokens,
+        "rest": score - intercept - float(sum(t["contribution"] for t in tokens)),
+    }

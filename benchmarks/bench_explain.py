@@ -4,7 +4,8 @@ In-process, through the prediction fast path (``PredictionEndpoints``: query and
 ``PredictionService``, JSON response; no sockets): the default pipeline trained on
 BENCH_EXPLAIN_ROWS generated rows (default 20,000), held-out generated products sent one per
 request and in batches of 1,000. Sides, alternating in every round (BENCH_EXPLAIN_ROUNDS,
-default 7), medians per item:
+default 15), medians per item; a ratio is the median of the rounds' ratios (both sides measured
+back to back, the machine is shared):
 
 - ``default``: ``POST /predict`` (``/predict/batch``) without a query string;
 - ``explain``: the same with ``?explain=true`` (5 n-grams per class);
@@ -32,9 +33,9 @@ import orjson
 from benchmarks.common import print_table
 
 TRAIN_ROWS = int(os.environ.get("BENCH_EXPLAIN_ROWS", "20000"))
-ROUNDS = int(os.environ.get("BENCH_EXPLAIN_ROUNDS", "7"))
+ROUNDS = int(os.environ.get("BENCH_EXPLAIN_ROUNDS", "15"))
 BEFORE = os.environ.get("BENCH_EXPLAIN_BEFORE", "")
-SINGLES = 200  # single-product requests per side and round
+SINGLES = 100  # single-product requests per side and round
 BATCH = 1_000
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,14 +76,17 @@ async def _post(app, path: str, query: bytes, body: bytes) -> bytes:
     return sent[1]["body"]
 
 
+def _ratio(a: list[float], b: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
 def main() -> None:
     from rakuten_mlops.data.generator import generate_frame
     from rakuten_mlops.model import build_pipeline
     from rakuten_mlops.model.runner import plan_for
-    from rakuten_mlops.serving.fastpath import PredictionEndpoints
+    from rakuten_mlops.serving import fastpath, predictor
     from rakuten_mlops.serving.metrics import api_metrics
     from rakuten_mlops.serving.model_store import LoadedModel
-    from rakuten_mlops.serving.predictor import PredictionService
     from rakuten_mlops.serving.schemas import BatchIn, ProductIn
 
     frame = generate_frame(TRAIN_ROWS + BATCH, seed=7)
@@ -106,9 +110,7 @@ def main() -> None:
         service = predictor_module.PredictionService(store, None, metrics)
         return fastpath_module.PredictionEndpoints(None, service, ProductIn, BatchIn, 10_000_000)
 
-    current = endpoints(
-        sys.modules[PredictionEndpoints.__module__], sys.modules[PredictionService.__module__]
-    )
+    current = endpoints(fastpath, predictor)
     sides = {"default": (current, b""), "explain": (current, b"explain=true")}
     if BEFORE:
         before = endpoints(
@@ -121,8 +123,11 @@ def main() -> None:
         times = {w: {name: [] for name in sides} for w in ("single", "batch")}
         for app, query in sides.values():  # warm-up: the explainer is built on first use
             await _post(app, "/predict", query, singles[0])
-        for _ in range(ROUNDS):
-            for name, (app, query) in sides.items():
+        names = list(sides)
+        for round_ in range(ROUNDS):
+            turn = round_ % len(names)  # each side goes first in turn
+            for name in names[turn:] + names[:turn]:
+                app, query = sides[name]
                 started = time.perf_counter()
                 for body in singles:
                     await _post(app, "/predict", query, body)
@@ -137,11 +142,15 @@ def main() -> None:
     rows = []
     for workload, by_side in times.items():
         us = {name: statistics.median(values) * 1e6 for name, values in by_side.items()}
-        row = [workload, us["default"], us["explain"], f"{us['explain'] / us['default']:.2f}x"]
+        row = [
+            workload,
+            us["default"],
+            us["explain"],
+            f"{_ratio(by_side['explain'], by_side['default']):.2f}x",
+        ]
         if BEFORE:
-            before_us = us[f"default @ {BEFORE}"]
-            ratios = [a / b for a, b in zip(by_side["default"], by_side[f"default @ {BEFORE}"], strict=True)]
-            row += [before_us, f"{statistics.median(ratios):.3f}x"]
+            before = by_side[f"default @ {BEFORE}"]
+            row += [us[f"default @ {BEFORE}"], f"{_ratio(by_side['default'], before):.3f}x"]
         rows.append(row)
     print(
         f"default pipeline on {TRAIN_ROWS:,} generated rows; median us per item of {ROUNDS} alternating "

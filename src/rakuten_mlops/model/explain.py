@@ -44,11 +44,6 @@ class LinearExplainer:
     classes: np.ndarray  # prdtypecode of each class column
     matrix: Matrix  # products -> the TF-IDF matrix the classifier sees
 
-    def feature(self, index: int) -> tuple[str, str]:
-        """(column, n-gram) of one feature index."""
-        block = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        return self.columns[block], str(self.terms[index])
-
 
 def explainer_for(pipeline: Any, runner: Any = None) -> LinearExplainer:
     """The explainer of a prepare -> per-column TF-IDF -> ``SoftmaxLinearClassifier`` pipeline.
@@ -126,69 +121,76 @@ def explain(
     Each class part gives its ``score``, ``intercept``, the listed features (``tfidf`` value x
     ``coefficient`` = ``contribution``) and ``rest``, the sum of every other feature's
     contribution: ``intercept + sum(contributions) + rest == score``. Only features that push
-    toward the class (contribution > 0) are listed. Scores are summed in float64; the served
-    probabilities come from the classifier's float32 arithmetic and agree to float32 precision.
+    toward the class (contribution > 0) are listed. Scores are summed in float64 (a float32
+    matrix value times a float32 coefficient is exact in float64); the served probabilities come
+    from the classifier's float32 arithmetic and agree to float32 precision.
     """
+    n = matrix.shape[0]
     column_of = {int(code): i for i, code in enumerate(explainer.classes.tolist())}
-    out = []
-    for row, code in enumerate(predicted):
-        indices, contribution = contributions(explainer, matrix, row)
-        scores = contribution.sum(axis=0) + explainer.intercept
-        best = column_of[int(code)]
-        scores_of_others = scores.copy()
-        scores_of_others[best] = -np.inf
-        runner_up = int(np.argmax(scores_of_others))
-        data = matrix.data[matrix.indptr[row] : matrix.indptr[row + 1]]
-        evidence = [
-            _evidence(
-                explainer,
-                indices,
-                data,
-                contribution[:, column],
-                float(scores[column]),
-                column,
-                top,
-                category,
-            )
-            for column in (best, runner_up)
-        ]
-        out.append({"temperature": explainer.temperature, "predicted": evidence[0], "runner_up": evidence[1]})
-    return out
+    best = np.fromiter((column_of[int(code)] for code in predicted), dtype=np.intp, count=n)
+    others = np.asarray(matrix @ explainer.coef_t, dtype=np.float64) + explainer.intercept
+    others[np.arange(n), best] = -np.inf
+    runner_up = others.argmax(axis=1)
+    parts = [_evidence(explainer, matrix, columns, top, category) for columns in (best, runner_up)]
+    return [
+        {"temperature": explainer.temperature, "predicted": mine, "runner_up": theirs}
+        for mine, theirs in zip(*parts, strict=True)
+    ]
 
 
 def _evidence(
     explainer: LinearExplainer,
-    indices: np.ndarray,
-    data: np.ndarray,
-    contribution: np.ndarray,
-    score: float,
-    column: int,
+    matrix: sparse.csr_matrix,
+    columns: np.ndarray,
     top: int,
     category: Callable[[int], str],
-) -> dict:
-    order = np.argsort(-contribution, kind="stable")[:top]
-    order = order[contribution[order] > 0]
-    tokens = []
-    for at in order.tolist():
-        index = int(indices[at])
-        name, term = explainer.feature(index)
-        tokens.append(
+) -> list[dict]:
+    """Per row, the evidence for class column ``columns[row]``: every feature's contribution in
+    one numpy pass over the matrix, then the ``top`` positive ones of each row, largest first."""
+    n, indptr = matrix.shape[0], matrix.indptr
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    contribution = matrix.data.astype(np.float64) * explainer.coef_t[matrix.indices, columns[rows]]
+    intercept = explainer.intercept[columns]
+    score = np.bincount(rows, weights=contribution, minlength=n) + intercept
+    positive = np.flatnonzero(contribution > 0)
+    order = positive[np.lexsort((-contribution[positive], rows[positive]))]  # by row, largest first
+    in_order = rows[order]
+    rank = np.arange(len(order)) - np.searchsorted(in_order, in_order)  # place within its row
+    picked = order[rank < top]
+    listed = np.bincount(rows[picked], weights=contribution[picked], minlength=n)
+    features = matrix.indices[picked]
+    blocks = np.searchsorted(explainer.offsets, features, side="right") - 1
+    tokens = [
+        {
+            "feature": f'{explainer.columns[block]}:"{term}"',
+            "column": explainer.columns[block],
+            "term": term,
+            "tfidf": tfidf,
+            "coefficient": coefficient,
+            "contribution": value,
+        }
+        for block, term, tfidf, coefficient, value in zip(
+            blocks.tolist(),
+            explainer.terms[features].tolist(),
+            matrix.data[picked].tolist(),
+            explainer.coef_t[features, columns[rows[picked]]].tolist(),
+            contribution[picked].tolist(),
+            strict=True,
+        )
+    ]
+    ends = np.searchsorted(rows[picked], np.arange(1, n + 1)).tolist()
+    codes = explainer.classes[columns].tolist()
+    out, start = [], 0
+    for row, end in enumerate(ends):
+        out.append(
             {
-                "feature": f'{name}:"{term}"',
-                "column": name,
-                "term": term,
-                "tfidf": float(data[at]),
-                "coefficient": float(explainer.coef_t[index, column]),
-                "contribution": float(contribution[at]),
+                "prdtypecode": codes[row],
+                "category": category(codes[row]),
+                "score": float(score[row]),
+                "intercept": float(intercept[row]),
+                "tokens": tokens[start:end],
+                "rest": float(score[row] - intercept[row] - listed[row]),
             }
         )
-    intercept = float(explainer.intercept[column])
-    code = int(explainer.classes[column])
-    return {
-        "prdtypecode": code,
-        "category": category(code),
-        "score": score,
-        "intercept": intercept,
-        "tokens": tokens,
-        "rest": score - intercept - float(sum(t["contribution"] for t in tokens)),
-    }
+        start = end
+    return out

@@ -283,3 +283,46 @@ def test_explain_over_http_on_the_fast_path_and_the_routes(both_apis):
 
     found = wait_until(row, timeout=10)
     assert tuple(found) == (logged["prdtypecode"], pytest.approx(logged["confidence"]))
+
+
+def test_merged_requests_each_get_the_explanation_they_asked_for(fitted_pipelines):
+    """Concurrent requests merged into one model call: each gets its own explain_top, or none.
+    The store here is a holder of the loaded model; service, runner and model are the real ones."""
+    from rakuten_mlops.serving.metrics import api_metrics
+    from rakuten_mlops.serving.model_store import LoadedModel
+    from rakuten_mlops.serving.predictor import PredictionService
+
+    pipeline = fitted_pipelines[0]
+    model = LoadedModel(
+        "m", "1", None, None, {}, {}, pd.Timestamp.now(tz="UTC").to_pydatetime(), pipeline,
+        np.asarray(pipeline.classes_), runner=plan_for(pipeline),
+    )  # fmt: skip
+    service = PredictionService(SimpleNamespace(require=lambda: model), None, api_metrics())
+    products = [
+        SimpleNamespace(designation=p["designation"], description=p.get("description"), productid=None)
+        for p in REALISTIC_PRODUCTS
+    ]
+
+    async def merged():
+        await service.predict(products[:1], 3, explain=1)  # the explainer is built: no thread hop below
+        return await asyncio.gather(
+            service.predict(products[:2], 3, explain=2),
+            service.predict(products[2:4], 3),
+            service.predict(products, 3, explain=4),
+            service.predict(products[4:], 3, explain=1),
+        )
+
+    answers = [results for _, results in asyncio.run(merged())]
+    batch_ids = {p["prediction_id"].rsplit("-", 1)[0] for results in answers for p in results}
+    assert len(batch_ids) == 1  # the four requests went through the model as one batch
+    two, none, four, one = answers
+    assert all("explanation" not in p for p in none)
+    for results, top in ((two, 2), (four, 4), (one, 1)):
+        for prediction in results:
+            _check_explanation(prediction, top)
+    assert [p["explanation"] for p in four[4:]] != [p["explanation"] for p in one]  # 4 vs 1 listed
+    for a, b in zip(two, four[:2], strict=True):
+        for part in ("predicted", "runner_up"):
+            assert a["explanation"][part]["tokens"] == b["explanation"][part]["tokens"][:2]
+            assert a["explanation"][part]["score"] == b["explanation"][part]["score"]
+    assert sum(len(p["explanation"]["predicted"]["tokens"]) for p in four) > len(four)

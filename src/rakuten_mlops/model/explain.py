@@ -111,12 +111,12 @@ def explain(
     explainer: LinearExplainer,
     matrix: sparse.csr_matrix,
     predicted: Sequence[int],
-    top: int,
+    top: int | Sequence[int],
     category: Callable[[int], str] = str,
 ) -> list[dict]:
-    """One explanation per row of ``matrix``: the ``top`` features that pushed the predicted
-    class (``predicted[row]``, a prdtypecode) most, and the same for the runner-up class (the
-    highest score of the other classes).
+    """One explanation per row of ``matrix``: the ``top`` (one number, or one per row) features
+    that pushed the predicted class (``predicted[row]``, a prdtypecode) most, and the same for the
+    runner-up class (the highest score of the other classes).
 
     Each class part gives its ``score``, ``intercept``, the listed features (``tfidf`` value x
     ``coefficient`` = ``contribution``) and ``rest``, the sum of every other feature's
@@ -131,7 +131,8 @@ def explain(
     others = np.asarray(matrix @ explainer.coef_t, dtype=np.float64) + explainer.intercept
     others[np.arange(n), best] = -np.inf
     runner_up = others.argmax(axis=1)
-    parts = [_evidence(explainer, matrix, columns, top, category) for columns in (best, runner_up)]
+    tops = np.broadcast_to(np.asarray(top, dtype=np.intp), (n,))
+    parts = [_evidence(explainer, matrix, columns, tops, category) for columns in (best, runner_up)]
     return [
         {"temperature": explainer.temperature, "predicted": mine, "runner_up": theirs}
         for mine, theirs in zip(*parts, strict=True)
@@ -142,11 +143,11 @@ def _evidence(
     explainer: LinearExplainer,
     matrix: sparse.csr_matrix,
     columns: np.ndarray,
-    top: int,
+    tops: np.ndarray,
     category: Callable[[int], str],
 ) -> list[dict]:
     """Per row, the evidence for class column ``columns[row]``: every feature's contribution in
-    one numpy pass over the matrix, then the ``top`` positive ones of each row, largest first."""
+    one numpy pass over the matrix, then the ``tops[row]`` positive ones of each row, largest first."""
     n, indptr = matrix.shape[0], matrix.indptr
     rows = np.repeat(np.arange(n), np.diff(indptr))
     contribution = matrix.data.astype(np.float64) * explainer.coef_t[matrix.indices, columns[rows]]
@@ -156,7 +157,7 @@ def _evidence(
     order = positive[np.lexsort((-contribution[positive], rows[positive]))]  # by row, largest first
     in_order = rows[order]
     rank = np.arange(len(order)) - np.searchsorted(in_order, in_order)  # place within its row
-    picked = order[rank < top]
+    picked = order[rank < tops[in_order]]
     listed = np.bincount(rows[picked], weights=contribution[picked], minlength=n)
     features = matrix.indices[picked]
     blocks = np.searchsorted(explainer.offsets, features, side="right") - 1

@@ -50,8 +50,8 @@ class PredictionService:
         """Predictions for ``products`` (objects with designation/description/productid), in order;
         with ``explain`` > 0 each carries an ``explanation`` listing that many features per class."""
         model = self.store.require()  # fail fast with 503 before queueing
-        if explain:  # build the model's explainer (once) off the event loop, and refuse early
-            await asyncio.to_thread(self.explainer, model)
+        if explain and (self._explainer is None or self._explainer[0] is not model):
+            await asyncio.to_thread(self.explainer, model)  # built once, off the event loop; refuses early
         loop = asyncio.get_running_loop()
         job = _Job(
             [p.designation for p in products],
@@ -155,22 +155,26 @@ class PredictionService:
         return explainer
 
     def _explain(self, model: LoadedModel, jobs: list[_Job], results: list[list[dict]]) -> None:
-        """Add ``explanation`` to the predictions of the jobs that asked; a job whose explanation
-        fails gets that error alone, the others of the batch their predictions."""
-        for job, out in zip(jobs, results, strict=True):
-            if not job.explain:
-                continue
-            try:
-                explainer = self.explainer(model)
-                matrix = explainer.matrix(job.designations, job.descriptions)
-                predicted = [prediction["prdtypecode"] for prediction in out]
-                explanations = explain(explainer, matrix, predicted, job.explain, self._category)
-            except Exception as exc:
+        """Add ``explanation`` to the predictions of the jobs that asked (one pass over all their
+        products); if that fails, those jobs get the error and the others their predictions."""
+        asking = [(job, out) for job, out in zip(jobs, results, strict=True) if job.explain]
+        try:
+            explainer = self.explainer(model)
+            matrix = explainer.matrix(
+                [d for job, _ in asking for d in job.designations],
+                [d for job, _ in asking for d in job.descriptions],
+            )
+            predicted = [prediction["prdtypecode"] for _, out in asking for prediction in out]
+            tops = [job.explain for job, out in asking for _ in out]
+            explanations = iter(explain(explainer, matrix, predicted, tops, self._category))
+        except Exception as exc:
+            for job, _ in asking:
                 if not job.future.done():
                     job.future.set_exception(exc)
-                continue
-            for prediction, explanation in zip(out, explanations, strict=True):
-                prediction["explanation"] = explanation
+            return
+        for _, out in asking:
+            for prediction in out:
+                prediction["explanation"] = next(explanations)
 
     def _category(self, code: int) -> str:
         return self._names.get(code) or self._name(code)

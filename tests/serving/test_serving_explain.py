@@ -213,8 +213,9 @@ def test_explain_over_http_on_the_fast_path_and_the_routes(both_apis):
         for client in (a, b):
             plain = client.post("/predict", json=products[0])
             assert plain.status_code == 200 and "explanation" not in plain.json()
-            off = client.post("/predict?explain=false&explain_top=3", json=products[0])
-            assert off.status_code == 200 and "explanation" not in off.json()
+            for off in ("false", "0", "no", "off"):
+                answer = client.post(f"/predict?explain={off}&explain_top=3", json=products[0])
+                assert answer.status_code == 200 and "explanation" not in answer.json()
             singles = []
             for product in products:
                 response = client.post("/predict?explain=true", json=product)
@@ -237,11 +238,13 @@ def test_explain_over_http_on_the_fast_path_and_the_routes(both_apis):
         # both ways answer the same, to the last digit
         for path, body in (
             ("/predict?explain=true&k=4", products[1]),
+            ("/predict?explain=yes&explain_top=20", products[2]),
             ("/predict/batch?explain=on", {"items": products}),
         ):
             got, expected = a.post(path, json=body), b.post(path, json=body)
             assert got.status_code == expected.status_code == 200
             assert _same(got.json()) == _same(expected.json())
+            assert all("explanation" in prediction for prediction in _same(got.json()))
         # bad values are refused naming the parameter, the same way on both
         for path, field in (
             ("/predict?explain=maybe", "explain"),

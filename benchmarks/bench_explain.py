@@ -86,7 +86,7 @@ def main() -> None:
     from rakuten_mlops.model.runner import plan_for
     from rakuten_mlops.serving import fastpath, predictor
     from rakuten_mlops.serving.metrics import api_metrics
-    from rakuten_mlops.serving.model_store import LoadedModel
+    from rakuten_mlops.serving.model_store import LoadedModel, freeze_heap
     from rakuten_mlops.serving.schemas import BatchIn, ProductIn
 
     frame = generate_frame(TRAIN_ROWS + BATCH, seed=7)
@@ -118,6 +118,8 @@ def main() -> None:
             _module_at(BEFORE, "src/rakuten_mlops/serving/predictor.py", "_before_predictor"),
         )
         sides[f"default @ {BEFORE}"] = (before, b"")
+
+    freeze_heap()  # as the API does after its first model load
 
     async def run() -> dict[str, dict[str, list[float]]]:
         times = {w: {name: [] for name in sides} for w in ("single", "batch")}

@@ -147,6 +147,14 @@ class CompiledLinearPipeline:
         matrix = self._matrix(key // self.n_features, key % self.n_features, count, n)
         return np.asarray(self.classifier.predict_proba(matrix)), features
 
+    def matrix(self, designations: list[str], descriptions: list[str]) -> sparse.csr_matrix:
+        """The TF-IDF matrix ``run`` gives the classifier for these products (explanations read it)."""
+        fold = self.fold_accents
+        texts = ([clean_text(v, fold) for v in designations], [clean_text(v, fold) for v in descriptions])
+        keys = [c.features(t, self.n_features)[0] for c, t in zip(self.columns, texts, strict=True)]
+        key, count = np.unique(np.concatenate(keys), return_counts=True)
+        return self._matrix(key // self.n_features, key % self.n_features, count, len(designations))
+
     def _matrix(self, rows: np.ndarray, index: np.ndarray, counts: np.ndarray, n_rows: int) -> Any:
         """The TF-IDF matrix (CSR, float32) from sorted (row, feature, count) entries, as the
         pipeline's features step makes it."""

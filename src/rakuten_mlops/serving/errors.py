@@ -33,6 +33,10 @@ class ModelNotReadyError(PlatformError):
     """No model is loaded yet (startup, or the registry has no production version)."""
 
 
+class ExplanationUnavailable(PlatformError):
+    """The served model is not one whose predictions can be explained feature by feature."""
+
+
 class RetrainSubmissionError(PlatformError):
     """The Argo server refused or could not be reached for a retraining workflow."""
 
@@ -45,6 +49,7 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (ModelNotFoundError, 404),
     (PromotionRefused, 409),
     (RetrainAlreadyRunning, 409),
+    (ExplanationUnavailable, 409),
     (RetrainSubmissionError, 502),
     (PlatformError, 400),
 ]

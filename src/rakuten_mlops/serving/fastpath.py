@@ -22,9 +22,14 @@ from rakuten_mlops.errors import PlatformError
 from rakuten_mlops.serving.errors import domain_error, error_body, unexpected_error, validation_error
 from rakuten_mlops.serving.middleware import BodyRejected, ClientGone, read_body, reply
 from rakuten_mlops.serving.predictor import PredictionService
-from rakuten_mlops.serving.schemas import TOP_K_MAX, BatchIn, ProductIn
+from rakuten_mlops.serving.schemas import EXPLAIN_TOP_DEFAULT, EXPLAIN_TOP_MAX, TOP_K_MAX, BatchIn, ProductIn
 
-_TOP_K = TypeAdapter(Annotated[int, Field(ge=1, le=TOP_K_MAX)])
+# the query parameters of the routes, in their declaration order (FastAPI reports errors in it)
+_QUERY = {
+    "k": (TypeAdapter(Annotated[int, Field(ge=1, le=TOP_K_MAX)]), 3),
+    "explain": (TypeAdapter(bool), False),
+    "explain_top": (TypeAdapter(Annotated[int, Field(ge=1, le=EXPLAIN_TOP_MAX)]), EXPLAIN_TOP_DEFAULT),
+}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -59,17 +64,17 @@ class PredictionEndpoints:
     async def _answer(self, scope: Scope, receive: Receive, send: Send, *, batch: bool) -> None:
         try:
             body = await read_body(scope, receive, self.max_body_bytes)
-            k = self._top_k(scope["query_string"])
+            k, explain = self._query(scope["query_string"])
             if not body:  # FastAPI's answer to a missing body, for the same request
                 raise ValidationError.from_exception_data(
                     "body", [{"type": "missing", "loc": (), "input": None}]
                 )
             if batch:
                 products = self.batch.validate_json(body).items
-                version, results = await self.service.predict(products, k)
+                version, results = await self.service.predict(products, k, explain)
                 content = orjson.dumps({"predictions": results, "model_version": version})
             else:
-                _, results = await self.service.predict([self.single.validate_json(body)], k)
+                _, results = await self.service.predict([self.single.validate_json(body)], k, explain)
                 content = orjson.dumps(results[0])
         except ValidationError as exc:
             status, error = validation_error(exc.errors(include_url=False, include_context=False))
@@ -98,23 +103,27 @@ class PredictionEndpoints:
         await send({"type": "http.response.body", "body": content})
 
     @staticmethod
-    def _top_k(query_string: bytes) -> int:
-        """``k`` from the query string (the last one wins, as in FastAPI); 3 when absent."""
+    def _query(query_string: bytes) -> tuple[int, int]:
+        """``k`` (3 when absent) and the features to list per class of an explanation (0 without
+        ``explain``) from the query string; the last of a repeated parameter wins, as in FastAPI."""
         if not query_string:
-            return 3
-        value = None
-        for name, raw in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-            if name == "k":
-                value = raw
-        if value is None:
-            return 3
-        try:
-            return _TOP_K.validate_python(value)
-        except ValidationError as exc:
-            raise ValidationError.from_exception_data(
-                "query",
-                [
-                    {"type": e["type"], "loc": ("k",), "input": value, "ctx": e.get("ctx") or {}}
+            return 3, 0
+        raw: dict[str, str] = {}
+        for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+            if name in _QUERY:
+                raw[name] = value
+        values, errors = {}, []
+        for name, (adapter, default) in _QUERY.items():
+            if name not in raw:
+                values[name] = default
+                continue
+            try:
+                values[name] = adapter.validate_python(raw[name])
+            except ValidationError as exc:
+                errors += [
+                    {"type": e["type"], "loc": (name,), "input": raw[name], "ctx": e.get("ctx") or {}}
                     for e in exc.errors(include_url=False)
-                ],
-            ) from None
+                ]
+        if errors:
+            raise ValidationError.from_exception_data("query", errors)
+        return values["k"], values["explain_top"] if values["explain"] else 0

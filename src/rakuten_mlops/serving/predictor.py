@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from rakuten_mlops.data.categories import category_name
+from rakuten_mlops.model.explain import LinearExplainer, explain, explainer_for
+from rakuten_mlops.serving.errors import ExplanationUnavailable
 from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
 from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
 
@@ -28,6 +30,7 @@ class _Job:
     productids: list[int | None]
     k: int
     future: asyncio.Future
+    explain: int = 0  # features to list per class in an explanation; 0: none asked
 
 
 class PredictionService:
@@ -41,10 +44,14 @@ class PredictionService:
         self._draining = False
         self._names: dict[int, str] = {}
         self._class_counters: dict[int, object] = {}  # labelled children, cached (labels() locks)
+        self._explainer: tuple[LoadedModel, LinearExplainer] | None = None  # the last model's
 
-    async def predict(self, products: Sequence, k: int = 3) -> tuple[str, list[dict]]:
-        """Predictions for ``products`` (objects with designation/description/productid), in order."""
-        self.store.require()  # fail fast with 503 before queueing
+    async def predict(self, products: Sequence, k: int = 3, explain: int = 0) -> tuple[str, list[dict]]:
+        """Predictions for ``products`` (objects with designation/description/productid), in order;
+        with ``explain`` > 0 each carries an ``explanation`` listing that many features per class."""
+        model = self.store.require()  # fail fast with 503 before queueing
+        if explain and (self._explainer is None or self._explainer[0] is not model):
+            await asyncio.to_thread(self.explainer, model)  # built once, off the event loop; refuses early
         loop = asyncio.get_running_loop()
         job = _Job(
             [p.designation for p in products],
@@ -52,6 +59,7 @@ class PredictionService:
             [p.productid for p in products],
             k,
             loop.create_future(),
+            explain,
         )
         self._queue.append(job)
         if not self._draining:
@@ -125,10 +133,51 @@ class PredictionService:
                 )
                 i += 1
             results.append(out)
+        if any(job.explain for job in jobs):
+            self._explain(model, jobs, results)
         self._observe(codes, probabilities, features)
         if self.prediction_log is not None:
             self.prediction_log.append(records)
         return results
+
+    def explainer(self, model: LoadedModel) -> LinearExplainer:
+        """The explainer of ``model`` (built on first use, kept for the last model asked)."""
+        cached = self._explainer
+        if cached is not None and cached[0] is model:
+            return cached[1]
+        try:
+            explainer = explainer_for(model.pipeline, model.runner)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            raise ExplanationUnavailable(
+                f"model version {model.version} cannot be explained (not a linear TF-IDF pipeline: {exc})"
+            ) from exc
+        self._explainer = (model, explainer)
+        return explainer
+
+    def _explain(self, model: LoadedModel, jobs: list[_Job], results: list[list[dict]]) -> None:
+        """Add ``explanation`` to the predictions of the jobs that asked (one pass over all their
+        products); if that fails, those jobs get the error and the others their predictions."""
+        asking = [(job, out) for job, out in zip(jobs, results, strict=True) if job.explain]
+        try:
+            explainer = self.explainer(model)
+            matrix = explainer.matrix(
+                [d for job, _ in asking for d in job.designations],
+                [d for job, _ in asking for d in job.descriptions],
+            )
+            predicted = [prediction["prdtypecode"] for _, out in asking for prediction in out]
+            tops = [job.explain for job, out in asking for _ in out]
+            explanations = iter(explain(explainer, matrix, predicted, tops, self._category))
+        except Exception as exc:
+            for job, _ in asking:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        for _, out in asking:
+            for prediction in out:
+                prediction["explanation"] = next(explanations)
+
+    def _category(self, code: int) -> str:
+        return self._names.get(code) or self._name(code)
 
     def _name(self, code: int) -> str:
         name = self._names[code] = category_name(code)

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 MAX_TEXT_CHARS = 10_000
 MAX_BATCH_ITEMS = 1_000
 TOP_K_MAX = 27
+EXPLAIN_TOP_DEFAULT = 5  # features listed per class when ``explain_top`` is not given
+EXPLAIN_TOP_MAX = 20
 
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Id = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -92,6 +94,39 @@ class ClassScore(BaseModel):
     probability: float
 
 
+class FeatureContribution(BaseModel):
+    feature: str = Field(description='Column and n-gram as the model sees them, e.g. designation:"manette".')
+    column: Literal["designation", "description"]
+    term: str = Field(description="The word or word pair (lowercased, accents folded).")
+    tfidf: float = Field(
+        description="The product's value of this feature in the TF-IDF matrix (column weight included)."
+    )
+    coefficient: float = Field(description="The class's coefficient of this feature.")
+    contribution: float = Field(description="tfidf x coefficient: this feature's share of the class score.")
+
+
+class ClassEvidence(BaseModel):
+    prdtypecode: int
+    category: str
+    score: float = Field(description="The class's decision value (before the softmax temperature).")
+    intercept: float
+    tokens: list[FeatureContribution] = Field(
+        description="Features pushing toward this class (positive contributions only), largest first; "
+        "at most explain_top."
+    )
+    rest: float = Field(
+        description="Sum of every other feature's contribution: intercept + tokens + rest = score."
+    )
+
+
+class Explanation(BaseModel):
+    temperature: float = Field(description="The model's probabilities are softmax(temperature x score).")
+    predicted: ClassEvidence = Field(description="What pushed the predicted class most.")
+    runner_up: ClassEvidence = Field(
+        description="The strongest evidence for the class with the next highest score."
+    )
+
+
 class PredictionOut(BaseModel):
     prdtypecode: int
     category: str = Field(description="Human-readable (French) category name.")
@@ -99,6 +134,9 @@ class PredictionOut(BaseModel):
     top_k: list[ClassScore]
     model_version: str
     prediction_id: str
+    explanation: Explanation | None = Field(
+        default=None, description="Only with ?explain=true; absent otherwise."
+    )
 
 
 class BatchOut(BaseModel):

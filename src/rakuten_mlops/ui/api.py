@@ -57,9 +57,12 @@ class PlatformAPI:
     def model(self) -> dict[str, Any]:
         return self._json(self._request("GET", "/model"))
 
-    def predict(self, designation: str, description: str = "", k: int = 5) -> dict[str, Any]:
+    def predict(
+        self, designation: str, description: str = "", k: int = 5, explain: bool = False
+    ) -> dict[str, Any]:
         body = {"designation": designation, "description": description or None}
-        return self._json(self._request("POST", "/predict", params={"k": k}, json=body))
+        params: dict[str, Any] = {"k": k, "explain": "true"} if explain else {"k": k}
+        return self._json(self._request("POST", "/predict", params=params, json=body))
 
     def retrain(self) -> dict[str, Any]:
         return self._json(self._request("POST", "/admin/retrain", admin=True))

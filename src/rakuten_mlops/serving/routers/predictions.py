@@ -10,13 +10,42 @@ schema and serve the requests when ``RAKUTEN_SERVE_FAST_PATH=false``. Both call 
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from rakuten_mlops.serving.deps import Service
-from rakuten_mlops.serving.schemas import TOP_K_MAX, BatchIn, BatchOut, PredictionOut, ProductIn
+from rakuten_mlops.serving.schemas import (
+    EXPLAIN_TOP_DEFAULT,
+    EXPLAIN_TOP_MAX,
+    TOP_K_MAX,
+    BatchIn,
+    BatchOut,
+    PredictionOut,
+    ProductIn,
+)
 
 TopK = Annotated[int, Query(ge=1, le=TOP_K_MAX, description="How many classes to return in top_k.")]
+Explain = Annotated[
+    bool,
+    Query(
+        description="Add an explanation to each prediction: the n-grams that pushed the predicted "
+        "class most and the strongest evidence for the runner-up class, each with its exact "
+        "contribution (TF-IDF value x coefficient) to the class score."
+    ),
+]
+ExplainTop = Annotated[
+    int, Query(ge=1, le=EXPLAIN_TOP_MAX, description="How many n-grams an explanation lists per class.")
+]
 JSON = "application/json"
+
+
+def prediction_query(
+    k: TopK = 3, explain: Explain = False, explain_top: ExplainTop = EXPLAIN_TOP_DEFAULT
+) -> tuple[int, int]:
+    """``k`` and the n-grams an explanation lists per class (0: no explanation asked)."""
+    return k, explain_top if explain else 0
+
+
+PredictionQuery = Annotated[tuple[int, int], Depends(prediction_query)]
 
 
 def build_router(
@@ -28,20 +57,21 @@ def build_router(
         400: {"description": "Invalid JSON or non-UTF-8 body"},
         413: {"description": f"Body over {max_body_bytes:,} bytes"},
         415: {"description": "Content-Type is not application/json"},
+        409: {"description": "explain=true but the served model cannot be explained"},
         422: {"description": "Invalid field (the body names it)"},
         503: {"description": "No model loaded yet"},
     }
 
     @router.post("/predict", response_model=PredictionOut, responses=errors)
-    async def predict(product: product_model, service: Service, k: TopK = 3) -> Response:  # type: ignore[valid-type]
+    async def predict(product: product_model, service: Service, query: PredictionQuery) -> Response:  # type: ignore[valid-type]
         """Classify one product: predicted prdtypecode, category name, confidence and the top k classes."""
-        _, results = await service.predict([product], k)
+        _, results = await service.predict([product], *query)
         return Response(orjson.dumps(results[0]), media_type=JSON)
 
     @router.post("/predict/batch", response_model=BatchOut, responses=errors)
-    async def predict_batch(batch: batch_model, service: Service, k: TopK = 3) -> Response:  # type: ignore[valid-type]
+    async def predict_batch(batch: batch_model, service: Service, query: PredictionQuery) -> Response:  # type: ignore[valid-type]
         """Classify a batch of products (RAKUTEN_MAX_BATCH_ITEMS, default 1,000); input order, one model version."""
-        version, results = await service.predict(batch.items, k)
+        version, results = await service.predict(batch.items, *query)
         return Response(orjson.dumps({"predictions": results, "model_version": version}), media_type=JSON)
 
     return router

@@ -12,10 +12,31 @@ from rakuten_mlops.ui.api import PlatformAPI
 from rakuten_mlops.ui.queries import ActionRefused, fetch_rows
 
 
-def predict(settings: Settings, designation: str, description: str, k: int = 5) -> dict[str, Any]:
+def predict(
+    settings: Settings, designation: str, description: str, k: int = 5, explain: bool = False
+) -> dict[str, Any]:
     if not designation.strip():
         raise ActionRefused("the designation (product title) is required")
-    return PlatformAPI(settings.api_url).predict(designation, description, k)
+    return PlatformAPI(settings.api_url).predict(designation, description, k, explain)
+
+
+EVIDENCE_COLUMNS = ["feature", "tfidf", "coefficient", "contribution"]
+
+
+def evidence_frame(evidence: dict[str, Any]) -> pd.DataFrame:
+    """One class's listed n-grams of an explanation (``/predict?explain=true``), largest first."""
+    return pd.DataFrame(
+        [[t[c] for c in EVIDENCE_COLUMNS] for t in evidence.get("tokens", [])], columns=EVIDENCE_COLUMNS
+    )
+
+
+def evidence_sum(evidence: dict[str, Any]) -> str:
+    """How the class score adds up: intercept + the listed contributions + the rest."""
+    listed = sum(t["contribution"] for t in evidence.get("tokens", []))
+    return (
+        f"score {evidence['score']:.3f} = intercept {evidence['intercept']:.3f}"
+        f" + listed {listed:.3f} + other n-grams {evidence['rest']:.3f}"
+    )
 
 
 def top_k_frame(prediction: dict[str, Any]) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Predict: a product form -> category, confidence and top-k through the API; recent predictions."""
+"""Predict: a product form -> category, confidence, top-k and (optionally) the explanation through
+the API; recent predictions."""
 
 import streamlit as st
 
@@ -13,10 +14,11 @@ with st.form("predict_form"):
     designation = st.text_input("Designation (product title)", key="designation")
     description = st.text_area("Description", key="description", height=120)
     k = st.slider("Classes to show", min_value=1, max_value=10, value=5, key="top_k")
+    explain = st.checkbox("Explain: the words that pushed the prediction", key="explain")
     submitted = st.form_submit_button("Classify", type="primary", key="classify")
 if submitted:
     try:
-        st.session_state["prediction"] = predict_q.predict(settings, designation, description, k)
+        st.session_state["prediction"] = predict_q.predict(settings, designation, description, k, explain)
     except Exception as exc:
         st.session_state.pop("prediction", None)
         session.show_error("Prediction", exc)
@@ -30,6 +32,28 @@ if prediction := st.session_state.get("prediction"):
     st.bar_chart(
         predict_q.top_k_frame(prediction), x="class", y="probability", horizontal=True, sort="-probability"
     )
+    if explanation := prediction.get("explanation"):
+        st.subheader("Why this category")
+        st.caption(
+            "Each n-gram's contribution to a class score is its TF-IDF value times the class's "
+            "coefficient (exact for this linear model); the probabilities are the softmax of the "
+            f"scores times the temperature {explanation['temperature']:.3g}."
+        )
+        for column, (title, evidence) in zip(
+            st.columns(2),
+            (
+                ("Pushed the prediction most", explanation["predicted"]),
+                ("Strongest evidence for the runner-up", explanation["runner_up"]),
+            ),
+            strict=True,
+        ):
+            column.markdown(f"**{title}: {evidence['category']}** ({evidence['prdtypecode']})")
+            frame = predict_q.evidence_frame(evidence)
+            if frame.empty:
+                column.info("No n-gram of this product pushes toward this class.")
+            else:
+                column.dataframe(frame, hide_index=True)
+            column.caption(predict_q.evidence_sum(evidence))
 
 st.subheader("Recent predictions")
 try:

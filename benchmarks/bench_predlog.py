@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import statistics
 import time
 import uuid
@@ -131,6 +132,22 @@ def _lookup(url: str, ids: list[int]) -> None:
             assert row.id == g
 
 
+def _server_ms(url: str, start: datetime, end: datetime) -> float:
+    """The query's execution time inside Postgres (EXPLAIN ANALYZE, no rows sent to the client)."""
+    from rakuten_mlops.db.engine import engine_for
+
+    with engine_for(url).connect() as conn:
+        lines = conn.execute(
+            sa.text(
+                f"EXPLAIN (ANALYZE, TIMING OFF) SELECT {QUERY_COLUMNS} FROM predictions "
+                "WHERE created_at >= :s AND created_at <= :e"
+            ),
+            {"s": start, "e": end},
+        ).scalars()
+        text = "\n".join(lines)
+    return sum(float(m) for m in re.findall(r"(?:Planning|Execution) Time: ([\d.]+) ms", text))
+
+
 def _plan(url: str, start: datetime, end: datetime) -> str:
     from rakuten_mlops.db.engine import engine_for
 
@@ -187,6 +204,25 @@ def main() -> None:
         day_end = day_start + timedelta(days=1)
         print("plan, partitioned:\n" + _plan(parted_url, day_start, day_end))
         print("plan, 0001:\n" + _plan(flat_url, day_start, day_end))
+        server: dict[str, list[float]] = {"0001": [], "partitioned": []}
+        for _ in range(ROUNDS):
+            for name, url in (("0001", flat_url), ("partitioned", parted_url)):
+                server[name].append(_server_ms(url, day_start, day_end))
+        print(
+            f"\nthe same query inside Postgres (planning + execution, EXPLAIN ANALYZE), {ROUNDS} alternating rounds:"
+        )
+        print_table(
+            ["layout", "median ms", "best ms", "median vs 0001"],
+            [
+                [
+                    k,
+                    statistics.median(v),
+                    min(v),
+                    f"{statistics.median(server['0001']) / statistics.median(v):.2f}x",
+                ]
+                for k, v in server.items()
+            ],
+        )
         times: dict[str, list[float]] = {"0001": [], "partitioned": [], "current_window (partitioned)": []}
         settings = Settings(database_url=parted_url)
         rows_in_day = _query(flat_url, day_start, day_end)

@@ -161,6 +161,33 @@ def test_retention_gives_up_with_a_clear_error_when_a_long_query_holds_an_expire
     assert ret.run_retention(Settings(database_url=pg_url), 30).dropped_partitions == [name]
 
 
+@pytest.mark.postgres
+def test_a_second_retention_run_waits_for_the_first(pg_url):
+    import threading
+
+    from tests.support import wait_until
+
+    upgrade(pg_url)
+    holder = sa.create_engine(pg_url)
+    done: list[ret.RetentionResult] = []
+    with holder.connect() as conn:  # the first run, as far as the lock goes
+        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": ret.RETENTION_LOCK_KEY})
+        second = threading.Thread(
+            target=lambda: done.append(ret.run_retention(Settings(database_url=pg_url)))
+        )
+        second.start()
+        waiting = sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'"
+        )
+        wait_until(lambda: conn.execute(waiting).scalar() == 1, timeout=30, what="second run waiting")
+        assert not done
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ret.RETENTION_LOCK_KEY})
+        conn.commit()
+    second.join(30)
+    holder.dispose()
+    assert len(done) == 1
+
+
 def test_retention_on_sqlite_deletes_expired_rows_in_batches(sqlite_url):
     upgrade(sqlite_url)
     now = datetime.now(UTC)

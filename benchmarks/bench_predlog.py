@@ -58,6 +58,18 @@ FROM generate_series(1::bigint, :rows) AS g
 """
 
 
+def _print_rounds(results: dict[str, list[float]], unit: str) -> None:
+    """Median and best of each layout's rounds, and the median's ratio to the 0001 layout's."""
+    peer = statistics.median(results["0001"])
+    print_table(
+        ["layout", f"median {unit}", f"best {unit}", "median vs 0001"],
+        [
+            [k, statistics.median(v), min(v), f"{peer / statistics.median(v):.2f}x"]
+            for k, v in results.items()
+        ],
+    )
+
+
 def _admin():
     return sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
 
@@ -214,18 +226,7 @@ def main() -> None:
         print(
             f"\nthe same query inside Postgres (planning + execution, EXPLAIN ANALYZE), {ROUNDS} alternating rounds:"
         )
-        print_table(
-            ["layout", "median ms", "best ms", "median vs 0001"],
-            [
-                [
-                    k,
-                    statistics.median(v),
-                    min(v),
-                    f"{statistics.median(server['0001']) / statistics.median(v):.2f}x",
-                ]
-                for k, v in server.items()
-            ],
-        )
+        _print_rounds(server, "ms")
         times: dict[str, list[float]] = {"0001": [], "partitioned": [], "current_window (partitioned)": []}
         settings = Settings(database_url=parted_url)
         rows_in_day = _query(flat_url, day_start, day_end)
@@ -239,18 +240,7 @@ def main() -> None:
         print(
             f"\ndrift check query, 1-day window ({rows_in_day:,} rows fetched), {ROUNDS} alternating rounds:"
         )
-        print_table(
-            ["layout", "median s", "best s", "median vs 0001"],
-            [
-                [
-                    k,
-                    statistics.median(v),
-                    min(v),
-                    f"{statistics.median(times['0001']) / statistics.median(v):.2f}x",
-                ]
-                for k, v in times.items()
-            ],
-        )
+        _print_rounds(times, "s")
 
         # --- look-ups by prediction_id (what attaching a label does), alternating rounds
         lookups: dict[str, list[float]] = {"0001": [], "partitioned": []}
@@ -261,14 +251,7 @@ def main() -> None:
         print(
             f"\nlook-up of one row by prediction_id ({LOOKUPS} ids per round), {ROUNDS} alternating rounds:"
         )
-        print_table(
-            ["layout", "median ms", "best ms", "median vs 0001"],
-            [
-                [k, 1000 * statistics.median(v), 1000 * min(v),
-                 f"{statistics.median(lookups['0001']) / statistics.median(v):.2f}x"]
-                for k, v in lookups.items()
-            ],
-        )  # fmt: skip
+        _print_rounds({k: [1000 * t for t in v] for k, v in lookups.items()}, "ms")
 
         # --- retention: keep 10 days
         retention = run_retention(settings, KEEP_DAYS, now=now)
@@ -304,7 +287,7 @@ def main() -> None:
                     "0001 (batched DELETE)",
                     delete_s,
                     vacuum_s,
-                    f"{(delete_s + vacuum_s) / retention.seconds:,.0f}x",
+                    f"{(delete_s + vacuum_s) / retention.seconds:,.1f}x",
                 ],
             ],
         )

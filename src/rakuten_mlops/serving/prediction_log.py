@@ -66,14 +66,15 @@ def copy_text(rows: list[PredictionRecord], sample_rate: float = 1.0) -> str:
     dashes): without any, each row is one f-string, else the csv module quotes.
     """
     stamps = {created: str(created) for created in {row[1] for row in rows}}  # a batch shares one
+    rate = repr(float(sample_rate))  # formatted once for the whole batch
     if any(_NEEDS_QUOTES.search(version) for version in {row[2] for row in rows}):
         buffer = io.StringIO()
-        csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:], sample_rate) for row in rows])
+        csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:], rate) for row in rows])
         return buffer.getvalue()
     return "".join(
         [
             f"{pid},{stamps[at]},{version},{code},{confidence},{length},{words},{empty},"
-            f"{'' if oov is None else oov},{'' if productid is None else productid},{sample_rate}\n"
+            f"{'' if oov is None else oov},{'' if productid is None else productid},{rate}\n"
             for pid, at, version, code, confidence, length, words, empty, oov, productid in rows
         ]
     )

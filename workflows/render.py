@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from workflows import catalogue_rescore, drift_check, incremental_load, train
+from workflows import catalogue_rescore, drift_check, incremental_load, retention, train
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_DIR = REPO / "charts" / "rakuten-mlops" / "files" / "workflows"
@@ -21,6 +21,7 @@ def build_all() -> dict[str, object]:
         f"{train.WEEKLY_NAME}.yaml": train.build_weekly(),
         f"{drift_check.NAME}.yaml": drift_check.build(),
         f"{catalogue_rescore.NAME}.yaml": catalogue_rescore.build(),
+        f"{retention.NAME}.yaml": retention.build(),
     }
 
 
@@ -30,6 +31,7 @@ MODULES = {
     f"{train.WEEKLY_NAME}.yaml": "train",
     f"{drift_check.NAME}.yaml": "drift_check",
     f"{catalogue_rescore.NAME}.yaml": "catalogue_rescore",
+    f"{retention.NAME}.yaml": "retention",
 }
 
 

@@ -178,6 +178,31 @@ def data_status(
         render_status(status, console)
 
 
+@app.command("retention")
+def retention(
+    days: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Whole days of prediction log to keep (default: RAKUTEN_PREDICTION_RETENTION_DAYS)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the machine-readable result on stdout.")
+    ] = False,
+) -> None:
+    """Keep the last N days of the prediction log: drop older day partitions (Postgres) or rows (SQLite)."""
+    from rakuten_mlops.db.retention import run_retention
+
+    settings = get_settings()
+    print_backends(quiet=as_json)
+    result = run_retention(settings, days)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        for line in result.describe():
+            console.print(line)
+
+
 def _register_areas() -> None:
     """Each area adds its commands (imported here, after this module's console exists: they use it)."""
     from rakuten_mlops.monitoring.commands import register as register_monitoring

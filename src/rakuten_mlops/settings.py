@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     prediction_log_queue_size: int = Field(default=50_000, ge=1)
     prediction_log_flush_rows: int = Field(default=500, ge=1)
     prediction_log_flush_seconds: float = Field(default=1.0, gt=0.0)
+    prediction_log_sample: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Share of predictions written to the prediction log."
+    )
+    prediction_retention_days: int = Field(
+        default=30, ge=1, description="Whole days of prediction log `rakuten-mlops retention` keeps."
+    )
     retrain_mode: Literal["local", "kubernetes"] = "local"
     api_url: str = "http://127.0.0.1:8000"
 

@@ -522,6 +522,7 @@ def test_kind_scenario_runs_everything_the_design_names(render):
         ("CronWorkflow", "rakuten-train-weekly"),
         ("CronWorkflow", "drift-check"),
         ("CronWorkflow", "catalogue-rescore"),
+        ("CronWorkflow", "retention"),
         ("ServiceMonitor", API),
         ("PrometheusRule", API),
         ("ConfigMap", f"{RELEASE}-rakuten-mlops-dashboard"),

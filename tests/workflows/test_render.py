@@ -20,6 +20,7 @@ EXPECTED_FILES = [
     "incremental-load.yaml",
     "rakuten-train-weekly.yaml",
     "rakuten-train.yaml",
+    "retention.yaml",
 ]
 
 
@@ -115,6 +116,7 @@ def test_no_nulls_and_parameter_values_are_strings(rendered):
         ("rakuten-train-weekly.yaml", "0 3 * * 0"),
         ("drift-check.yaml", "0 2 * * *"),
         ("catalogue-rescore.yaml", "0 1 * * *"),
+        ("retention.yaml", "30 0 * * *"),
     ],
 )
 def test_cron_workflows_never_overlap_and_keep_short_history(rendered, name, schedule):
@@ -130,7 +132,7 @@ def test_cron_workflows_never_overlap_and_keep_short_history(rendered, name, sch
 
 def test_every_step_runs_the_cli_from_the_app_image_with_limits(rendered):
     steps = [(name, t) for name, doc in rendered.items() for t in container_templates(doc)]
-    assert {t["name"] for _, t in steps} == {"load", "train", "drift", "decide", "score"}
+    assert {t["name"] for _, t in steps} == {"load", "train", "drift", "decide", "score", "retention"}
     for name, t in steps:
         c = t["container"]
         assert c["image"] == common.IMAGE and c["command"] == ["rakuten-mlops"], (name, t["name"])
@@ -249,6 +251,7 @@ def test_each_step_calls_an_existing_cli_command_with_existing_options(rendered,
         ("rakuten-train-weekly.yaml", True),
         ("drift-check.yaml", True),
         ("catalogue-rescore.yaml", False),  # rendered suspended: the chart's values turn it on
+        ("retention.yaml", True),
     ],
 )
 def test_schedule_and_suspend_lines_can_be_replaced_from_helm_values(rendered, name, suspend):

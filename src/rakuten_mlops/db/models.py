@@ -68,13 +68,30 @@ class Product(Base):
 
 
 class Prediction(Base):
-    """One prediction served by the API (the prediction log that monitoring reads)."""
+    """One prediction served by the API (the prediction log that monitoring reads).
+
+    On Postgres the table is partitioned by day of ``created_at`` (one partition per UTC day,
+    plus a default partition; see :mod:`rakuten_mlops.db.retention`). A partitioned table's
+    unique constraints must hold the partition key, so there the primary key is
+    ``(id, created_at)`` and ``prediction_id`` is unique together with ``created_at`` (the API
+    makes every ``prediction_id`` from a fresh random UUID, so ids do not repeat across days
+    either); that index, ``prediction_id`` first, serves look-ups by ``prediction_id`` (one
+    probe per partition, fewer when a ``created_at`` range is given). SQLite keeps ``id`` and
+    ``prediction_id`` unique on their own.
+
+    ``sample_rate`` is the share of predictions the API logged when it wrote the row
+    (``RAKUTEN_PREDICTION_LOG_SAMPLE``): each row stands for ``1 / sample_rate`` predictions.
+    """
 
     __tablename__ = "predictions"
-    __table_args__ = (Index("ix_predictions_created_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_predictions_created_at", "created_at"),
+        UniqueConstraint("prediction_id", "created_at", name="uq_predictions_prediction_id_created_at"),
+        {"postgresql_partition_by": "RANGE (created_at)"},
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    prediction_id: Mapped[str] = mapped_column(String(36), unique=True)
+    prediction_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     model_version: Mapped[str] = mapped_column(String(32), index=True)
     prdtypecode: Mapped[int] = mapped_column(Integer)
@@ -84,6 +101,7 @@ class Prediction(Base):
     description_empty: Mapped[bool] = mapped_column(Boolean)
     oov_rate: Mapped[float | None] = mapped_column(Float)
     productid: Mapped[int | None] = mapped_column(BigInteger)
+    sample_rate: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
 
 
 class DriftReport(Base):

@@ -58,6 +58,11 @@ def render_drift(summary: dict, console) -> None:
         f"{summary['n_current']:,} predictions vs {summary['n_reference']:,} reference rows "
         f"(batches {','.join(map(str, summary['reference_batch_ids'])) or '-'})"
     )
+    if summary.get("n_current_estimated", summary["n_current"]) != summary["n_current"]:
+        console.print(
+            f"sampled log: {summary['n_current_logged']:,} rows logged for about "
+            f"{summary['n_current_estimated']:,} predictions; tested at sampling rate {summary['current_sample_rate']:g}"
+        )
     if summary["tests"]:
         table = Table(show_lines=False)
         for column in ("feature", "test", "score", "threshold", "drifted", "reference -> current"):

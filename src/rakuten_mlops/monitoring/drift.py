@@ -201,7 +201,33 @@ class DriftCheck:
         return self.summary["severity"]
 
 
-def current_frame(settings: Settings, start: datetime, end: datetime, model_version: str) -> pd.DataFrame:
+@dataclass
+class CurrentWindow:
+    """The prediction log of a window as the tests read it, and how many predictions it stands for."""
+
+    frame: pd.DataFrame  # one uniform sample of the window (see uniform_sample)
+    logged_rows: int  # rows of the window in the log
+    estimated_predictions: int  # predictions served in the window: each row counts 1 / sample_rate
+    sample_rate: float  # the sampling rate of ``frame``
+
+
+def uniform_sample(rates: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Which rows to keep so that rows logged at different sampling rates form one uniform sample.
+
+    Under one rate the logged rows are a uniform sample of the traffic: every distribution the
+    tests compare is unbiased as it is, and the tests see the real number of rows. When the
+    rate changed inside the window, the periods with the higher rate are over-represented:
+    keeping each row with probability ``lowest rate / its rate`` gives every prediction the
+    same chance ``lowest rate`` of being tested (weighting instead would overstate how many
+    rows the tests rest on, and Evidently's tests take no weights).
+    """
+    rates = np.asarray(rates, dtype="float64")
+    if len(rates) == 0 or rates.min() == rates.max():
+        return np.ones(len(rates), dtype=bool)
+    return np.random.default_rng(seed).random(len(rates)) < rates.min() / rates
+
+
+def current_window(settings: Settings, start: datetime, end: datetime, model_version: str) -> CurrentWindow:
     """The prediction log of [start, end]; model columns only for the production version's rows."""
     from sqlalchemy import select
 
@@ -219,16 +245,25 @@ def current_frame(settings: Settings, start: datetime, end: datetime, model_vers
         "word_count",
         "description_empty",
         "oov_rate",
+        "sample_rate",
     ]
     query = select(*(getattr(Prediction, c) for c in columns)).where(
         Prediction.created_at >= start, Prediction.created_at <= end
     )
     with engine_for(settings.database_url).connect() as conn:
         frame = pd.DataFrame(conn.execute(query).all(), columns=columns)
+    rates = frame["sample_rate"].to_numpy(dtype="float64")
+    logged, estimated = len(frame), int(round(float((1.0 / rates).sum()))) if len(frame) else 0
+    frame = frame[uniform_sample(rates)]
     other_model = (frame["model_version"].astype(str) != str(model_version)).to_numpy()
     frame = normalise(frame)
     frame.loc[other_model, MODEL_COLUMNS] = np.nan
-    return frame
+    return CurrentWindow(frame, logged, estimated, float(rates.min()) if len(rates) else 1.0)
+
+
+def current_frame(settings: Settings, start: datetime, end: datetime, model_version: str) -> pd.DataFrame:
+    """The rows of :func:`current_window` the tests compare."""
+    return current_window(settings, start, end, model_version).frame
 
 
 def _report_dir(settings: Settings, now: datetime) -> Path:
@@ -265,7 +300,8 @@ def run_drift_check(
         }  # fmt: skip
         return DriftCheck(summary)
     reference = reference_frame(settings, model)
-    current = current_frame(settings, start, end, model.version)
+    window_rows = current_window(settings, start, end, model.version)
+    current = window_rows.frame
     comparison = compare(reference, current, settings)
     summary = {
         **base,
@@ -281,6 +317,9 @@ def run_drift_check(
         "n_reference_model": int(reference["confidence"].notna().sum()),
         "n_current": comparison.n_current,
         "n_current_model": int(current["confidence"].notna().sum()),
+        "n_current_logged": window_rows.logged_rows,
+        "n_current_estimated": window_rows.estimated_predictions,
+        "current_sample_rate": window_rows.sample_rate,
         "tests": [asdict(t) for t in comparison.tests],
         "skipped": comparison.skipped,
         "thresholds": {

@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
             max_queue=settings.prediction_log_queue_size,
             flush_rows=settings.prediction_log_flush_rows,
             flush_seconds=settings.prediction_log_flush_seconds,
+            sample_rate=settings.prediction_log_sample,
             metrics=metrics_,
         )
         if prediction_log

@@ -10,6 +10,10 @@ is woken only when a full batch is waiting (or at its deadline), not for every r
 takes the GIL from the request path. On Postgres the rows are turned into COPY text as they are
 queued, one request batch at a time, so the writer only sends: formatting a whole write in the
 writer thread would hold the GIL, and the requests in flight would wait.
+
+With ``sample_rate`` below 1 (``RAKUTEN_PREDICTION_LOG_SAMPLE``) each row is kept with that
+probability, decided when it is queued, and written with its ``sample_rate``: a logged row
+stands for ``1 / sample_rate`` predictions.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import random
 import re
 import threading
 import time
@@ -42,7 +47,7 @@ class PredictionRecord(NamedTuple):
     productid: int | None
 
 
-COLUMNS = ", ".join(PredictionRecord._fields)
+COLUMNS = ", ".join([*PredictionRecord._fields, "sample_rate"])
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 
 
@@ -53,21 +58,23 @@ class _Chunk(NamedTuple):
     copy_text: str | None
 
 
-def copy_text(rows: list[PredictionRecord]) -> str:
-    """``rows`` as the CSV that ``COPY predictions FROM STDIN (FORMAT csv)`` reads (None -> NULL).
+def copy_text(rows: list[PredictionRecord], sample_rate: float = 1.0) -> str:
+    """``rows`` as the CSV that ``COPY predictions FROM STDIN (FORMAT csv)`` reads (None -> NULL),
+    each with ``sample_rate``.
 
     Only the model version may hold characters CSV must quote (prediction ids are hex and
     dashes): without any, each row is one f-string, else the csv module quotes.
     """
     stamps = {created: str(created) for created in {row[1] for row in rows}}  # a batch shares one
+    rate = repr(float(sample_rate))  # formatted once for the whole batch
     if any(_NEEDS_QUOTES.search(version) for version in {row[2] for row in rows}):
         buffer = io.StringIO()
-        csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:]) for row in rows])
+        csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:], rate) for row in rows])
         return buffer.getvalue()
     return "".join(
         [
             f"{pid},{stamps[at]},{version},{code},{confidence},{length},{words},{empty},"
-            f"{'' if oov is None else oov},{'' if productid is None else productid}\n"
+            f"{'' if oov is None else oov},{'' if productid is None else productid},{rate}\n"
             for pid, at, version, code, confidence, length, words, empty, oov, productid in rows
         ]
     )
@@ -83,12 +90,15 @@ class PredictionLog:
         max_queue: int = 50_000,
         flush_rows: int = 500,
         flush_seconds: float = 1.0,
+        sample_rate: float = 1.0,
         metrics=None,
     ):
         self.database_url = database_url
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.max_queue = max_queue
+        self.sample_rate = sample_rate
+        self._random = random.Random()
         self._copy = _is_postgres(database_url)
         self._queue: deque[_Chunk] = deque()
         self._queued_rows = 0
@@ -106,6 +116,9 @@ class PredictionLog:
     # --- producer side (request path) ----------------------------------------------
     def append(self, records: list[PredictionRecord]) -> int:
         """Queue records without blocking; returns how many were dropped because the queue is full."""
+        if self.sample_rate < 1.0:
+            keep, rate = self._random.random, self.sample_rate
+            records = [record for record in records if keep() < rate]
         room = self.max_queue - self._queued_rows  # read without the lock: checked again below
         accepted = records if len(records) <= room else records[: max(room, 0)]
         chunk = self._chunk(accepted)  # formatted outside the lock
@@ -131,7 +144,7 @@ class PredictionLog:
         return dropped
 
     def _chunk(self, rows: list[PredictionRecord]) -> _Chunk:
-        return _Chunk(rows, copy_text(rows) if self._copy and rows else None)
+        return _Chunk(rows, copy_text(rows, self.sample_rate) if self._copy and rows else None)
 
     @property
     def depth(self) -> int:
@@ -202,7 +215,8 @@ class PredictionLog:
             if self._copy:
                 copy_predictions(self.database_url, "".join(chunk.copy_text for chunk in chunks))
             else:
-                insert_predictions(self.database_url, [row for chunk in chunks for row in chunk.rows])
+                rows = [row for chunk in chunks for row in chunk.rows]
+                insert_predictions(self.database_url, rows, self.sample_rate)
         except Exception as exc:
             self.last_error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             self._retry_delay = min(max(self._retry_delay * 2, 0.5), 10.0)
@@ -242,7 +256,7 @@ def copy_predictions(database_url: str, text: str) -> None:
         raw.close()
 
 
-def insert_predictions(database_url: str, rows: list[PredictionRecord]) -> None:
+def insert_predictions(database_url: str, rows: list[PredictionRecord], sample_rate: float = 1.0) -> None:
     """Bulk insert at driver level: COPY on Postgres, executemany on SQLite (the writer thread
     shares the GIL with the request path, so per-row Python work matters)."""
     from rakuten_mlops.db.engine import engine_for
@@ -250,10 +264,10 @@ def insert_predictions(database_url: str, rows: list[PredictionRecord]) -> None:
     engine = engine_for(database_url)
     dialect = engine.dialect.name
     if dialect == "postgresql":
-        copy_predictions(database_url, copy_text(rows))
+        copy_predictions(database_url, copy_text(rows, sample_rate))
     elif dialect == "sqlite":  # the same text layout SQLAlchemy's DateTime uses on SQLite
-        naive = [(r[0], r[1].strftime("%Y-%m-%d %H:%M:%S.%f"), *r[2:]) for r in rows]
-        marks = ", ".join("?" * len(PredictionRecord._fields))
+        naive = [(r[0], r[1].strftime("%Y-%m-%d %H:%M:%S.%f"), *r[2:], sample_rate) for r in rows]
+        marks = ", ".join("?" * (len(PredictionRecord._fields) + 1))
         with engine.begin() as conn:
             conn.exec_driver_sql(f"INSERT INTO predictions ({COLUMNS}) VALUES ({marks})", naive)
     else:
@@ -262,4 +276,6 @@ def insert_predictions(database_url: str, rows: list[PredictionRecord]) -> None:
         from rakuten_mlops.db.models import Prediction
 
         with engine.begin() as conn:
-            conn.execute(insert(Prediction.__table__), [r._asdict() for r in rows])
+            conn.execute(
+                insert(Prediction.__table__), [r._asdict() | {"sample_rate": sample_rate} for r in rows]
+            )

@@ -16,7 +16,13 @@ Reported per drift kind and strength: mean absolute error (MAE), the share of wi
 ``--nannyml PYTHON`` also runs NannyML's CBPE on the same saved windows in that interpreter (a
 separate venv: NannyML cannot be installed beside our pins, see docs/monitoring.md).
 
+``--request-path`` measures instead what logging the probabilities costs a request: the API's
+``PredictionService`` (compiled runner, response building, prediction-log records formatted as
+Postgres COPY text) with the top-5 probabilities logged against the same service without them
+(the log's old layout), alternating rounds, median time per request at batch sizes 1 and 16.
+
     python -m benchmarks.bench_estimate [--seeds 3] [--train-rows 20000] [--window-rows 2000]
+    python -m benchmarks.bench_estimate --request-path [--rounds 400]
 """
 
 from __future__ import annotations
@@ -99,7 +105,8 @@ def _windows(args) -> list[dict]:
                 inputs = frame[["designation", "description"]]
                 proba = np.asarray(pipeline.predict_proba(inputs))
                 truth = frame["prdtypecode"].to_numpy()
-                real = realized(truth, classes[proba.argmax(axis=1)])["f1_weighted"]
+                real_all = realized(truth, classes[proba.argmax(axis=1)])
+                real = real_all["f1_weighted"]
                 oov = prediction_features(pipeline, inputs)["oov_rate"].to_numpy()
                 checks = trust_checks(oov, proba.max(axis=1), reference, classes[proba.argmax(axis=1)])
                 row = {
@@ -116,6 +123,9 @@ def _windows(args) -> list[dict]:
                     est = estimate(stored, classes, margin=reference.calibration_error)
                     row[name] = est.f1_weighted
                     row[f"{name}_interval"] = est.intervals["f1_weighted"]
+                    if name == "float64":
+                        row.update(est_accuracy=est.accuracy, est_f1_macro=est.f1_macro)
+                row.update(realized_accuracy=real_all["accuracy"], realized_f1_macro=real_all["f1_macro"])
                 if args.save:
                     np.savez_compressed(
                         Path(args.save) / f"w{seed}_{kind}_{strength}.npz",
@@ -130,10 +140,40 @@ def _windows(args) -> list[dict]:
 def _nannyml(python: str, folder: str, rows: list[dict]) -> None:
     """NannyML's CBPE (fitted on each seed's strength-0 class-prior window as reference) in ``python``."""
     script = Path(__file__).with_name("nannyml_cbpe.py")
-    out = subprocess.run([python, str(script), folder], capture_output=True, text=True, check=True)
+    env = {**os.environ, "NML_DISABLE_USAGE_LOGGING": "1"}  # NannyML reports usage to segment.io otherwise
+    out = subprocess.run([python, str(script), folder], capture_output=True, text=True, check=True, env=env)
     estimates = json.loads(out.stdout)
     for row in rows:
-        row["nannyml"] = estimates.get(f"w{row['seed']}_{row['kind']}_{row['strength']}")
+        got = estimates.get(f"w{row['seed']}_{row['kind']}_{row['strength']}") or {}
+        row["nannyml_accuracy"], row["nannyml_f1_macro"] = got.get("accuracy"), got.get("f1_macro")
+
+
+def _nannyml_summary(rows: list[dict]) -> None:
+    """Accuracy and macro F1 (what NannyML's multiclass CBPE estimates): ours against NannyML's."""
+    from rakuten_mlops.data.generator import DRIFT_KINDS
+
+    table = []
+    for kind in DRIFT_KINDS:
+        for strength in STRENGTHS:
+            group = [r for r in rows if r["kind"] == kind and r["strength"] == strength]
+
+            def mae(key: str, truth: str, group=group) -> str:
+                values = [abs(r[key] - r[truth]) for r in group if r.get(key) is not None]
+                return f"{np.mean(values):.3f}" if values else "-"
+
+            table.append(
+                [kind, f"{strength:.2f}", mae("est_accuracy", "realized_accuracy"),
+                 mae("nannyml_accuracy", "realized_accuracy"), mae("est_f1_macro", "realized_f1_macro"),
+                 mae("nannyml_f1_macro", "realized_f1_macro")]
+            )  # fmt: skip
+    headers = ["drift", "strength", "MAE accuracy ours", "NannyML", "MAE macro F1 ours", "NannyML"]
+    print_table(headers, table)
+    calm = [r for r in rows if r["trusted"] and r.get("nannyml_accuracy") is not None]
+    for key, truth in (("est_accuracy", "realized_accuracy"), ("nannyml_accuracy", "realized_accuracy"),
+                       ("est_f1_macro", "realized_f1_macro"), ("nannyml_f1_macro", "realized_f1_macro")):  # fmt: skip
+        print(
+            f"windows not flagged ({len(calm)}): MAE {key} {np.mean([abs(r[key] - r[truth]) for r in calm]):.4f}"
+        )
 
 
 def _summary(rows: list[dict], estimators: list[str]) -> None:
@@ -167,6 +207,66 @@ def _summary(rows: list[dict], estimators: list[str]) -> None:
     print(f"windows not flagged: 90% interval covers the realized value in {cover:.0%}")
 
 
+def _request_path(rounds: int) -> None:
+    import asyncio
+    import statistics
+    from datetime import UTC, datetime
+
+    from rakuten_mlops.data.generator import generate_frame
+    from rakuten_mlops.model.pipeline import build_pipeline
+    from rakuten_mlops.model.runner import plan_for
+    from rakuten_mlops.serving import predictor
+    from rakuten_mlops.serving.metrics import api_metrics
+    from rakuten_mlops.serving.model_store import LoadedModel
+    from rakuten_mlops.serving.prediction_log import PredictionLog
+    from rakuten_mlops.serving.schemas import ProductIn
+
+    frame = generate_frame(20_000, seed=7)
+    pipeline = build_pipeline("sgd").fit(frame[["designation", "description"]], frame["prdtypecode"])
+    model = LoadedModel(
+        "bench", "1", "production", None, {}, {}, datetime.now(UTC), pipeline,
+        __import__("numpy").asarray(pipeline.classes_), plan_for(pipeline),
+    )  # fmt: skip
+    log = PredictionLog(
+        "postgresql+psycopg2://bench@127.0.0.1/unused", max_queue=10**9
+    )  # COPY text, no writer
+    service = predictor.PredictionService(store=None, prediction_log=log, metrics=api_metrics())
+    products = [
+        ProductIn(designation=d, description=e)
+        for d, e in zip(frame["designation"], frame["description"], strict=True)
+    ]  # noqa: E501
+    real_encode, real_k = predictor.encode, predictor.LOGGED_TOP_K
+
+    def use(with_probabilities: bool) -> None:
+        predictor.encode = real_encode if with_probabilities else (lambda codes, p: None)
+        predictor.LOGGED_TOP_K = real_k if with_probabilities else 1
+
+    def one(batch) -> float:
+        job = predictor._Job([p.designation for p in batch], [p.description for p in batch],
+                             [p.productid for p in batch], 3, asyncio.Future(loop=loop))  # fmt: skip
+        start = time.perf_counter()
+        service._run(model, [job])
+        elapsed = time.perf_counter() - start
+        log._queue.clear()
+        log._queued_rows = 0
+        return elapsed
+
+    loop = asyncio.new_event_loop()
+    rows = []
+    for size in (1, 16):
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for r in range(rounds):
+            batch = products[(r * size) % 19_000 : (r * size) % 19_000 + size]
+            for side in (True, False) if r % 2 else (False, True):
+                use(side)
+                times[side].append(one(batch))
+        use(True)
+        with_p, without = statistics.median(times[True]), statistics.median(times[False])
+        rows.append([size, f"{without * 1e6:.0f}", f"{with_p * 1e6:.0f}", f"{with_p / without:.3f}"])
+    print_table(["batch", "without probabilities (us)", "with top-5 probabilities (us)", "ratio"], rows)
+    print(f"load average {os.getloadavg()[0]:.1f}, {rounds} alternating rounds per batch size")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -175,7 +275,12 @@ def main() -> None:
     parser.add_argument("--nannyml", metavar="PYTHON", help="interpreter of a venv with nannyml installed")
     parser.add_argument("--save", metavar="DIR", help="keep the windows (npz) for other estimators")
     parser.add_argument("--json", metavar="FILE", help="write every window's numbers to FILE")
+    parser.add_argument("--request-path", action="store_true", help="measure the request path's cost instead")
+    parser.add_argument("--rounds", type=int, default=400)
     args = parser.parse_args()
+    if args.request_path:
+        _request_path(args.rounds)
+        return
     print(f"load average {os.getloadavg()[0]:.1f}; {args.seeds} seeds, {args.train_rows:,} training rows, "
           f"windows of {args.window_rows:,} rows")  # fmt: skip
     tmp = None
@@ -184,10 +289,10 @@ def main() -> None:
         args.save = tmp.name
     rows = _windows(args)
     estimators = ["float64", "top5", "float16", "top3", "top_probability"]
+    _summary(rows, estimators)
     if args.nannyml:
         _nannyml(args.nannyml, args.save, rows)
-        estimators.append("nannyml")
-    _summary(rows, estimators)
+        _nannyml_summary(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if tmp is not None:

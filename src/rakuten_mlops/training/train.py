@@ -73,6 +73,9 @@ class TrainingResult:
             f"trained {self.model} in {self.training_seconds:.1f}s on {int(self.lineage['train_rows']):,} rows "
             f"(batches {self.lineage['batch_ids'] or '-'}): weighted F1 {m['f1_weighted']:.4f}, "
             f"macro F1 {m['f1_macro']:.4f}, accuracy {m['accuracy']:.4f} on {int(self.lineage['test_rows']):,} test rows",
+            f"calibration: ECE {m['ece']:.4f} (15 bins; {m['ece_floor']:.4f} expected from sampling alone)"
+            if "ece" in m
+            else "calibration: not measured",
             f"registered version {self.version} (run {self.run_id})",
         ]
         lines.append(

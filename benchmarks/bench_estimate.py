@@ -243,7 +243,7 @@ def _request_path(rounds: int) -> None:
 
     def one(batch) -> float:
         job = predictor._Job([p.designation for p in batch], [p.description for p in batch],
-                             [p.productid for p in batch], 3, asyncio.Future(loop=loop))  # fmt: skip
+                             [p.productid for p in batch], 3, asyncio.Future(loop=loop), 0)  # fmt: skip
         start = time.perf_counter()
         service._run(model, [job])
         elapsed = time.perf_counter() - start

@@ -94,6 +94,32 @@ def test_estimate_json_gives_estimate_interval_and_realized_f1_and_records_them(
     assert run.data.tags["model_version"] == fresh.version
 
 
+def test_realized_f1_also_comes_from_feedback_labels(fresh):
+    from sqlalchemy import select
+
+    from rakuten_mlops.db import engine_for
+    from rakuten_mlops.db.models import Prediction
+    from rakuten_mlops.monitoring.feedback import LabelIn, store_labels
+    from rakuten_mlops.monitoring.performance import realized
+
+    frame = window(46)
+    log_window(fresh, frame, labelled=False)
+    truth = dict(zip(frame["productid"].tolist(), frame["prdtypecode"].tolist(), strict=True))
+    with engine_for(fresh.settings.database_url).connect() as conn:
+        logged = conn.execute(
+            select(Prediction.prediction_id, Prediction.productid, Prediction.prdtypecode)
+        ).all()
+    some = logged[:300]
+    store_labels(
+        fresh.settings.database_url,
+        [LabelIn(prdtypecode=truth[pid], source="tests", prediction_id=p) for p, pid, _ in some],
+    )
+    summary = run_estimate(fresh.settings, "1d", record=False).summary
+    assert summary["n"] == WINDOW_ROWS and summary["n_labelled"] == 300
+    expected = realized([truth[pid] for _, pid, _ in some], [code for _, _, code in some])["f1_weighted"]
+    assert summary["realized_f1_weighted"] == pytest.approx(expected)
+
+
 def test_vocabulary_drift_is_flagged_and_never_triggers_retraining(fresh):
     log_window(fresh, window(42, drift="vocabulary", drift_strength=1.0), labelled=False)
     summary = run_estimate(fresh.settings, "1d").summary

@@ -141,13 +141,16 @@ def realized_labels(settings: Settings, model_version: str, start: datetime, end
     """The window's logged predictions whose true class is known: ``prediction_id``, ``predicted``
     and ``label``, one row per prediction.
 
-    Labels come from labelled loads: a product loaded into ``products`` with the ``productid`` the
-    prediction was made for. Every source of labels feeds realized F1 through this function.
+    Labels come from labelled loads (a product loaded into ``products`` with the ``productid`` the
+    prediction was made for) and from ``POST /feedback`` (the newest revision of the prediction's
+    feedback label, :func:`rakuten_mlops.monitoring.feedback.labelled_predictions`), which wins
+    when a prediction has both. Every source of labels feeds realized F1 through this function.
     """
     from sqlalchemy import select
 
     from rakuten_mlops.db import engine_for, upgrade
     from rakuten_mlops.db.models import Prediction, Product
+    from rakuten_mlops.monitoring.feedback import labelled_predictions
 
     upgrade(settings.database_url)
     query = (
@@ -159,8 +162,11 @@ def realized_labels(settings: Settings, model_version: str, start: datetime, end
             Prediction.created_at <= end,
         )
     )
+    columns = ["prediction_id", "predicted", "label"]
     with engine_for(settings.database_url).connect() as conn:
-        frame = pd.DataFrame(conn.execute(query).all(), columns=["prediction_id", "predicted", "label"])
+        loads = pd.DataFrame(conn.execute(query).all(), columns=columns)
+    feedback = labelled_predictions(settings.database_url, start, end, model_version)[columns]
+    frame = pd.concat([df for df in (loads, feedback) if len(df)] or [loads], ignore_index=True)
     return frame.drop_duplicates("prediction_id", keep="last").reset_index(drop=True)
 
 

@@ -1,4 +1,5 @@
-"""``drift-check``: daily drift report, retrain decision, and training only when the decision says so."""
+"""``drift-check``: daily drift report and performance estimate, retrain decision, and training only
+when the decision says so."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from workflows import common, train
 NAME = "drift-check"
 SCHEDULE = "0 2 * * *"
 DRIFT_FILE = common.output_file("drift.json")
+ESTIMATE_FILE = common.output_file("estimate.json")
 DECISION_FILE = common.output_file("decision.json")
 # `decide --output` writes {"retrain": true|false, "reasons": [...]}.
 WHEN_RETRAIN = "{{=jsonpath(tasks.decide.outputs.parameters.decision, '$.retrain') == true}}"
@@ -19,11 +21,14 @@ def build() -> CronWorkflow:
     with CronWorkflow(
         name=NAME,
         annotations={
-            "workflows.argoproj.io/description": "Drift report, retrain decision, rakuten-train if needed."
+            "workflows.argoproj.io/description": (
+                "Drift report, performance estimate, retrain decision, rakuten-train if needed."
+            )
         },
         entrypoint="main",
         arguments=[
             Parameter(name="window", value="7d", description="how far back the current data reaches"),
+            Parameter(name="estimate-window", value="1d", description="window of the performance estimate"),
             Parameter(
                 name="model", value="sgd", enum=list(train.MODELS), description="estimator if retraining"
             ),
@@ -39,6 +44,14 @@ def build() -> CronWorkflow:
             resources=common.DRIFT,
             timeout_seconds=1800,
         )
+        estimate = common.cli_step(
+            "estimate",
+            ["estimate", "--window", "{{inputs.parameters.window}}", "--output", ESTIMATE_FILE],
+            inputs=[Parameter(name="window")],
+            outputs=[common.file_output("estimate", ESTIMATE_FILE)],
+            resources=common.LIGHT,
+            timeout_seconds=900,
+        )
         decide = common.cli_step(
             "decide",
             ["decide", "--output", DECISION_FILE],
@@ -48,6 +61,9 @@ def build() -> CronWorkflow:
         )
         with DAG(name="main"):
             drift_task = drift(name="drift", arguments={"window": "{{workflow.parameters.window}}"})
+            estimate_task = estimate(
+                name="estimate", arguments={"window": "{{workflow.parameters.estimate-window}}"}
+            )
             decide_task = decide(name="decide")
             retrain = Task(
                 name="retrain",
@@ -55,5 +71,5 @@ def build() -> CronWorkflow:
                 arguments={"model": "{{workflow.parameters.model}}"},
                 when=WHEN_RETRAIN,
             )
-            drift_task >> decide_task >> retrain
+            [drift_task, estimate_task] >> decide_task >> retrain
     return cron

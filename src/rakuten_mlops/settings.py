@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     min_f1: float = Field(default=0.75, ge=0.0, le=1.0)
     min_gain: float = Field(default=0.0, ge=-1.0, le=1.0)
     min_rows_per_class: int = Field(default=5, ge=1)
+    max_ece: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Largest expected calibration error (above the sampling floor) the gate accepts.",
+    )
 
     # Serving
     model_version: str | None = Field(

@@ -43,13 +43,20 @@ def log_predictions(
 
 
 def clear_monitoring_tables(database_url: str) -> None:
-    """Forget predictions, drift reports, live evaluations and retrain decisions (not products)."""
+    """Forget predictions, drift reports, live evaluations, performance estimates and retrain
+    decisions (not products)."""
     from sqlalchemy import delete
 
     from rakuten_mlops.db import engine_for
-    from rakuten_mlops.db.models import DriftReport, LiveEvaluation, ModelEvent, Prediction
+    from rakuten_mlops.db.models import (
+        DriftReport,
+        LiveEvaluation,
+        ModelEvent,
+        PerformanceEstimate,
+        Prediction,
+    )
 
     with engine_for(database_url).begin() as conn:
-        for table in (Prediction, DriftReport, LiveEvaluation):
+        for table in (Prediction, DriftReport, LiveEvaluation, PerformanceEstimate):
             conn.execute(delete(table))
         conn.execute(delete(ModelEvent).where(ModelEvent.event_type == "retrain_decision"))

@@ -124,7 +124,7 @@ def test_trained_model_is_served_by_the_api_container(images, containers, pg_ser
         job_env = (
             "-e", f"RAKUTEN_DATABASE_URL={pg_url}", "-e", f"MLFLOW_TRACKING_URI={tracking}",
             "-e", "RAKUTEN_HOME=/tmp/rakuten", "-e", "HOME=/tmp", "-e", "MPLCONFIGDIR=/tmp/mpl",
-            "-e", "RAKUTEN_MIN_F1=0.0",
+            "-e", "RAKUTEN_MIN_F1=0.0", "-e", "RAKUTEN_MAX_ECE=1.0",
         )  # fmt: skip
         job = podman(
             "run", "--rm", "--no-healthcheck", "--network", "host", *LOCKED_DOWN, *job_env,

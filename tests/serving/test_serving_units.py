@@ -314,6 +314,6 @@ def test_copy_text_is_the_csv_copy_reads(version):
     parsed = list(csv.reader(io.StringIO(copy_text(rows, 0.2))))
     stamp = "2026-01-02 03:04:05.678901+00:00"
     assert parsed == [
-        ["a1-000", stamp, version, "10", "0.25", "20", "3", "True", "", "", "0.2"],
-        ["a1-001", stamp, version, "1280", "0.1234567890123", "7", "1", "False", "0.5", "42", "0.2"],
+        ["a1-000", stamp, version, "10", "0.25", "20", "3", "True", "", "", "", "0.2"],
+        ["a1-001", stamp, version, "1280", "0.1234567890123", "7", "1", "False", "0.5", "42", "", "0.2"],
     ]

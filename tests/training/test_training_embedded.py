@@ -17,6 +17,7 @@ from tests.training.factories import generated, model_events, noisy_labels
 @pytest.fixture
 def gate_env(settings, monkeypatch):
     monkeypatch.setenv("RAKUTEN_MIN_F1", "0.5")
+    monkeypatch.setenv("RAKUTEN_MAX_ECE", "0.2")  # models of 2-3k rows are less calibrated (docs/training.md)
     return settings
 
 

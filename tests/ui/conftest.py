@@ -29,7 +29,7 @@ def _settings_for(home: Path):
     from rakuten_mlops.settings import Settings
 
     # a low gate so that the small fixture model goes into production on its first training
-    return Settings(home=home, database_url=None, mlflow_tracking_uri=None, min_f1=0.3)
+    return Settings(home=home, database_url=None, mlflow_tracking_uri=None, min_f1=0.3, max_ece=0.2)
 
 
 def _insert_monitoring_rows(settings, html_path: Path) -> None:

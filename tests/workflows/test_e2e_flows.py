@@ -62,6 +62,7 @@ class Platform:
                     "MLFLOW_TRACKING_URI": mlflow_url,
                     "RAKUTEN_REGISTERED_MODEL": self.model_name,
                     "RAKUTEN_MIN_F1": "0.5",  # the gate must pass on 1-2k synthetic rows
+                    "RAKUTEN_MAX_ECE": "0.2",  # (and such small models are less calibrated)
                     "RAKUTEN_RETRAIN_BACKLOG": "1000000",  # only drift may trigger retraining here
                     "RAKUTEN_RETRAIN_F1": "0.3",  # (a model of 3k rows has a modest live F1)
                     "RAKUTEN_DRIFT_MIN_CURRENT_ROWS": "100",

@@ -132,7 +132,15 @@ def test_cron_workflows_never_overlap_and_keep_short_history(rendered, name, sch
 
 def test_every_step_runs_the_cli_from_the_app_image_with_limits(rendered):
     steps = [(name, t) for name, doc in rendered.items() for t in container_templates(doc)]
-    assert {t["name"] for _, t in steps} == {"load", "train", "drift", "decide", "score", "retention"}
+    assert {t["name"] for _, t in steps} == {
+        "load",
+        "train",
+        "drift",
+        "estimate",
+        "decide",
+        "score",
+        "retention",
+    }
     for name, t in steps:
         c = t["container"]
         assert c["image"] == common.IMAGE and c["command"] == ["rakuten-mlops"], (name, t["name"])
@@ -176,7 +184,7 @@ def test_weekly_and_drift_check_run_the_training_template_by_reference(rendered)
     drift = rendered["drift-check.yaml"]["spec"]["workflowSpec"]
     tasks = {t["name"]: t for t in drift["templates"][-1]["dag"]["tasks"]}
     assert tasks["retrain"]["templateRef"] == {"name": "rakuten-train", "template": "train-and-promote"}
-    assert tasks["retrain"]["depends"] == "decide" and tasks["decide"]["depends"] == "drift"
+    assert tasks["retrain"]["depends"] == "decide" and tasks["decide"]["depends"] == "drift && estimate"
     assert "jsonpath(tasks.decide.outputs.parameters.decision, '$.retrain')" in tasks["retrain"]["when"]
 
 

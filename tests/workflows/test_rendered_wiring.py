@@ -32,6 +32,7 @@ payload = {{
     "train": {{"version": os.environ.get("STANDIN_VERSION", "1"), "decision": "promoted", "f1_weighted": 0.8}},
     "drift": {{"drift_detected": os.environ.get("STANDIN_RETRAIN") == "true", "severity": "high"}},
     "decide": {{"retrain": os.environ.get("STANDIN_RETRAIN") == "true", "reasons": ["stand-in"]}},
+    "estimate": {{"f1_weighted": 0.8, "interval": [0.78, 0.82], "n": 500, "trusted": True}},
 }}.get(args[0])
 if out and payload is not None:
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -84,11 +85,13 @@ def test_drift_check_runs_training_only_when_decide_says_so(stand_in, retrain, p
     assert run.phase == "Succeeded", run.summary()
     assert run.node("retrain").phase == phase
     commands = [c["args"][0] for c in calls(log)]
-    assert commands == (["drift", "decide", "train"] if retrain == "true" else ["drift", "decide"])
-    drift_args = calls(log)[0]["args"]
-    assert drift_args[:3] == ["drift", "--window", "3d"]
+    assert sorted(commands[:2]) == ["drift", "estimate"]  # in parallel, both before decide
+    assert commands[2:] == (["decide", "train"] if retrain == "true" else ["decide"])
+    args = {c["args"][0]: c["args"] for c in calls(log)}
+    assert args["drift"][:3] == ["drift", "--window", "3d"]
+    assert args["estimate"][:3] == ["estimate", "--window", "1d"]
     if retrain == "true":
-        train_args = calls(log)[2]["args"]
+        train_args = args["train"]
         assert train_args[:4] == ["train", "--model", "logreg", "--promote"]
         assert run.node("retrain").outputs["decision"] == "promoted"
         assert run.node("retrain").outputs["version"] == "7"
@@ -99,11 +102,11 @@ def test_every_step_gets_the_database_and_tracking_urls_and_a_private_home(stand
     executor, log = stand_in(STANDIN_RETRAIN="true")
     assert executor.submit("drift-check").phase == "Succeeded"
     seen = calls(log)
-    assert len(seen) == 3
+    assert len(seen) == 4
     assert {c["db"] for c in seen} == {"postgresql+psycopg2://u@db/rakuten"}
     assert {c["mlflow"] for c in seen} == {"http://mlflow:5000"}
     homes = [c["home"] for c in seen]
-    assert len(set(homes)) == 3, "each pod has its own emptyDir: nothing leaks between steps"
+    assert len(set(homes)) == 4, "each pod has its own emptyDir: nothing leaks between steps"
     assert all(h.endswith("/rakuten") and not h.startswith("/tmp/rakuten") for h in homes)
 
 
@@ -154,7 +157,7 @@ def test_only_the_load_step_gets_the_landing_zone_keys_and_endpoint(stand_in):
         "AWS_ENDPOINT_URL": "http://minio:9000",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    assert [c["args"][0] for c in others] == ["drift", "decide", "train"]
+    assert sorted(c["args"][0] for c in others) == ["decide", "drift", "estimate", "train"]
     assert all(c["aws"] == {} for c in others)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -102,6 +103,8 @@ class Prediction(Base):
     oov_rate: Mapped[float | None] = mapped_column(Float)
     productid: Mapped[int | None] = mapped_column(BigInteger)
     sample_rate: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    # top classes and probabilities (rakuten_mlops.model.probabilities), for the performance estimate
+    probabilities: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class DriftReport(Base):
@@ -135,6 +138,30 @@ class LiveEvaluation(Base):
     n_rows: Mapped[int] = mapped_column(Integer)
     f1_weighted: Mapped[float] = mapped_column(Float)
     accuracy: Mapped[float] = mapped_column(Float)
+
+
+class PerformanceEstimate(Base):
+    """Estimated (and, once labels exist, realized) performance of a model version over one window."""
+
+    __tablename__ = "performance_estimates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    model_version: Mapped[str] = mapped_column(String(32), index=True)
+    window: Mapped[str] = mapped_column(String(16))
+    window_start: Mapped[datetime] = mapped_column()
+    window_end: Mapped[datetime] = mapped_column()
+    n: Mapped[int] = mapped_column(Integer)
+    f1_weighted: Mapped[float | None] = mapped_column(Float)
+    f1_weighted_low: Mapped[float | None] = mapped_column(Float)
+    f1_weighted_high: Mapped[float | None] = mapped_column(Float)
+    f1_macro: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    trusted: Mapped[bool] = mapped_column(Boolean)
+    realized_f1_weighted: Mapped[float | None] = mapped_column(Float)
+    n_labelled: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[dict] = mapped_column(JSON)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class ModelEvent(Base):

@@ -1,4 +1,5 @@
-"""CLI: ``rakuten-mlops drift``, ``decide`` and ``evaluate-feedback`` (registered by ``rakuten_mlops.cli``)."""
+"""CLI: ``rakuten-mlops drift``, ``estimate``, ``decide`` and ``evaluate-feedback`` (registered by
+``rakuten_mlops.cli``)."""
 
 from __future__ import annotations
 
@@ -87,8 +88,65 @@ def render_drift(summary: dict, console) -> None:
     )
 
 
+def estimate(
+    window: Annotated[
+        str, typer.Option(help="Length of each window of the prediction log: 1d, 12h, 7d.")
+    ] = "1d",
+    windows: Annotated[
+        int, typer.Option(min=1, max=90, help="How many consecutive windows, newest last.")
+    ] = 1,
+    as_json: JsonFlag = False,
+    output: OutputFile = None,
+) -> None:
+    """Estimate the production model's F1 per window from its logged probabilities (no labels needed)."""
+    from rakuten_mlops.cli import console, print_backends
+    from rakuten_mlops.monitoring.drift import parse_window
+    from rakuten_mlops.monitoring.estimate import run_estimate
+    from rakuten_mlops.settings import get_settings
+
+    settings = get_settings()
+    print_backends(quiet=as_json)
+    try:
+        parse_window(window)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--window") from exc
+    run = run_estimate(settings, window, windows=windows)
+    _write(run.summary, output, as_json)
+    if not as_json:
+        render_estimate(run.summary, console)
+
+
+def _score(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def render_estimate(summary: dict, console) -> None:
+    from rich.table import Table
+
+    if summary["status"] == "no_production_model":
+        console.print(summary["message"])
+        return
+    table = Table(title=f"estimated performance of production model version {summary['model_version']}")
+    for column in ("window", "predictions", "weighted F1", "90% interval", "macro F1", "accuracy",
+                   "trusted", "realized F1 (labelled)"):  # fmt: skip
+        table.add_column(column)
+    for w in summary["windows"]:
+        low, high = w["interval"]
+        table.add_row(
+            f"{w['window_start'][:16]} .. {w['window_end'][:16]}", f"{w['n']:,}", _score(w["f1_weighted"]),
+            "n/a" if low is None else f"[{low:.4f}, {high:.4f}]", _score(w["f1_macro"]), _score(w["accuracy"]),
+            "yes" if w["trusted"] else "[bold red]no[/bold red]",
+            f"{_score(w['realized_f1_weighted'])} ({w['n_labelled']:,})",
+        )  # fmt: skip
+    console.print(table)
+    for reason in summary.get("untrusted_reasons", []):
+        console.print(f"[yellow]not trusted: {reason}[/yellow]")
+    if summary.get("mlflow_run_id"):
+        console.print(f"recorded: MLflow run {summary['mlflow_run_id']} (experiment rakuten_estimate)")
+
+
 def decide(as_json: JsonFlag = False, output: OutputFile = None) -> None:
-    """Decide whether to retrain: live F1, backlog since training, latest drift severity."""
+    """Decide whether to retrain: live F1, estimated F1, backlog since training, latest drift severity."""
     from rakuten_mlops.cli import console, print_backends
     from rakuten_mlops.monitoring.decision import decide as make_decision
     from rakuten_mlops.monitoring.decision import describe
@@ -153,7 +211,8 @@ def evaluate_feedback(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``drift``, ``decide`` and ``evaluate-feedback`` to the ``rakuten-mlops`` command line."""
+    """Add ``drift``, ``estimate``, ``decide`` and ``evaluate-feedback`` to the ``rakuten-mlops`` command line."""
     app.command("drift")(drift)
+    app.command("estimate")(estimate)
     app.command("decide")(decide)
     app.command("evaluate-feedback")(evaluate_feedback)

@@ -2,7 +2,10 @@
 
 Triggers: no production model yet; live weighted F1 of the production model on its latest
 labels (a labelled batch, or feedback labels evaluated by ``evaluate-feedback``: the newer) <
-``RAKUTEN_RETRAIN_F1``; labelled rows loaded since its training data >=
+``RAKUTEN_RETRAIN_F1``; the latest estimated weighted F1 (``rakuten-mlops estimate``, no labels
+needed) < ``RAKUTEN_RETRAIN_F1``, only when that estimate is trusted (an untrusted one is shown
+with its reasons and neither triggers nor vetoes: the drift check sees the same shift of the
+inputs); labelled rows loaded since its training data >=
 ``RAKUTEN_RETRAIN_BACKLOG``; severity of its latest drift report >= high. The decision is
 written as JSON (Argo reads ``$.retrain`` from it) and recorded as a ``retrain_decision``
 model event.
@@ -57,6 +60,32 @@ def _live_f1_check(settings: Settings, version: str) -> tuple[dict[str, Any], st
         return check, (
             f"live weighted F1 {row.f1_weighted:.4f} of version {version} on {row.describe()} "
             f"({row.n_rows:,} rows) is below RAKUTEN_RETRAIN_F1={settings.retrain_f1:.2f}"
+        )
+    return check, None
+
+
+def _estimated_f1_check(settings: Settings, version: str) -> tuple[dict[str, Any], str | None]:
+    from rakuten_mlops.monitoring.estimate import latest_estimate
+
+    row = latest_estimate(settings, version)
+    check: dict[str, Any] = {"threshold": settings.retrain_f1, "value": None, "triggered": False}
+    if row is None or row.f1_weighted is None:
+        check["note"] = f"no performance estimate of version {version} yet (rakuten-mlops estimate)"
+        return check, None
+    interval = [row.f1_weighted_low, row.f1_weighted_high]
+    window = f"{row.window} window {row.window_start:%Y-%m-%d %H:%M} .. {row.window_end:%Y-%m-%d %H:%M}"
+    check.update(value=round(row.f1_weighted, 6), interval=interval, window=window, n=row.n,
+                 trusted=row.trusted, estimate_id=row.id)  # fmt: skip
+    if not row.trusted:
+        reasons = (row.summary or {}).get("untrusted_reasons", [])
+        check["note"] = "estimate not trusted: " + "; ".join(reasons)
+        return check, None
+    if row.f1_weighted < settings.retrain_f1:
+        check["triggered"] = True
+        return check, (
+            f"estimated weighted F1 {row.f1_weighted:.4f} (90% interval {interval[0]:.4f}-{interval[1]:.4f}) "
+            f"of version {version} over the {window} ({row.n:,} predictions, no labels needed) "
+            f"is below RAKUTEN_RETRAIN_F1={settings.retrain_f1:.2f}"
         )
     return check, None
 
@@ -119,6 +148,7 @@ def decide(settings: Settings, *, actor: str = "cli") -> Decision:
         checks, reasons = {}, []
         for name, (check, reason) in (
             ("live_f1", _live_f1_check(settings, version)),
+            ("estimated_f1", _estimated_f1_check(settings, version)),
             ("backlog", _backlog_check(settings, version, batch_ids)),
             ("drift", _drift_check(settings, version)),
         ):

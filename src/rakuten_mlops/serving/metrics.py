@@ -161,10 +161,10 @@ class MonitoringCollector(Collector):
         return list(self._cached)
 
     def _read(self) -> list:
-        from sqlalchemy import select
+        from sqlalchemy import func, select
 
         from rakuten_mlops.db.engine import session_scope
-        from rakuten_mlops.db.models import DriftReport
+        from rakuten_mlops.db.models import DriftReport, PerformanceEstimate
         from rakuten_mlops.monitoring.feedback import latest_realized
 
         score = GaugeMetricFamily(
@@ -180,9 +180,35 @@ class MonitoringCollector(Collector):
             "Weighted F1 of a model version on its latest labels: a labelled batch or feedback labels.",
             labels=["version"],
         )
+        estimated = {
+            name: GaugeMetricFamily(f"rakuten_model_estimated_{name}", text, labels=["version"])
+            for name, text in (
+                (
+                    "f1",
+                    "Estimated weighted F1 of a model version over its latest estimate window (no labels).",
+                ),
+                ("f1_low", "Lower bound of the 90% interval of the estimated weighted F1."),
+                ("f1_high", "Upper bound of the 90% interval of the estimated weighted F1."),
+                ("trusted", "1 when the latest estimate passed its trust checks, else 0."),
+            )
+        }
         with session_scope(self.database_url) as session:
             report = session.scalars(select(DriftReport).order_by(DriftReport.id.desc()).limit(1)).first()
             evaluations = [(v, r.f1_weighted) for v, r in latest_realized(session).items()]
+            newest = (
+                select(PerformanceEstimate.model_version, func.max(PerformanceEstimate.id).label("id"))
+                .group_by(PerformanceEstimate.model_version)
+                .subquery()
+            )
+            estimates = session.execute(
+                select(
+                    PerformanceEstimate.model_version,
+                    PerformanceEstimate.f1_weighted,
+                    PerformanceEstimate.f1_weighted_low,
+                    PerformanceEstimate.f1_weighted_high,
+                    PerformanceEstimate.trusted,
+                ).join(newest, PerformanceEstimate.id == newest.c.id)
+            ).all()
             if report is not None:
                 summary = report.summary or {}
                 for test in summary.get("tests", []) or []:
@@ -194,7 +220,13 @@ class MonitoringCollector(Collector):
                 severity.add_metric([], float(SEVERITY_LEVEL.get(str(level).lower(), 0)))
         for version, f1 in evaluations:
             live_f1.add_metric([str(version)], float(f1))
-        return [score, severity, live_f1]
+        for version, f1, low, high, trusted in estimates:
+            if f1 is None:
+                continue  # an empty window estimates nothing
+            for name, value in (("f1", f1), ("f1_low", low), ("f1_high", high), ("trusted", float(trusted))):
+                if value is not None:
+                    estimated[name].add_metric([str(version)], float(value))
+        return [score, severity, live_f1, *estimated.values()]
 
 
 def build_registry(database_url: str | None) -> CollectorRegistry:

@@ -45,10 +45,12 @@ class PredictionRecord(NamedTuple):
     description_empty: bool
     oov_rate: float | None
     productid: int | None
+    probabilities: bytes | None = None  # rakuten_mlops.model.probabilities layout
 
 
 COLUMNS = ", ".join([*PredictionRecord._fields, "sample_rate"])
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+_BYTEA_HEX = "\\x"  # bytea's hex input prefix
 
 
 class _Chunk(NamedTuple):
@@ -63,19 +65,32 @@ def copy_text(rows: list[PredictionRecord], sample_rate: float = 1.0) -> str:
     each with ``sample_rate``.
 
     Only the model version may hold characters CSV must quote (prediction ids are hex and
-    dashes): without any, each row is one f-string, else the csv module quotes.
+    dashes): without any, each row is one f-string, else the csv module quotes. Probabilities
+    (bytes) are written in bytea's hex input form.
     """
     stamps = {created: str(created) for created in {row[1] for row in rows}}  # a batch shares one
     rate = repr(float(sample_rate))  # formatted once for the whole batch
     if any(_NEEDS_QUOTES.search(version) for version in {row[2] for row in rows}):
         buffer = io.StringIO()
-        csv.writer(buffer).writerows([(row[0], stamps[row[1]], *row[2:], rate) for row in rows])
+        csv.writer(buffer).writerows(
+            [
+                (
+                    row[0],
+                    stamps[row[1]],
+                    *row[2:10],
+                    "" if row[10] is None else _BYTEA_HEX + row[10].hex(),
+                    rate,
+                )
+                for row in rows
+            ]
+        )
         return buffer.getvalue()
     return "".join(
         [
             f"{pid},{stamps[at]},{version},{code},{confidence},{length},{words},{empty},"
-            f"{'' if oov is None else oov},{'' if productid is None else productid},{rate}\n"
-            for pid, at, version, code, confidence, length, words, empty, oov, productid in rows
+            f"{'' if oov is None else oov},{'' if productid is None else productid},"
+            f"{'' if blob is None else _BYTEA_HEX + blob.hex()},{rate}\n"
+            for pid, at, version, code, confidence, length, words, empty, oov, productid, blob in rows
         ]
     )
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from rakuten_mlops.data.categories import category_name
 from rakuten_mlops.model.explain import LinearExplainer, explain, explainer_for
+from rakuten_mlops.model.probabilities import LOGGED_TOP_K, encode
 from rakuten_mlops.serving.errors import ExplanationUnavailable
 from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
 from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
@@ -100,7 +101,7 @@ class PredictionService:
     def _run(self, model: LoadedModel, jobs: list[_Job]) -> list[list[dict]]:
         designations = [d for job in jobs for d in job.designations]
         descriptions = [d for job in jobs for d in job.descriptions]
-        k = max(job.k for job in jobs)
+        k = max(LOGGED_TOP_K, *(job.k for job in jobs))  # the log keeps the top LOGGED_TOP_K
         codes, probabilities, features = model.predict(designations, descriptions, k)
         now = datetime.now(UTC)
         version = model.version
@@ -128,8 +129,9 @@ class PredictionService:
                         "prediction_id": pid,
                     }
                 )
+                blob = encode(row_codes, row_p)
                 records.append(
-                    PredictionRecord(pid, now, version, row_codes[0], row_p[0], *features[i], productid)
+                    PredictionRecord(pid, now, version, row_codes[0], row_p[0], *features[i], productid, blob)
                 )
                 i += 1
             results.append(out)

@@ -3,7 +3,10 @@ promotions, rollback from the recorded history, and listings.
 
 Gate rule: a version takes the alias ``production`` only if its weighted F1 on the
 current test split is >= ``RAKUTEN_MIN_F1`` and >= the current production version's weighted F1,
-re-computed on that SAME test split, + ``RAKUTEN_MIN_GAIN``.
+re-computed on that SAME test split, + ``RAKUTEN_MIN_GAIN``, and its probabilities are calibrated:
+its expected calibration error on that split, above what sampling alone explains (see
+:mod:`rakuten_mlops.model.calibration`), is <= ``RAKUTEN_MAX_ECE`` (the performance estimate
+reads those probabilities).
 
 Concurrency: the scores are computed outside the lock (seconds), then the decision is applied
 under the ``registry_locks`` row lock (``SELECT ... FOR UPDATE`` on Postgres, ``BEGIN IMMEDIATE``
@@ -42,6 +45,7 @@ VERSION_TAGS = (
 )
 
 _scores: dict[tuple[str, str, str, str], float] = {}
+_calibration: dict[tuple[str, str, str, str], float] = {}
 _scores_lock = threading.Lock()
 
 
@@ -57,6 +61,8 @@ class GateDecision:
     min_f1: float
     min_gain: float
     reasons: list[str] = field(default_factory=list)
+    candidate_ece: float | None = None  # calibration error above the sampling floor
+    max_ece: float | None = None
     forced: bool = False
     reason: str | None = None  # the human's reason of a forced promotion
     test_rows: int = 0
@@ -117,8 +123,14 @@ def gate_rule(
     production_version: str | None,
     min_f1: float,
     min_gain: float,
+    *,
+    ece: float | None = None,
+    max_ece: float | None = None,
 ) -> tuple[bool, list[str]]:
-    """(passes, reasons) of the promotion rule; pure so it can be read and tested on its own."""
+    """(passes, reasons) of the promotion rule; pure so it can be read and tested on its own.
+
+    ``ece`` is the candidate's calibration error above the sampling floor; the calibration rule
+    applies when both it and ``max_ece`` are given."""
     reasons: list[str] = []
     passes = True
     if candidate_f1 >= min_f1:
@@ -136,31 +148,60 @@ def gate_rule(
             f"weighted F1 {candidate_f1:.4f} {relation} production v{production_version} {production_f1:.4f}"
             f" + RAKUTEN_MIN_GAIN {min_gain:.4f}"
         )
+    if ece is not None and max_ece is not None:
+        relation = "<=" if ece <= max_ece else ">"
+        passes = passes and ece <= max_ece
+        reasons.append(
+            f"calibration error {ece:.4f} (ECE above the sampling floor) {relation} RAKUTEN_MAX_ECE {max_ece:.4f}"
+        )
     return passes, reasons
 
 
 # --- registry reads -----------------------------------------------------------------------
 
 
+def _key(settings: Settings, version: str, test: LabelledSplit) -> tuple[str, str, str, str]:
+    return (settings.mlflow_tracking_uri, settings.registered_model, str(version), test.digest)
+
+
+def _measure(settings: Settings, version: str, test: LabelledSplit) -> None:
+    """Weighted F1 and calibration error of a registered version on ``test``, into the caches."""
+    from rakuten_mlops.model.loading import load_pipeline, model_uri
+    from rakuten_mlops.training.evaluate import calibration_of, weighted_f1
+
+    pipeline = load_pipeline(model_uri(settings.registered_model, version=str(version)))
+    score, ece = weighted_f1(pipeline, test), calibration_of(pipeline, test).excess
+    with _scores_lock:
+        _scores[_key(settings, version, test)] = score
+        _calibration[_key(settings, version, test)] = ece
+
+
 def score_version(settings: Settings, version: str, test: LabelledSplit) -> float:
     """Weighted F1 of a registered version on ``test`` (versions are immutable: cached by digest)."""
-    from rakuten_mlops.model.loading import load_pipeline, model_uri
-    from rakuten_mlops.training.evaluate import weighted_f1
-
-    key = (settings.mlflow_tracking_uri, settings.registered_model, str(version), test.digest)
     with _scores_lock:
-        if key in _scores:
-            return _scores[key]
-    score = weighted_f1(load_pipeline(model_uri(settings.registered_model, version=str(version))), test)
-    with _scores_lock:
-        _scores[key] = score
-    return score
+        if _key(settings, version, test) in _scores:
+            return _scores[_key(settings, version, test)]
+    _measure(settings, version, test)
+    return _scores[_key(settings, version, test)]
 
 
-def remember_score(settings: Settings, version: str, test: LabelledSplit, score: float) -> None:
-    """Record a score computed elsewhere (the training run's own evaluation) for the gate."""
+def calibration_error(settings: Settings, version: str, test: LabelledSplit) -> float:
+    """ECE of a registered version on ``test`` above the sampling floor (cached like the score)."""
     with _scores_lock:
-        _scores[(settings.mlflow_tracking_uri, settings.registered_model, str(version), test.digest)] = score
+        if _key(settings, version, test) in _calibration:
+            return _calibration[_key(settings, version, test)]
+    _measure(settings, version, test)
+    return _calibration[_key(settings, version, test)]
+
+
+def remember_score(
+    settings: Settings, version: str, test: LabelledSplit, score: float, ece: float | None = None
+) -> None:
+    """Record a score (and calibration error) computed elsewhere (the training run's own evaluation)."""
+    with _scores_lock:
+        _scores[_key(settings, version, test)] = score
+        if ece is not None:
+            _calibration[_key(settings, version, test)] = ece
 
 
 # --- promotion ----------------------------------------------------------------------------
@@ -210,6 +251,7 @@ def _decide(
     actor: str,
 ) -> GateDecision:
     candidate_f1 = score_version(settings, version, test)
+    candidate_ece = calibration_error(settings, version, test)
     production_f1 = None
     if expected is not None and expected != version:
         try:
@@ -227,6 +269,8 @@ def _decide(
         production_f1=production_f1,
         min_f1=settings.min_f1,
         min_gain=settings.min_gain,
+        candidate_ece=candidate_ece,
+        max_ece=settings.max_ece,
         test_rows=len(test),
         test_digest=test.digest,
         actor=actor,
@@ -235,7 +279,10 @@ def _decide(
         return GateDecision(
             decision="promoted", reasons=[f"version {version} is already in production"], **common
         )
-    passes, reasons = gate_rule(candidate_f1, production_f1, expected, settings.min_f1, settings.min_gain)
+    passes, reasons = gate_rule(
+        candidate_f1, production_f1, expected, settings.min_f1, settings.min_gain,
+        ece=candidate_ece, max_ece=settings.max_ece,
+    )  # fmt: skip
     if force:
         note = "gate would pass" if passes else "gate would refuse"
         return GateDecision(
@@ -255,6 +302,7 @@ def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecisio
         "gate_candidate_f1": _fmt(decision.candidate_f1),
         "gate_production_version": decision.production_version or "",
         "gate_production_f1": _fmt(decision.production_f1),
+        "gate_candidate_ece": _fmt(decision.candidate_ece),
         "gate_test_digest": decision.test_digest,
         "gate_actor": decision.actor,
         "gate_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -273,6 +321,8 @@ def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecisio
             "reasons": decision.reasons,
             "min_f1": decision.min_f1,
             "min_gain": decision.min_gain,
+            "candidate_ece": decision.candidate_ece,
+            "max_ece": decision.max_ece,
             "test_rows": decision.test_rows,
             "test_digest": decision.test_digest,
             "forced": decision.forced,

@@ -3,6 +3,7 @@ run (params, metrics, artifacts, lineage, model) -> registered version -> option
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import warnings
@@ -72,6 +73,9 @@ class TrainingResult:
             f"trained {self.model} in {self.training_seconds:.1f}s on {int(self.lineage['train_rows']):,} rows "
             f"(batches {self.lineage['batch_ids'] or '-'}): weighted F1 {m['f1_weighted']:.4f}, "
             f"macro F1 {m['f1_macro']:.4f}, accuracy {m['accuracy']:.4f} on {int(self.lineage['test_rows']):,} test rows",
+            f"calibration: ECE {m['ece']:.4f} (15 bins; {m['ece_floor']:.4f} expected from sampling alone)"
+            if "ece" in m
+            else "calibration: not measured",
             f"registered version {self.version} (run {self.run_id})",
         ]
         lines.append(
@@ -176,7 +180,8 @@ def run_training(
     )
     if promote:
         say(f"promotion gate for version {version}")
-        registry.remember_score(settings, version, data.test, evaluation.f1_weighted)
+        ece = evaluation.calibration.excess if evaluation.calibration is not None else None
+        registry.remember_score(settings, version, data.test, evaluation.f1_weighted, ece=ece)
         result.decision = registry.promote(settings, version, actor=actor)
     return result
 
@@ -236,6 +241,13 @@ def _log_and_register(settings, client, experiment_id, model, pipeline, data, ev
         )
         mlflow.log_metrics(evaluation.metrics)
         mlflow.log_metrics({f"f1_class_{code}": f1 for code, f1 in evaluation.per_class_f1.items()})
+        if evaluation.calibration is not None:
+            mlflow.log_metrics(
+                {
+                    f"calibration_gap_class_{code}": c["gap"]
+                    for code, c in evaluation.calibration.per_class.items()
+                }
+            )
         source = CodeDatasetSource(
             tags={
                 "table": "products",
@@ -256,8 +268,6 @@ def _log_and_register(settings, client, experiment_id, model, pipeline, data, ev
             folder = Path(tmp)
             write_artifacts(evaluation, folder)
             if trials:
-                import json
-
                 (folder / "search_trials.json").write_text(json.dumps(trials, indent=2))
             mlflow.log_artifacts(str(folder), artifact_path="evaluation")
         example = data.train.X.head(5).reset_index(drop=True)
@@ -277,6 +287,14 @@ def _log_and_register(settings, client, experiment_id, model, pipeline, data, ev
             "f1_weighted": f"{evaluation.f1_weighted:.6f}",
             "f1_macro": f"{evaluation.f1_macro:.6f}",
             "accuracy": f"{evaluation.accuracy:.6f}",
+            **{
+                key: f"{value:.6f}"
+                for key, value in evaluation.metrics.items()
+                if key.startswith(("ece", "reference_"))
+            },
+            "reference_class_shares": json.dumps(
+                {str(k): round(v, 5) for k, v in evaluation.class_shares.items()}
+            ),
             **lineage,
             "git_sha": sha,
             "package_version": package_version(),

@@ -1,4 +1,5 @@
-"""Monitoring page: drift reports and scores, retrain decisions, live F1, Prometheus panels."""
+"""Monitoring page: drift reports and scores, retrain decisions, live F1, estimated F1 beside
+realized F1, Prometheus panels."""
 
 from __future__ import annotations
 
@@ -157,6 +158,36 @@ def feedback_evaluations(settings: Settings, limit: int = 500) -> pd.DataFrame:
         F.created_at, F.model_version, F.window_start, F.window_end, F.n_rows, F.f1_weighted, F.f1_macro, F.accuracy
     ).order_by(F.id.desc()).limit(limit)  # fmt: skip
     return pd.DataFrame(fetch_rows(settings, statement), columns=[c.name for c in statement.selected_columns])
+
+
+def performance_estimates(settings: Settings, limit: int = 500) -> pd.DataFrame:
+    """``rakuten-mlops estimate`` windows, newest first: estimate, interval, trust, realized F1."""
+    from sqlalchemy import select
+
+    from rakuten_mlops.db.models import PerformanceEstimate as E
+
+    statement = select(
+        E.window_end, E.model_version, E.window, E.n, E.f1_weighted, E.f1_weighted_low, E.f1_weighted_high,
+        E.f1_macro, E.accuracy, E.trusted, E.realized_f1_weighted, E.n_labelled,
+    ).order_by(E.id.desc()).limit(limit)  # fmt: skip
+    return pd.DataFrame(fetch_rows(settings, statement), columns=[c.name for c in statement.selected_columns])
+
+
+def estimated_vs_realized(frame: pd.DataFrame) -> pd.DataFrame:
+    """Wide frame over window ends: estimated weighted F1, its interval and realized F1 per version."""
+    if frame.empty:
+        return frame
+    parts = []
+    for column, label in (
+        ("f1_weighted", "estimated"),
+        ("f1_weighted_low", "estimated 5%"),
+        ("f1_weighted_high", "estimated 95%"),
+        ("realized_f1_weighted", "realized"),
+    ):
+        wide = frame.pivot_table(index="window_end", columns="model_version", values=column, aggfunc="last")
+        wide.columns = [f"v{c} {label}" for c in wide.columns]
+        parts.append(wide)
+    return pd.concat(parts, axis=1).sort_index()
 
 
 PROMETHEUS_PANELS = {  # label -> PromQL over the API's metrics (names in docs/architecture.md)

@@ -1,5 +1,6 @@
 """Monitoring: latest drift summary and its Evidently report, drift scores over time, retrain
-decisions with their reasons, live F1 per model version, label feedback and the realized F1 it gives."""
+decisions with their reasons, live F1 per model version, label feedback and the realized F1 it gives,
+estimated F1 beside realized F1."""
 
 import streamlit as st
 
@@ -109,6 +110,24 @@ else:
         st.caption("Realized weighted F1 per model version on the feedback labels of each window")
         st.line_chart(monitoring_q.live_f1_over_time(realized), height=260)
         st.dataframe(realized, hide_index=True)
+
+st.subheader("Estimated and realized F1")
+try:
+    estimates = monitoring_q.performance_estimates(settings)
+except Exception as exc:
+    session.show_error("Reading the performance estimates", exc)
+else:
+    if estimates.empty:
+        st.info("No performance estimate yet: run `rakuten-mlops estimate` (the daily drift check does).")
+    else:
+        latest = estimates.iloc[0]
+        if not latest["trusted"]:
+            st.warning(
+                f"The latest estimate of version {latest['model_version']} is not trusted "
+                "(vocabulary, confidence or class mix moved since training): read it as a warning, not a score."
+            )
+        st.line_chart(monitoring_q.estimated_vs_realized(estimates), height=260)
+        st.dataframe(estimates, hide_index=True)
 
 st.subheader("API metrics (Prometheus)")
 if not settings.prometheus_url:

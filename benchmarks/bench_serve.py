@@ -239,6 +239,7 @@ def run(work: Path, database_url: str) -> dict:
         "RAKUTEN_DATABASE_URL": database_url,
         "RAKUTEN_MODEL_POLL_SECONDS": "30",
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",  # our registry is trusted (as the API's loader does)
+        "UVICORN_TIMEOUT_WORKER_HEALTHCHECK": "60",  # the peer's uvicorn CLI: as `serve` sets it for ours
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the peer runs `uvicorn`
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

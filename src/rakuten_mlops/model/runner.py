@@ -80,7 +80,7 @@ class CompiledLinearPipeline:
     Per product, only what needs Python runs in Python: the text cleaning, the vectorizer's own
     preprocessor and tokenizer, and one dictionary lookup per token (word -> word id, through
     ``map``). Everything else is numpy over the whole batch: the n-grams are pairs of adjacent
-    word ids looked up in the sorted bigram table, ``np.unique`` counts each (product, feature),
+    word ids looked up in the sorted bigram table, a stable sort counts each (product, feature),
     and the TF-IDF steps of ``TfidfVectorizer.transform`` (float32: sublinear tf, idf, l2 norm per
     column) and the column weights give the CSR matrix the features step would give, with sorted
     indices; the classifier's ``predict_proba`` takes it from there.
@@ -180,10 +180,10 @@ class CompiledLinearPipeline:
             data *= self.idf[index]
         column = (index >= self.columns[1].offset).astype(np.intp)
         segment = rows * 2 + column  # (product, column): the l2 norm and the weight apply to each
-        starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]]) if len(segment) else segment
+        starts = _run_starts(segment)
         if self.l2 and len(starts):  # float32 squares summed in float64, as scikit-learn's row normalisation
             norms = np.sqrt(np.add.reduceat((data * data).astype(np.float64), starts))
-            data /= np.repeat(norms, np.diff(np.r_[starts, len(data)]))
+            data /= np.repeat(norms, _run_lengths(starts, len(data)))
         data *= self.weights[column]
         indptr = np.zeros(n_rows + 1, dtype=np.int32)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
@@ -271,7 +271,7 @@ class _Column:
     def _word_ids(self, texts: list[str]) -> np.ndarray:
         """The word id of every token of the texts, in order (-1: not a known word), with -2
         between two texts."""
-        if self.joined and texts:
+        if self.joined and len(texts) > 1:
             tokens = self.tokenize(JOIN.join([text.lower() for text in texts]))
             ids = np.array(list(map(self.joined_ids.get, tokens, repeat(-1))), dtype=np.int64)
             if np.count_nonzero(ids == -2) == len(texts) - 1:
@@ -335,8 +335,27 @@ def _counted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys = np.sort(keys, kind="stable")
     if not len(keys):
         return keys, np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    return keys[starts], np.diff(np.r_[starts, len(keys)])
+    starts = _run_starts(keys)
+    return keys[starts], _run_lengths(starts, len(keys))
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values begins (without ``np.r_``, whose indexing machinery
+    costs more than the rest for a single product)."""
+    if not len(values):
+        return np.zeros(0, dtype=np.intp)
+    new = np.empty(len(values), dtype=bool)
+    new[0] = True
+    np.not_equal(values[1:], values[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
+def _run_lengths(starts: np.ndarray, total: int) -> np.ndarray:
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    if len(ends):
+        ends[-1] = total
+    return ends - starts
 
 
 def top_k(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -134,9 +134,9 @@ class CompiledLinearPipeline:
         matrix, features = self._matrix_and_features(designations, descriptions)
         return np.asarray(self.classifier.predict_proba(matrix)), features
 
-    def matrix(self, designations: list[str], descriptions: list[str]) -> Any:
-        """The TF-IDF matrix the pipeline's features step gives for these products (CSR, float32,
-        sorted indices)."""
+    def matrix(self, designations: list[str], descriptions: list[str]) -> sparse.csr_matrix:
+        """The TF-IDF matrix ``run`` gives the classifier for these products (explanations read it):
+        the pipeline's features step's, CSR, float32, sorted indices."""
         return self._matrix_and_features(designations, descriptions)[0]
 
     def _matrix_and_features(self, designations: list[str], descriptions: list[str]) -> tuple[Any, Features]:
@@ -160,14 +160,6 @@ class CompiledLinearPipeline:
             )
         )
         return self._matrix(*np.divmod(key, self.n_features), count, n), features
-
-    def matrix(self, designations: list[str], descriptions: list[str]) -> sparse.csr_matrix:
-        """The TF-IDF matrix ``run`` gives the classifier for these products (explanations read it)."""
-        fold = self.fold_accents
-        texts = ([clean_text(v, fold) for v in designations], [clean_text(v, fold) for v in descriptions])
-        keys = [c.features(t, self.n_features)[0] for c, t in zip(self.columns, texts, strict=True)]
-        key, count = np.unique(np.concatenate(keys), return_counts=True)
-        return self._matrix(key // self.n_features, key % self.n_features, count, len(designations))
 
     def _matrix(self, rows: np.ndarray, index: np.ndarray, counts: np.ndarray, n_rows: int) -> Any:
         """The TF-IDF matrix (CSR, float32) from sorted (row, feature, count) entries, as the

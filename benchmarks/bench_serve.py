@@ -160,8 +160,8 @@ def _workers_holding(port: int | None) -> int | None:
     """How many server processes hold the established connections to ``port`` (``ss -tnp``).
 
     With several workers, each accepts from the shared socket: both of wrk's connections often
-    land on one worker (the first to wake accepts every pending connection), for the peer as for
-    us, and that worker then serves alone. The report says how often, per side.
+    land on one worker (the one that wakes first can take every pending connection), for the
+    peer as for us, and that worker then serves alone. The report says how often, per side.
     """
     try:
         listing = subprocess.run(

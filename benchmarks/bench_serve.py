@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -135,7 +136,14 @@ def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
         str(script),
         url,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers_used = None
+    if connections <= 4:  # a few keep-alive connections: which worker processes hold them
+        time.sleep(min(1.0, seconds / 3))
+        workers_used = _workers_holding(urlsplit(url).port)
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd, out, err)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     stats = dict(re.findall(r"(\w+)=([\d.]+)", out.split("BENCH", 1)[1]))
     return {
@@ -144,7 +152,27 @@ def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
         "p99_ms": float(stats["p99"]) / 1000,
         "errors": int(stats["errors"]) + int(stats["status"]) + int(stats["timeouts"]),
         "requests": int(stats["requests"]),
+        "workers_used": workers_used,
     }
+
+
+def _workers_holding(port: int | None) -> int | None:
+    """How many server processes hold the established connections to ``port`` (``ss -tnp``).
+
+    With several workers, each accepts from the shared socket: both of wrk's connections often
+    land on one worker (the one that wakes first can take every pending connection), for the
+    peer as for us, and that worker then serves alone. The report says how often, per side.
+    """
+    try:
+        listing = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return len(set(re.findall(r"pid=(\d+)", listing))) or None
 
 
 @contextlib.contextmanager
@@ -215,6 +243,22 @@ def _ratio(ours: dict, peer: dict) -> float:
     return statistics.median(o["rps"] / p["rps"] for o, p in zip(ours["rounds"], peer["rounds"], strict=True))
 
 
+def _placement(ours: dict, peer: dict) -> str:
+    """How the connections landed on the workers, per side, and the paired ratio over the rounds
+    where both sides had them spread alike (the comparison of equals)."""
+    pairs = list(zip(ours["rounds"], peer["rounds"], strict=True))
+    used = [(o.get("workers_used"), p.get("workers_used")) for o, p in pairs]
+    if any(o is None or p is None for o, p in used):
+        return ""
+    alike = [o["rps"] / p["rps"] for (o, p), (a, b) in zip(pairs, used, strict=True) if a == b]
+    spread = (
+        f"workers holding the connections per round: ours {[a for a, _ in used]}, peer {[b for _, b in used]}"
+    )
+    if not alike:
+        return f"{spread}; no round with both sides alike"
+    return f"{spread}; ratio over the {len(alike)} rounds spread alike {statistics.median(alike):.2f}x"
+
+
 def run(work: Path, database_url: str) -> dict:
     uri, products = _register_model(work)
     singles, batch_items = products[:N_BODIES], products[N_BODIES : N_BODIES + BATCH]
@@ -239,6 +283,7 @@ def run(work: Path, database_url: str) -> dict:
         "RAKUTEN_DATABASE_URL": database_url,
         "RAKUTEN_MODEL_POLL_SECONDS": "30",
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",  # our registry is trusted (as the API's loader does)
+        "UVICORN_TIMEOUT_WORKER_HEALTHCHECK": "60",  # the peer's uvicorn CLI: as `serve` sets it for ours
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the peer runs `uvicorn`
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -307,6 +352,12 @@ def report(results: dict) -> list[str]:
                 f" {ratio:.2f}x the peer (target >= {TARGET_BATCH_RATIO}x: {'met' if ratio >= TARGET_BATCH_RATIO else 'NOT met'});"
             )  # fmt: skip
         verdicts.append(" ".join([*verdict, f"load average {run_['load_average']:.1f}"]))
+        if (
+            "batch_c2" in ours
+            and int(workers) > 1
+            and (placement := _placement(ours["batch_c2"], peer["batch_c2"]))
+        ):
+            verdicts.append(f"workers={workers}, batch: {placement}")
     print_table(
         ["workers", "scenario", "ours req/s", "peer req/s", "ratio", "fast path vs FastAPI routes", "ours p50 ms",
          "peer p50 ms", "ours p99 ms", "peer p99 ms", "ours errors", "peer errors"],

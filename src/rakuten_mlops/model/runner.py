@@ -14,7 +14,7 @@ the pipeline itself.
 from __future__ import annotations
 
 import logging
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,12 @@ PROBE_PRODUCTS = [
 
 # (text_length, word_count, description_empty, oov_rate) per product: a prediction-log row's features
 Features = list[tuple[int, int, bool, float | None]]
+
+DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's: maximal runs of 2+ word characters
+SEPARATOR = (
+    "\u2d63\u2d63"  # Tifinagh letter yaz twice: a word, unchanged by lower(), foreign to the catalogue
+)
+JOIN = f" {SEPARATOR} "
 
 
 class WholePipeline:
@@ -74,7 +80,7 @@ class CompiledLinearPipeline:
     Per product, only what needs Python runs in Python: the text cleaning, the vectorizer's own
     preprocessor and tokenizer, and one dictionary lookup per token (word -> word id, through
     ``map``). Everything else is numpy over the whole batch: the n-grams are pairs of adjacent
-    word ids looked up in the sorted bigram table, ``np.unique`` counts each (product, feature),
+    word ids looked up in the sorted bigram table, a stable sort counts each (product, feature),
     and the TF-IDF steps of ``TfidfVectorizer.transform`` (float32: sublinear tf, idf, l2 norm per
     column) and the column weights give the CSR matrix the features step would give, with sorted
     indices; the classifier's ``predict_proba`` takes it from there.
@@ -125,6 +131,15 @@ class CompiledLinearPipeline:
         self.weights = np.asarray([column.weight for column in self.columns], dtype=self.dtype)
 
     def run(self, designations: list[str], descriptions: list[str]) -> tuple[np.ndarray, Features]:
+        matrix, features = self._matrix_and_features(designations, descriptions)
+        return np.asarray(self.classifier.predict_proba(matrix)), features
+
+    def matrix(self, designations: list[str], descriptions: list[str]) -> sparse.csr_matrix:
+        """The TF-IDF matrix ``run`` gives the classifier for these products (explanations read it):
+        the pipeline's features step's, CSR, float32, sorted indices."""
+        return self._matrix_and_features(designations, descriptions)[0]
+
+    def _matrix_and_features(self, designations: list[str], descriptions: list[str]) -> tuple[Any, Features]:
         fold, n = self.fold_accents, len(designations)
         des = [clean_text(value, fold) for value in designations]
         desc = [clean_text(value, fold) for value in descriptions]
@@ -134,7 +149,7 @@ class CompiledLinearPipeline:
             keys.append(column_keys)
             words += column_words
             unknown += column_unknown
-        key, count = np.unique(np.concatenate(keys), return_counts=True)
+        key, count = _counted(np.concatenate(keys))
         features = list(
             zip(
                 [len(d) + len(e) + (1 if d and e else 0) for d, e in zip(des, desc, strict=True)],
@@ -144,16 +159,7 @@ class CompiledLinearPipeline:
                 strict=True,
             )
         )
-        matrix = self._matrix(key // self.n_features, key % self.n_features, count, n)
-        return np.asarray(self.classifier.predict_proba(matrix)), features
-
-    def matrix(self, designations: list[str], descriptions: list[str]) -> sparse.csr_matrix:
-        """The TF-IDF matrix ``run`` gives the classifier for these products (explanations read it)."""
-        fold = self.fold_accents
-        texts = ([clean_text(v, fold) for v in designations], [clean_text(v, fold) for v in descriptions])
-        keys = [c.features(t, self.n_features)[0] for c, t in zip(self.columns, texts, strict=True)]
-        key, count = np.unique(np.concatenate(keys), return_counts=True)
-        return self._matrix(key // self.n_features, key % self.n_features, count, len(designations))
+        return self._matrix(*np.divmod(key, self.n_features), count, n), features
 
     def _matrix(self, rows: np.ndarray, index: np.ndarray, counts: np.ndarray, n_rows: int) -> Any:
         """The TF-IDF matrix (CSR, float32) from sorted (row, feature, count) entries, as the
@@ -166,10 +172,10 @@ class CompiledLinearPipeline:
             data *= self.idf[index]
         column = (index >= self.columns[1].offset).astype(np.intp)
         segment = rows * 2 + column  # (product, column): the l2 norm and the weight apply to each
-        starts = np.flatnonzero(np.r_[True, segment[1:] != segment[:-1]]) if len(segment) else segment
+        starts = _run_starts(segment)
         if self.l2 and len(starts):  # float32 squares summed in float64, as scikit-learn's row normalisation
             norms = np.sqrt(np.add.reduceat((data * data).astype(np.float64), starts))
-            data /= np.repeat(norms, np.diff(np.r_[starts, len(data)]))
+            data /= np.repeat(norms, _run_lengths(starts, len(data)))
         data *= self.weights[column]
         indptr = np.zeros(n_rows + 1, dtype=np.int32)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
@@ -181,8 +187,13 @@ class _Column:
 
     Its vocabulary is split into words and word pairs: ``word_ids`` numbers every word that is
     a feature or part of one, ``unigram[id]`` is the word's feature (-1 when only part of a
-    bigram, and for the unknown id -1), ``bigram_keys`` (``id1 * n_words + id2``, sorted) and
-    ``bigram_features`` the bigrams'.
+    bigram, and for the ids -1 of an unknown word and -2 of a text boundary), ``bigram_keys``
+    (``id1 * n_words + id2``, sorted) and ``bigram_features`` the bigrams'.
+
+    With the default token pattern and plain lowercasing, a batch's texts are tokenized in one
+    call: joined by a separator word (a token of its own, which ``lower()`` leaves unchanged), the
+    texts give exactly their own tokens with one separator token between two texts. When a text
+    holds the separator itself (the separator count tells), the texts are tokenized one by one.
     """
 
     def __init__(self, vectorizer: Any, weight: float, offset: int):
@@ -199,6 +210,12 @@ class _Column:
         )
         self.preprocess = str.lower if plain_lowercase else vectorizer.build_preprocessor()
         self.tokenize = vectorizer.build_tokenizer()
+        self.joined = (
+            plain_lowercase
+            and vectorizer.tokenizer is None
+            and vectorizer.token_pattern == DEFAULT_TOKEN_PATTERN
+            and SEPARATOR not in vocabulary
+        )
         self.sublinear_tf = bool(vectorizer.sublinear_tf)
         self.idf = np.asarray(vectorizer.idf_) if vectorizer.use_idf else None
         self.l2 = vectorizer.norm == "l2"
@@ -212,35 +229,53 @@ class _Column:
             ids = [self.word_ids.setdefault(word, len(self.word_ids)) for word in words]
             (unigrams if len(ids) == 1 else pairs).append((*ids, feature + offset))
         self.n_words = len(self.word_ids)
-        self.unigram = np.full(self.n_words + 1, -1, dtype=np.int64)  # the last entry answers id -1
+        self.unigram = np.full(self.n_words + 2, -1, dtype=np.int64)  # the last two answer ids -2, -1
         for word, feature in unigrams:
             self.unigram[word] = feature
         pairs_array = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
         keys = pairs_array[:, 0] * self.n_words + pairs_array[:, 1]
         order = np.argsort(keys)
         self.bigram_keys, self.bigram_features = keys[order], pairs_array[order, 2]
+        self.joined_ids = {**self.word_ids, SEPARATOR: -2} if self.joined else {}
 
     def features(self, texts: list[str], n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per text: the keys ``row * n_features + feature`` of its n-grams (one per occurrence),
         its token count and its count of tokens that are not a feature (the oov numerator)."""
-        preprocess, tokenize = self.preprocess, self.tokenize
-        tokens = [tokenize(preprocess(text)) if text else [] for text in texts]
-        counts = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        flat = list(chain.from_iterable(tokens))
-        ids = np.fromiter(map(self.word_ids.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
-        row = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
+        n = len(texts)
+        ids = self._word_ids(texts)
+        boundary = ids == -2
+        row = np.cumsum(boundary)  # a boundary token counts in the row it opens
+        counts = np.bincount(row, minlength=n)
+        counts[1:] -= 1
         unigram = self.unigram[ids]
         known = unigram >= 0
-        unknown = counts - np.bincount(row[known], minlength=len(texts))
+        unknown = counts - np.bincount(row[known], minlength=n)
         keys = [row[known] * n_features + unigram[known]]
         if len(self.bigram_keys) and len(ids) > 1:
             first, second = ids[:-1], ids[1:]
-            pair = (row[:-1] == row[1:]) & (first >= 0) & (second >= 0)
+            pair = (first >= 0) & (second >= 0)  # never across texts: a boundary (-2) sits between
             key = first[pair] * self.n_words + second[pair]
             at = np.minimum(np.searchsorted(self.bigram_keys, key), len(self.bigram_keys) - 1)
             hit = self.bigram_keys[at] == key
             keys.append(row[:-1][pair][hit] * n_features + self.bigram_features[at[hit]])
         return np.concatenate(keys), counts, unknown
+
+    def _word_ids(self, texts: list[str]) -> np.ndarray:
+        """The word id of every token of the texts, in order (-1: not a known word), with -2
+        between two texts."""
+        if self.joined and len(texts) > 1:
+            tokens = self.tokenize(JOIN.join([text.lower() for text in texts]))
+            ids = np.array(list(map(self.joined_ids.get, tokens, repeat(-1))), dtype=np.int64)
+            if np.count_nonzero(ids == -2) == len(texts) - 1:
+                return ids
+        get, preprocess, tokenize = self.word_ids.get, self.preprocess, self.tokenize
+        ids = []
+        for i, text in enumerate(texts):
+            if i:
+                ids.append(-2)
+            if text:
+                ids.extend(map(get, tokenize(preprocess(text)), repeat(-1)))
+        return np.array(ids, dtype=np.int64)
 
 
 Runner = WholePipeline | CompiledLinearPipeline
@@ -284,6 +319,35 @@ def same_output(got: tuple[np.ndarray, Features], expected: tuple[np.ndarray, Fe
         abs(a - b) < 1e-9
         for a, b in zip([f[3] for f in features], [f[3] for f in want_features], strict=True)
     )
+
+
+def _counted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_counts=True)``, by a stable sort: the keys come in runs already
+    sorted (rows in order), which the stable sort (timsort) merges instead of sorting anew."""
+    keys = np.sort(keys, kind="stable")
+    if not len(keys):
+        return keys, np.zeros(0, dtype=np.int64)
+    starts = _run_starts(keys)
+    return keys[starts], _run_lengths(starts, len(keys))
+
+
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Where each run of equal values begins (without ``np.r_``, whose indexing machinery
+    costs more than the rest for a single product)."""
+    if not len(values):
+        return np.zeros(0, dtype=np.intp)
+    new = np.empty(len(values), dtype=bool)
+    new[0] = True
+    np.not_equal(values[1:], values[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
+def _run_lengths(starts: np.ndarray, total: int) -> np.ndarray:
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    if len(ends):
+        ends[-1] = total
+    return ends - starts
 
 
 def top_k(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -50,6 +50,10 @@ def serve(
             log_level=log_level,
             access_log=access_log,
             timeout_graceful_shutdown=20,
+            # a worker answers uvicorn's health pings only once its imports are done: on a busy
+            # node (or a small CPU limit) that takes longer than uvicorn's 5 s, and the workers
+            # would be killed and restarted forever
+            timeout_worker_healthcheck=60,
         )
     finally:
         if created_here:

@@ -1,0 +1,90 @@
+"""The compiled runner builds the pipeline's own TF-IDF matrix, bit for bit, whatever the texts.
+
+It tokenizes a batch's texts in one call (joined by a separator word) and counts n-grams with a
+stable sort; these tests hold it to the pipeline's features step exactly (same CSR indices and
+float32 values), so the probabilities are the pipeline's exactly too, including for texts that
+contain the separator word (tokenized one by one then) and batches of one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rakuten_mlops.model.pipeline import clean_text
+from rakuten_mlops.model.runner import SEPARATOR, CompiledLinearPipeline, WholePipeline
+from tests.serving.factories import fit_pipeline, sample_frame
+
+AWKWARD = [
+    ("!!!", ""),
+    (f"titre {SEPARATOR} milieu", f"{SEPARATOR}"),  # the separator word inside a text
+    (f"{SEPARATOR}x collé", f"a {SEPARATOR}{SEPARATOR} b"),
+    ("ΟΔΟΣ ΑΣ", "İstanbul Σ"),  # lower() that depends on context or changes length
+    ("Ã©dition limitÃ©e &amp; <b>collector</b>", "Ã  prix rÃ©duit"),
+    ("a", "b"),
+    ("  espaces \t multiples\n", "\x00 nul"),
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return fit_pipeline(0)
+
+
+def _batch(with_awkward: bool) -> tuple[list[str], list[str]]:
+    frame = sample_frame()
+    designations = frame["designation"].tolist()
+    descriptions = frame["description"].fillna("").tolist()
+    if with_awkward:
+        designations += [d for d, _ in AWKWARD]
+        descriptions += [e for _, e in AWKWARD]
+    return designations, descriptions
+
+
+def _counting(tokenize, calls: list):
+    def counted(text):
+        calls.append(text)
+        return tokenize(text)
+
+    return counted
+
+
+def _pipeline_matrix(pipeline, designations, descriptions):
+    frame = pd.DataFrame({"designation": designations, "description": descriptions})
+    prepared = pipeline.named_steps["prepare"].transform(frame)
+    return pipeline.named_steps["features"].transform(prepared).tocsr()
+
+
+@pytest.mark.parametrize("with_awkward", [False, True], ids=["joined", "one-by-one"])
+def test_matrix_and_probabilities_are_the_pipelines_exactly(pipeline, with_awkward):
+    designations, descriptions = _batch(with_awkward)
+    compiled = CompiledLinearPipeline(pipeline)
+    calls = []
+    for column in compiled.columns:
+        column.tokenize = _counting(column.tokenize, calls)
+    matrix = compiled.matrix(designations, descriptions)
+    # one call per column for the whole batch; with the separator in a text, one more per
+    # non-empty text after that attempt
+    non_empty = sum(1 for text in designations + descriptions if clean_text(text))
+    assert len(calls) == (2 + non_empty if with_awkward else 2)
+    expected = _pipeline_matrix(pipeline, designations, descriptions)
+    assert matrix.dtype == expected.dtype
+    np.testing.assert_array_equal(matrix.indptr, expected.indptr)
+    np.testing.assert_array_equal(matrix.indices, expected.indices)
+    np.testing.assert_array_equal(matrix.data, expected.data)
+    proba, features = compiled.run(designations, descriptions)
+    want_proba, want_features = WholePipeline(pipeline).run(designations, descriptions)
+    np.testing.assert_array_equal(proba, want_proba)
+    assert features == want_features
+
+
+def test_each_awkward_product_alone_is_scored_as_in_a_batch(pipeline):
+    compiled = CompiledLinearPipeline(pipeline)
+    designations, descriptions = _batch(True)
+    proba, features = compiled.run(designations, descriptions)
+    first = len(designations) - len(AWKWARD)
+    for i in range(first, len(designations)):
+        alone, alone_features = compiled.run([designations[i]], [descriptions[i]])
+        np.testing.assert_array_equal(alone[0], proba[i])
+        assert alone_features[0] == features[i]

@@ -71,7 +71,6 @@ class Platform:
             claims={common.SOURCE_DATA_CLAIM: self.source},
             path=[VENV_BIN],
             workdir=root / "pods",
-            backoff_scale=0.0,
             log=self.lines.append,
         )
         (root / "pods").mkdir()

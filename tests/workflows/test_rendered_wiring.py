@@ -66,7 +66,6 @@ def stand_in(tmp_path, rendered_objects):
             claims={common.SOURCE_DATA_CLAIM: source},
             path=[bin_dir],
             workdir=tmp_path,
-            backoff_scale=0.0,
             log=lambda _: None,
         )
         return executor, log

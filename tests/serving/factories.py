@@ -4,11 +4,13 @@
   pipeline on the 429 real sample rows, log it once with the MLflow sklearn flavour, and register
   versions of it (optionally moving an alias to the new one); :func:`register_version` does all three.
 - :class:`ApiProcess`: ``rakuten-mlops serve`` in a subprocess, ready when ``/ready`` is 200.
+- :class:`RegisteredModel`: what the ``registered_model`` fixture gives, with ``move_alias``.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -124,3 +126,19 @@ class ApiProcess(ManagedProcess):
 
     def log(self) -> str:
         return self.log_tail(5000)
+
+
+@dataclass
+class RegisteredModel:
+    """A registered model of the session's MLflow server and its two versions."""
+
+    name: str
+    tracking_uri: str
+    versions: tuple[str, str]
+
+    def move_alias(self, version: str, alias: str = "production") -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(
+            tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+        ).set_registered_model_alias(self.name, alias, version)

@@ -106,9 +106,7 @@ def substitute_all(value: Any, scope: Mapping[str, str]) -> Any:
 
 def to_text(value: Any) -> str:
     """How Argo prints an expression's result into a template."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value, separators=(",", ":")) if isinstance(value, dict | list) else str(value)
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, bool | dict | list) else str(value)
 
 
 # Every field the rendered objects use. Any other, anywhere in a spec, is refused before anything
@@ -377,20 +375,19 @@ class LocalExecutor:
 
     def _mounts(self, volumes: list, container: dict, pod_dir: Path) -> list[tuple[str, str]]:
         """(mountPath, local directory) pairs, longest path first."""
-        declared = {v["name"]: v for v in volumes}
-        mounts = []
+        declared, mounts = {v["name"]: v for v in volumes}, []
         for mount in container.get("volumeMounts", []):
-            volume = declared.get(mount["name"])
-            if volume is None:
-                raise ExecutorError(f"volume {mount['name']!r} is mounted but not declared")
+            volume = declared.get(mount["name"], {})
+            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
             if "emptyDir" in volume:
                 local = pod_dir / "volumes" / mount["name"]
                 local.mkdir(parents=True)
-            else:
-                claim = volume["persistentVolumeClaim"]["claimName"]
-                if claim not in self.claims:
-                    raise ExecutorError(f"PersistentVolumeClaim {claim!r} is not mapped to a local directory")
+            elif claim in self.claims:
                 local = self.claims[claim]
+            else:
+                raise ExecutorError(
+                    f"volume {mount['name']!r}: not declared, or its claim is not mapped to a directory"
+                )
             mounts.append((mount["mountPath"].rstrip("/"), str(local)))
         return sorted(mounts, key=lambda m: len(m[0]), reverse=True)
 

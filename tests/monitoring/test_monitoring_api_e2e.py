@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from rakuten_mlops.data.generator import generate_frame
-from tests.monitoring.factories import CLI
-from tests.support import ManagedProcess, free_port
+from tests.support import CLI, ManagedProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.e2e]
 

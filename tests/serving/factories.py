@@ -9,15 +9,13 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from tests.support import SAMPLE_DIR, ManagedProcess, free_port
+from tests.support import CLI, SAMPLE_DIR, ManagedProcess, free_port
 
-CLI = [sys.executable, "-m", "rakuten_mlops.cli"]
 ADMIN_TOKEN = "test-admin-token-5f1c2a"
 
 REALISTIC_PRODUCTS = [

@@ -99,7 +99,6 @@ def add_run_local_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-map", action="append", default=[], help="NAME/KEY=VALUE stand-in ConfigMap entry"
     )
     parser.add_argument("--claim", action="append", default=[], help="CLAIM=DIR local directory for a PVC")
-    parser.add_argument("--no-backoff", action="store_true", help="retry without waiting")
 
 
 def load_objects(path: Path) -> list[dict]:
@@ -115,7 +114,6 @@ def run_local(args: argparse.Namespace) -> int:
         config_maps=_nested(args.config_map, "--config-map"),
         claims=_pairs(args.claim, "--claim"),
         path=[Path(sys.executable).parent],
-        backoff_scale=0.0 if args.no_backoff else 1.0,
     )
     try:
         run = executor.submit(args.name, _pairs(args.parameter, "-p"))

@@ -8,7 +8,7 @@ import pytest
 
 from rakuten_mlops.data.sources import read_source
 from rakuten_mlops.errors import DataValidationError
-from tests.data.conftest import write_files
+from tests.data.factories import write_files
 from tests.support import SAMPLE_DIR
 
 GOOD_X = (

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from tests.support import temporary_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -32,20 +34,8 @@ ROUNDS = 3
 @pytest.fixture
 def fresh_databases(pg_server: str):
     """A function that makes a new empty database; all are dropped afterwards."""
-    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
-    names: list[str] = []
-
-    def create() -> str:
-        names.append(f"rk_test_{uuid.uuid4().hex[:10]}")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{names[-1]}"'))
-        return pg_server.rsplit("/", 1)[0] + f"/{names[-1]}"
-
-    yield create
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(temporary_database(pg_server))
 
 
 def test_two_concurrent_upgrades_both_succeed_and_leave_the_schema_at_head(fresh_databases, tmp_path: Path):

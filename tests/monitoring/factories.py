@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import UTC, datetime
 
 import pandas as pd
-
-CLI = [sys.executable, "-m", "rakuten_mlops.cli"]
 
 
 def log_predictions(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
+
 from tests.operator.emulated_api import DEPLOYMENTS, EmulatedApiServer
 
 
@@ -80,3 +82,19 @@ class DeploymentController:
     def rolled_out(self) -> None:
         replicas = self.api.get(DEPLOYMENTS, self.namespace, self.name)["spec"]["replicas"]
         self.report(updated=replicas, available=replicas)
+
+
+def model_events(db_url: str, model: str) -> list[dict]:
+    """The ``model_events`` rows of ``model``, oldest first."""
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "select event_type, version, previous_version, reason, actor from model_events "
+                "where model_name = :m order by id"
+            ),
+            {"m": model},
+        )
+        result = [dict(row._mapping) for row in rows]
+    engine.dispose()
+    return result

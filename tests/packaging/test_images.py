@@ -6,14 +6,13 @@ on loopback, answering /predict."""
 from __future__ import annotations
 
 import json
-import time
-import uuid
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.packaging.chart_support import podman
-from tests.support import REPO, free_port, wait_http
+from tests.support import REPO, free_port, temporary_database, wait_http, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -70,25 +69,11 @@ def test_mlflow_image_has_its_server_extras(images):
 # ------------------------------------------------------------------ end to end on loopback
 
 
-def _create_database(admin_url: str) -> str:
-    import sqlalchemy as sa
-
-    name = f"rk_mlflow_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    # the explicit driver matters: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which the image lacks
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    engine.dispose()
+@pytest.fixture
+def mlflow_db(pg_server):
+    """The MLflow container's backend store: a throwaway database beside the test's data database."""
+    with temporary_database(pg_server, "rk_mlflow") as url:
+        yield url
 
 
 @pytest.fixture
@@ -105,9 +90,8 @@ def s3(s3_server):
     }
 
 
-def test_trained_model_is_served_by_the_api_container(images, containers, pg_server, pg_url, s3, tmp_path):
+def test_trained_model_is_served_by_the_api_container(images, containers, mlflow_db, pg_url, s3):
     """MLflow container (Postgres + S3) <- training job container -> API container answers /predict."""
-    mlflow_db = _create_database(pg_server)
     try:
         mlflow_port, api_port = free_port(), free_port()
         tracking = f"http://127.0.0.1:{mlflow_port}"
@@ -169,7 +153,14 @@ def test_trained_model_is_served_by_the_api_container(images, containers, pg_ser
         ]
         batch = httpx.post(f"{base}/predict/batch", json={"items": items}, timeout=60)
         assert batch.status_code == 200, batch.text
-        time.sleep(3)  # the log is flushed every second
+        engine = sa.create_engine(pg_url)
+
+        def logged() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("select count(*) from predictions")).scalar_one() >= len(items)
+
+        wait_until(logged, timeout=30, what="the prediction log to hold the batch")
+        engine.dispose()
         drift = podman(
             "run", "--rm", "--no-healthcheck", "--network", "host", *LOCKED_DOWN, *job_env,
             images["app"], "drift", "--json", timeout=300,
@@ -183,4 +174,3 @@ def test_trained_model_is_served_by_the_api_container(images, containers, pg_ser
         assert report["tests"] and report["severity"] in ("none", "low", "medium", "high")
     finally:
         containers.cleanup()
-        _drop_database(pg_server, mlflow_db)

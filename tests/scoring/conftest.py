@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.scoring.factories import CATALOGUE_ROWS
 from tests.serving.factories import fit_pipeline, register_version
-
-CATALOGUE_ROWS = 1_000
-CHUNK_ROWS = 300  # four chunks, the last one short
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,8 @@ import pytest
 from rakuten_mlops.data.categories import category_name
 from rakuten_mlops.errors import DataValidationError, ModelNotFoundError
 from rakuten_mlops.scoring.job import score_catalogue
-from tests.scoring.conftest import CATALOGUE_ROWS, CHUNK_ROWS
-
-CLI = [sys.executable, "-m", "rakuten_mlops.cli"]
+from tests.scoring.factories import CATALOGUE_ROWS, CHUNK_ROWS
+from tests.support import CLI
 
 
 def x_rows(x_path: Path) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import pytest
 from rakuten_mlops import s3
 from rakuten_mlops.errors import DataValidationError, ObjectStoreNotFound
 from rakuten_mlops.scoring.job import score_catalogue
-from tests.scoring.conftest import CATALOGUE_ROWS, CHUNK_ROWS
+from tests.scoring.factories import CATALOGUE_ROWS, CHUNK_ROWS
 
 pytestmark = pytest.mark.slow
 

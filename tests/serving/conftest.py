@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.serving.factories import ADMIN_TOKEN, ApiProcess, fit_pipeline, log_pipeline, register_logged
+from tests.serving.factories import (
+    ADMIN_TOKEN,
+    ApiProcess,
+    RegisteredModel,
+    fit_pipeline,
+    log_pipeline,
+    register_logged,
+)
 from tests.support import MlflowServer
 
 
@@ -23,20 +29,6 @@ def fitted_pipelines():
 def logged_pipelines(mlflow_server: MlflowServer, fitted_pipelines):
     """The two fits logged once per session; each test's registered versions point at them."""
     return tuple(log_pipeline(mlflow_server.uri, pipeline) for pipeline in fitted_pipelines)
-
-
-@dataclass
-class RegisteredModel:
-    name: str
-    tracking_uri: str
-    versions: tuple[str, str]
-
-    def move_alias(self, version: str, alias: str = "production") -> None:
-        from mlflow import MlflowClient
-
-        MlflowClient(
-            tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
-        ).set_registered_model_alias(self.name, alias, version)
 
 
 @pytest.fixture

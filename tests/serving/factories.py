@@ -4,18 +4,21 @@
   pipeline on the 429 real sample rows, log it once with the MLflow sklearn flavour, and register
   versions of it (optionally moving an alias to the new one); :func:`register_version` does all three.
 - :class:`ApiProcess`: ``rakuten-mlops serve`` in a subprocess, ready when ``/ready`` is 200.
+- :class:`RegisteredModel`: what the ``registered_model`` fixture gives, with ``move_alias``.
+- :func:`prediction_rows`, :func:`wait_rows`: the prediction log's rows, now or once they arrived.
 """
 
 from __future__ import annotations
 
-import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import sqlalchemy as sa
 
-from tests.support import SAMPLE_DIR, ManagedProcess, free_port
+from tests.support import CLI, SAMPLE_DIR, ManagedProcess, free_port
 
-CLI = [sys.executable, "-m", "rakuten_mlops.cli"]
 ADMIN_TOKEN = "test-admin-token-5f1c2a"
 
 REALISTIC_PRODUCTS = [
@@ -124,3 +127,41 @@ class ApiProcess(ManagedProcess):
 
     def log(self) -> str:
         return self.log_tail(5000)
+
+
+@dataclass
+class RegisteredModel:
+    """A registered model of the session's MLflow server and its two versions."""
+
+    name: str
+    tracking_uri: str
+    versions: tuple[str, str]
+
+    def move_alias(self, version: str, alias: str = "production") -> None:
+        from mlflow import MlflowClient
+
+        MlflowClient(
+            tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+        ).set_registered_model_alias(self.name, alias, version)
+
+
+def prediction_rows(database_url: str) -> list[sa.Row]:
+    """The prediction log's rows, oldest first (none while the table does not exist)."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text("select * from predictions order by id")))
+    except sa.exc.ProgrammingError:  # table not created yet
+        return []
+    finally:
+        engine.dispose()
+
+
+def wait_rows(database_url: str, count: int, timeout: float = 10) -> list[sa.Row]:
+    """The prediction log's rows once it holds ``count`` of them, or what it holds after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    rows = prediction_rows(database_url)
+    while len(rows) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+        rows = prediction_rows(database_url)
+    return rows

@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from tests.serving.conftest import RegisteredModel
-from tests.serving.factories import register_version
+from tests.serving.factories import RegisteredModel, register_version
 from tests.support import REPO, wait_http
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.serving.factories import REALISTIC_PRODUCTS
-from tests.serving.test_serving_http import wait_rows
+from tests.serving.factories import REALISTIC_PRODUCTS, wait_rows
 
 pytestmark = pytest.mark.slow
 

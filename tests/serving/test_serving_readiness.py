@@ -15,8 +15,7 @@ import pytest
 
 from rakuten_mlops.serving.model_store import ModelStore, load_pipeline
 from rakuten_mlops.serving.routers.health import ready
-from tests.serving.conftest import RegisteredModel
-from tests.serving.factories import REALISTIC_PRODUCTS, register_version
+from tests.serving.factories import REALISTIC_PRODUCTS, RegisteredModel, register_version
 from tests.support import wait_http
 
 pytestmark = pytest.mark.slow

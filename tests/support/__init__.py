@@ -5,11 +5,20 @@
 from tests.support.mlflow_server import MlflowServer
 from tests.support.paths import REPO, SAMPLE_DIR, SHARED
 from tests.support.postgres import PG_ADMIN_URL, temporary_database
-from tests.support.processes import VENV_BIN, ManagedProcess, free_port, free_ports, wait_http, wait_until
+from tests.support.processes import (
+    CLI,
+    VENV_BIN,
+    ManagedProcess,
+    free_port,
+    free_ports,
+    wait_http,
+    wait_until,
+)
 from tests.support.seaweedfs import S3Server
 from tests.support.standin_http import RecordedRequest, StandInHttpServer
 
 __all__ = [
+    "CLI",
     "PG_ADMIN_URL",
     "VENV_BIN",
     "ManagedProcess",

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 VENV_BIN = Path(sys.executable).parent
+CLI = [sys.executable, "-m", "rakuten_mlops.cli"]  # `rakuten-mlops` as a subprocess of this venv
 LOG_TAIL = 4000
 
 

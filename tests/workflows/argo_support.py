@@ -44,7 +44,7 @@ def cli_options() -> dict[str, set[str]]:
         return {}
     found: dict[str, set[str]] = {}
 
-    def walk(command, prefix: str) -> None:  # typer >= 0.24 vendors click: duck-type groups
+    def walk(command, prefix: str) -> None:  # groups are duck-typed: typer may vendor its own click
         subcommands = getattr(command, "commands", None)
         if subcommands:
             for name, sub in subcommands.items():

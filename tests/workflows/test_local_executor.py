@@ -1,32 +1,28 @@
-"""The local executor runs what the rendered workflows use, with Argo's semantics, and refuses the rest.
+"""The local executor runs what the rendered workflows use, with Argo's semantics, and refuses the rest
+before anything runs, naming it.
 
-Tiny workflows of python steps, written with Hera and rendered to YAML like the real ones.
+Tiny workflows of python steps, written with Hera and rendered to YAML like the real ones. What the
+rendered objects themselves exercise (``when``, ``templateRef``, ``workflowTemplateRef``, ``enum``,
+retry expressions, env from Secrets and ConfigMaps) is tested on them in test_rendered_wiring.py.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import yaml
-from hera.workflows import (
-    DAG,
-    ConfigMapEnvFrom,
-    Container,
-    CronWorkflow,
-    EmptyDirVolume,
-    Parameter,
-    Task,
-    Workflow,
-    WorkflowTemplate,
-)
+from hera.workflows import DAG, Container, EmptyDirVolume, Parameter, RetryStrategy, Task, Workflow
+from hera.workflows import WorkflowTemplate as HeraWorkflowTemplate
 from hera.workflows.models import (
-    ConfigMapKeySelector,
     EnvVar,
     EnvVarSource,
     Mutex,
+    ObjectFieldSelector,
     PersistentVolumeClaimVolumeSource,
     SecretKeySelector,
     Synchronization,
@@ -34,7 +30,6 @@ from hera.workflows.models import (
     ValueFrom,
     Volume,
     VolumeMount,
-    WorkflowTemplateRef,
 )
 from workflows.local_executor import LocalExecutor, UnsupportedFeature, evaluate
 
@@ -73,276 +68,68 @@ def py(name: str, code: str, *args: str, inputs=(), outputs=None, **kwargs) -> C
     )
 
 
-def stdout(run, node: str) -> str:
-    return run.node(node).attempts[-1].stdout.strip()
+def stdout(node) -> str:
+    return node.attempts[-1].stdout.strip()
 
 
-def json_output(name: str = "r") -> list[Parameter]:
-    return [Parameter(name=name, value_from=ValueFrom(path=OUT))]
+def claim(name: str, mount_path: str) -> tuple[Volume, VolumeMount]:
+    source = PersistentVolumeClaimVolumeSource(claim_name=name)
+    return Volume(name=name, persistent_volume_claim=source), VolumeMount(name=name, mount_path=mount_path)
 
 
 @pytest.fixture
 def executor_for(tmp_path):
     def make(docs, **kwargs) -> LocalExecutor:
-        return LocalExecutor(
-            docs, path=[VENV_BIN], workdir=tmp_path, backoff_scale=0.0, log=lambda _: None, **kwargs
-        )
+        return LocalExecutor(docs, path=[VENV_BIN], workdir=tmp_path, log=lambda _: None, **kwargs)
 
     return make
 
 
-def wiring_workflow(retrain: str = "true") -> Workflow:
+def wiring_workflow() -> Workflow:
+    """a writes JSON to a file -> b echoes a's output -> c runs when a says retrain -> d after c."""
     with Workflow(
         name="wiring",
         entrypoint="main",
-        arguments=[Parameter(name="greeting", value="hello"), Parameter(name="retrain", value=retrain)],
+        arguments=[Parameter(name="greeting", value="hello"), Parameter(name="retrain", value="true")],
     ) as w:
-        write = py(
-            "write",
-            WRITE_JSON,
-            "{{inputs.parameters.payload}}",
-            OUT,
-            inputs=["payload"],
-            outputs=json_output(),
-        )
+        write = py("write", WRITE_JSON, "{{inputs.parameters.payload}}", OUT, inputs=["payload"],
+                   outputs=[Parameter(name="r", value_from=ValueFrom(path=OUT))])  # fmt: skip
         echo = py("echo", PRINT, "{{inputs.parameters.msg}}", inputs=["msg"])
-        with DAG(
-            name="main",
-            outputs=[
-                Parameter(
-                    name="value",
-                    value_from=ValueFrom(expression="jsonpath(tasks.a.outputs.parameters.r, '$.v')"),
-                ),
-                Parameter(name="echoed", value_from=ValueFrom(parameter="{{tasks.a.outputs.parameters.r}}")),
-            ],
-        ):
-            a = write(
-                name="a",
-                arguments={
-                    "payload": '{"v": "{{workflow.parameters.greeting}}-x", "retrain": {{workflow.parameters.retrain}}}'
-                },
+        value = ValueFrom(expression="jsonpath(tasks.a.outputs.parameters.r, '$.v')")
+        echoed = ValueFrom(parameter="{{tasks.a.outputs.parameters.r}}")
+        with DAG(name="main", outputs=[Parameter(name="value", value_from=value),
+                                       Parameter(name="echoed", value_from=echoed)]):  # fmt: skip
+            payload = (
+                '{"v": "{{workflow.parameters.greeting}}-x", "retrain": {{workflow.parameters.retrain}}}'
             )
+            a = write(name="a", arguments={"payload": payload})
             b = echo(name="b", arguments={"msg": "{{tasks.a.outputs.parameters.r}}"})
-            c = echo(
-                name="c",
-                arguments={"msg": "conditional ran"},
-                when="{{=jsonpath(tasks.a.outputs.parameters.r, '$.retrain') == true}}",
-            )
+            c = echo(name="c", arguments={"msg": "conditional ran"},
+                     when="{{=jsonpath(tasks.a.outputs.parameters.r, '$.retrain') == true}}")  # fmt: skip
             d = echo(name="d", arguments={"msg": "after c"})
             a >> b >> c >> d
     return w
 
 
-def test_parameters_flow_from_workflow_through_files_to_later_tasks_and_outputs(executor_for):
-    run = executor_for(as_rendered(wiring_workflow())).submit("wiring", {"greeting": "bonjour"})
+@pytest.mark.parametrize(("retrain", "phase"), [("true", "Succeeded"), ("false", "Skipped")])
+def test_parameters_flow_through_files_to_later_tasks_outputs_and_when(executor_for, retrain, phase):
+    run = executor_for(as_rendered(wiring_workflow())).submit(
+        "wiring", {"greeting": "bonjour", "retrain": retrain}
+    )
     assert run.phase == "Succeeded", run.summary()
-    assert json.loads(run.node("a").outputs["r"]) == {"v": "bonjour-x", "retrain": True}
-    assert json.loads(stdout(run, "b")) == {"v": "bonjour-x", "retrain": True}
+    written = {"v": "bonjour-x", "retrain": retrain == "true"}
+    assert json.loads(run.node("a").outputs["r"]) == written
+    assert json.loads(stdout(run.node("b"))) == written
     assert run.node("b").attempts[0].argv[-1] == run.node("a").outputs["r"]
     assert run.outputs == {"value": "bonjour-x", "echoed": run.node("a").outputs["r"]}
-
-
-@pytest.mark.parametrize(("retrain", "phase"), [("true", "Succeeded"), ("false", "Skipped")])
-def test_when_runs_or_skips_a_task_and_dependants_still_run(executor_for, retrain, phase):
-    run = executor_for(as_rendered(wiring_workflow(retrain))).submit("wiring", {"retrain": retrain})
-    assert run.phase == "Succeeded", run.summary()
     assert run.node("c").phase == phase
-    assert stdout(run, "d") == "after c", "a skipped dependency lets its dependants run"
-    if phase == "Succeeded":
-        assert stdout(run, "c") == "conditional ran"
-    else:
-        assert run.node("c").attempts == [] and "false" in run.node("c").message
+    assert stdout(run.node("d")) == "after c", "a skipped dependency lets its dependants run"
 
 
-def test_enum_and_unknown_parameters_are_refused(executor_for):
-    with Workflow(
-        name="enum", entrypoint="p", arguments=[Parameter(name="model", value="sgd", enum=["sgd", "logreg"])]
-    ) as w:
-        py("p", PRINT, "{{workflow.parameters.model}}")
-    executor = executor_for(as_rendered(w))
-    assert executor.submit("enum", {"model": "logreg"}).phase == "Succeeded"
-    with pytest.raises(Exception, match="not one of"):
-        executor.submit("enum", {"model": "xgboost"})
-    with pytest.raises(Exception, match="unknown parameters"):
-        executor.submit("enum", {"modle": "sgd"})
-
-
-def library_template() -> WorkflowTemplate:
-    """A WorkflowTemplate whose DAG calls its own container template by name."""
-    with WorkflowTemplate(
-        name="lib", entrypoint="pipeline", arguments=[Parameter(name="payload", value="{}")]
-    ) as wt:
-        leaf = py(
-            "leaf",
-            WRITE_JSON,
-            "{{inputs.parameters.payload}}",
-            OUT,
-            inputs=["payload"],
-            outputs=json_output(),
-        )
-        with DAG(
-            name="pipeline",
-            inputs=[Parameter(name="payload")],
-            outputs=[
-                Parameter(
-                    name="v",
-                    value_from=ValueFrom(expression="jsonpath(tasks.leaf.outputs.parameters.r, '$.v')"),
-                )
-            ],
-        ):
-            leaf(name="leaf", arguments={"payload": "{{inputs.parameters.payload}}"})
-    return wt
-
-
-def test_template_ref_runs_the_referenced_templates_own_tree(executor_for):
-    with Workflow(name="caller", entrypoint="main") as caller, DAG(name="main"):
-        call = Task(
-            name="call",
-            template_ref=TemplateRef(name="lib", template="pipeline"),
-            arguments={"payload": '{"v": "via-ref"}'},
-        )
-        after = py("after", PRINT, "{{inputs.parameters.v}}", inputs=["v"])(
-            name="after", arguments={"v": "{{tasks.call.outputs.parameters.v}}"}
-        )
-        call >> after
-    run = executor_for(as_rendered(library_template(), caller)).submit("caller")
-    assert run.phase == "Succeeded", run.summary()
-    assert run.node("call.leaf").phase == "Succeeded"
-    assert run.node("call").outputs == {"v": "via-ref"}
-    assert stdout(run, "after") == "via-ref"
-
-
-def test_a_broken_template_ref_fails_the_task_with_a_clear_message(executor_for):
-    with Workflow(name="caller", entrypoint="main") as caller, DAG(name="main"):
-        Task(
-            name="call",
-            template_ref=TemplateRef(name="lib", template="no-such"),
-            arguments={"payload": "{}"},
-        )
-    run = executor_for(as_rendered(library_template(), caller)).submit("caller")
-    assert run.phase == "Failed"
-    assert "has no template 'no-such'" in run.node("call").message
-
-
-def test_cron_workflow_with_workflow_template_ref_merges_arguments(executor_for):
-    cron = CronWorkflow(
-        name="weekly",
-        schedules=["0 3 * * 0"],
-        concurrency_policy="Forbid",
-        workflow_template_ref=WorkflowTemplateRef(name="lib"),
-        arguments=[Parameter(name="payload", value='{"v": "from-cron"}')],
-    )
-    run = executor_for(as_rendered(library_template(), cron)).submit("weekly")
-    assert run.phase == "Succeeded", run.summary()
-    assert run.outputs == {"v": "from-cron"}
-    assert run.node("leaf").inputs == {"payload": '{"v": "from-cron"}'}
-
-
-COUNT_THEN_EXIT = (
-    "import sys, pathlib; f = pathlib.Path(sys.argv[3]); n = int(f.read_text()) if f.exists() else 0;"
-    " f.write_text(str(n + 1)); sys.exit(0 if n + 1 >= int(sys.argv[1]) else int(sys.argv[2]))"
-)
-
-
-def retry_workflow(expression: str | None = None) -> Workflow:
-    from hera.workflows import RetryStrategy
-
-    with Workflow(
-        name="flaky",
-        entrypoint="flaky",
-        arguments=[Parameter(name="succeed-on", value="2"), Parameter(name="exit-code", value="1")],
-        volumes=[
-            Volume(name="data", persistent_volume_claim=PersistentVolumeClaimVolumeSource(claim_name="state"))
-        ],
-    ) as w:
-        step = py(
-            "flaky",
-            COUNT_THEN_EXIT,
-            "{{workflow.parameters.succeed-on}}",
-            "{{workflow.parameters.exit-code}}",
-            "/data/count",
-            retry_strategy=RetryStrategy(limit="2", retry_policy="OnFailure", expression=expression),
-        )
-        step.volume_mounts = [VolumeMount(name="data", mount_path="/data")]
-    return w
-
-
-def test_retry_strategy_retries_failures_until_success(executor_for, tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    run = executor_for(as_rendered(retry_workflow()), claims={"state": state}).submit("flaky")
-    assert run.phase == "Succeeded", run.summary()
-    assert [a.exit_code for a in run.root.attempts] == [1, 0]
-    assert (state / "count").read_text() == "2"
-
-
-def test_retry_expression_stops_retrying_on_bad_input(executor_for, tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    executor = executor_for(
-        as_rendered(retry_workflow("asInt(lastRetry.exitCode) != 2")), claims={"state": state}
-    )
-    run = executor.submit("flaky", {"succeed-on": "5", "exit-code": "2"})
-    assert run.phase == "Failed"
-    assert [a.exit_code for a in run.root.attempts] == [2], "exit 2 must not be retried"
-    (state / "count").unlink()
-    run = executor.submit("flaky", {"succeed-on": "5", "exit-code": "1"})
-    assert [a.exit_code for a in run.root.attempts] == [1, 1, 1], "limit 2 = three attempts"
-
-
-def test_active_deadline_kills_a_hanging_step(executor_for):
-    with Workflow(name="hang", entrypoint="sleep") as w:
-        py("sleep", "import time; time.sleep(60)", active_deadline_seconds=1)
-    started = time.monotonic()
-    run = executor_for(as_rendered(w)).submit("hang")
-    assert time.monotonic() - started < 20
-    assert run.phase == "Failed" and "activeDeadlineSeconds" in run.root.message
-
-
-def env_workflow() -> Workflow:
-    with Workflow(name="env", entrypoint="show") as w:
-        py(
-            "show",
-            "import json, os; print(json.dumps({k: os.environ.get(k) for k in ['DB', 'TRACKING', 'EXTRA', 'HOME', 'LEAK']}))",  # noqa: E501
-            env=[
-                EnvVar(
-                    name="DB", value_from=EnvVarSource(secret_key_ref=SecretKeySelector(name="pg", key="url"))
-                ),
-                EnvVar(
-                    name="TRACKING",
-                    value_from=EnvVarSource(
-                        config_map_key_ref=ConfigMapKeySelector(name="cfg", key="tracking")
-                    ),
-                ),
-                EnvVar(name="HOME", value="/tmp/home"),
-            ],
-            env_from=[ConfigMapEnvFrom(name="cfg-extra", optional=True)],
-        )
-    return w
-
-
-def test_env_comes_only_from_the_container_spec_and_the_supplied_secrets(executor_for, monkeypatch):
-    monkeypatch.setenv("LEAK", "host value")
-    executor = executor_for(
-        as_rendered(env_workflow()),
-        secrets={"pg": {"url": "postgresql://db"}},
-        config_maps={"cfg": {"tracking": "http://mlflow"}, "cfg-extra": {"EXTRA": "1"}},
-    )
-    run = executor.submit("env")
-    assert run.phase == "Succeeded", run.summary()
-    seen = json.loads(run.root.attempts[-1].stdout)
-    assert seen["DB"] == "postgresql://db" and seen["TRACKING"] == "http://mlflow" and seen["EXTRA"] == "1"
-    assert seen["LEAK"] is None, "the host's environment must not leak into steps"
-    assert seen["HOME"].endswith("/home") and seen["HOME"] != "/tmp/home", "paths under a mount are localized"
-
-
-def test_a_missing_secret_fails_the_step_like_create_container_config_error(executor_for):
-    run = executor_for(as_rendered(env_workflow()), config_maps={"cfg": {"tracking": "x"}}).submit("env")
-    assert run.phase == "Error"
-    assert "secretKeyRef pg/url does not exist" in run.root.message
-
-
-def test_an_unresolved_reference_is_an_error_not_an_empty_string(executor_for):
+def test_unknown_parameters_and_unresolved_references_are_errors(executor_for):
+    executor = executor_for(as_rendered(wiring_workflow()))
+    with pytest.raises(Exception, match=r"unknown parameters \['greting'\]"):
+        executor.submit("wiring", {"greting": "hi"})
     with Workflow(name="typo", entrypoint="main") as w:
         echo = py("echo", PRINT, "{{inputs.parameters.msg}}", inputs=["msg"])
         with DAG(name="main"):
@@ -352,43 +139,109 @@ def test_an_unresolved_reference_is_an_error_not_an_empty_string(executor_for):
     assert "unresolved {{workflow.parameters.mesage}}" in run.node("a").message
 
 
-def test_mutex_serializes_concurrent_runs(executor_for, tmp_path):
-    """Two runs of a step holding the same mutex never overlap; without it they do."""
+def test_a_template_ref_to_a_missing_template_fails_the_task_with_a_clear_message(executor_for):
+    with HeraWorkflowTemplate(name="lib", entrypoint="leaf") as lib:
+        py("leaf", PRINT, "x")
+    with Workflow(name="caller", entrypoint="main") as caller, DAG(name="main"):
+        Task(name="call", template_ref=TemplateRef(name="lib", template="no-such"))
+    run = executor_for(as_rendered(lib, caller)).submit("caller")
+    assert run.phase == "Failed"
+    assert "task 'call': lib has no template 'no-such'" in run.node("call").message
 
-    def workflow(name: str, mutex: bool) -> Workflow:
-        with Workflow(
-            name=name,
-            entrypoint="work",
-            volumes=[
-                Volume(
-                    name="log", persistent_volume_claim=PersistentVolumeClaimVolumeSource(claim_name="log")
-                )
-            ],
-        ) as w:
-            step = py(
-                "work",
-                "import time, sys; s = time.time(); time.sleep(0.8);"
-                " open(sys.argv[1], 'a').write(f'{s} {time.time()}\\n')",
-                "/log/{{workflow.name}}",
-                synchronization=Synchronization(mutexes=[Mutex(name=f"{name}-lock")]) if mutex else None,
-            )
-            step.volume_mounts = [VolumeMount(name="log", mount_path="/log")]
-        return w
 
-    for mutex in (True, False):
-        log = tmp_path / f"log-{mutex}"
-        log.mkdir()
-        name = f"locked-{mutex}".lower()
-        executor = executor_for(as_rendered(workflow(name, mutex)), claims={"log": log})
-        threads = [threading.Thread(target=executor.submit, args=(name,)) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        spans = sorted(tuple(map(float, f.read_text().split())) for f in log.iterdir())
-        assert len(spans) == 2
-        overlap = spans[0][1] > spans[1][0]
-        assert overlap is (not mutex), f"mutex={mutex} spans={spans}"
+COUNT_THEN_EXIT = (
+    "import sys, pathlib; f = pathlib.Path(sys.argv[2]); n = int(f.read_text()) if f.exists() else 0;"
+    " f.write_text(str(n + 1)); sys.exit(0 if n + 1 >= 2 else int(sys.argv[1]))"
+)
+
+
+@pytest.mark.parametrize(("code", "exit_codes"), [("1", [1, 0]), ("2", [2]), ("3", [3])])
+def test_retries_until_success_unless_the_expression_stops_them(executor_for, tmp_path, code, exit_codes):
+    """Fails once with CODE, then succeeds; the rendered expression never retries exit 2 or 3."""
+    volume, mount = claim("state", "/data")
+    with Workflow(name="flaky", entrypoint="flaky", volumes=[volume]) as w:
+        step = py("flaky", COUNT_THEN_EXIT, code, "/data/count", retry_strategy=RetryStrategy(
+            limit="2", retry_policy="Always",
+            expression="asInt(lastRetry.exitCode) != 2 && asInt(lastRetry.exitCode) != 3"))  # fmt: skip
+        step.volume_mounts = [mount]
+    run = executor_for(as_rendered(w), claims={"state": tmp_path}).submit("flaky")
+    assert [a.exit_code for a in run.attempts] == exit_codes
+    assert run.phase == ("Succeeded" if code == "1" else "Failed")
+
+
+def test_active_deadline_kills_a_hanging_step(executor_for):
+    with Workflow(name="hang", entrypoint="sleep") as w:
+        py("sleep", "import time; time.sleep(60)", active_deadline_seconds=1)
+    started = time.monotonic()
+    run = executor_for(as_rendered(w)).submit("hang")
+    assert time.monotonic() - started < 20
+    assert run.phase == "Failed" and run.message == "activeDeadlineSeconds 1 exceeded"
+
+
+def env_workflow() -> Workflow:
+    with Workflow(name="env", entrypoint="show") as w:
+        secret = EnvVarSource(secret_key_ref=SecretKeySelector(name="pg", key="url"))
+        optional = EnvVarSource(secret_key_ref=SecretKeySelector(name="pg", key="extra", optional=True))
+        py("show", "import json, os; print(json.dumps(dict(os.environ)))", env=[
+            EnvVar(name="DB", value_from=secret), EnvVar(name="EXTRA", value_from=optional),
+            EnvVar(name="HOME", value="/tmp/home")])  # fmt: skip
+    return w
+
+
+def test_env_comes_only_from_the_container_spec_and_the_stand_in_secrets(executor_for, monkeypatch):
+    monkeypatch.setenv("LEAK", "host value")
+    run = executor_for(as_rendered(env_workflow()), secrets={"pg": {"url": "postgresql://db"}}).submit("env")
+    assert run.phase == "Succeeded", run.summary()
+    seen = json.loads(stdout(run))
+    assert seen["DB"] == "postgresql://db"
+    assert "EXTRA" not in seen, "an optional missing key sets nothing"
+    assert "LEAK" not in seen, "the host's environment must not leak into steps"
+    assert seen["HOME"].endswith("/home") and seen["HOME"] != "/tmp/home", "paths under a mount are localized"
+
+
+def test_a_missing_secret_fails_the_step_like_create_container_config_error(executor_for):
+    run = executor_for(as_rendered(env_workflow())).submit("env")
+    assert run.phase == "Error"
+    assert run.message == "env DB: secretKeyRef pg/url does not exist"
+
+
+def test_runs_never_overlap_and_record_their_mutexes(executor_for, tmp_path):
+    """Two runs submitted at once run one after the other (what the mutex guarantees on a cluster)."""
+    volume, mount = claim("log", "/log")
+    with Workflow(name="locked", entrypoint="work", volumes=[volume]) as w:
+        step = py(
+            "work",
+            "import time, sys; s = time.time(); time.sleep(0.3); open(sys.argv[1], 'w').write(f'{s} {time.time()}')",
+            "/log/{{workflow.name}}",
+            synchronization=Synchronization(mutexes=[Mutex(name="training")]),
+        )
+        step.volume_mounts = [mount]
+    (tmp_path / "log").mkdir()
+    executor = executor_for(as_rendered(w), claims={"log": tmp_path / "log"})
+    runs = []
+    threads = [threading.Thread(target=lambda: runs.append(executor.submit("locked"))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans = sorted(tuple(map(float, f.read_text().split())) for f in (tmp_path / "log").iterdir())
+    assert len(spans) == 2 and spans[0][1] <= spans[1][0], spans
+    assert [r.mutexes for r in runs] == [["default/training"]] * 2
+
+
+def test_parameter_values_may_use_the_creation_timestamp(executor_for):
+    day = "out/{{workflow.creationTimestamp.Y}}-{{workflow.creationTimestamp.m}}"
+    with Workflow(name="dated", entrypoint="p", arguments=[Parameter(name="day", value=day)]) as w:
+        py("p", PRINT, "{{workflow.parameters.day}}")
+    run = executor_for(as_rendered(w)).submit("dated")
+    assert stdout(run) == time.strftime("out/%Y-%m", time.gmtime())
+
+
+def test_every_rendered_object_is_accepted(rendered_objects, executor_for):
+    """The committed YAML uses only what the executor runs, expressions included."""
+    executor = executor_for(rendered_objects)
+    for obj in rendered_objects:
+        executor.find(obj["metadata"]["name"], obj["kind"])
 
 
 @pytest.mark.parametrize(
@@ -398,7 +251,8 @@ def test_mutex_serializes_concurrent_runs(executor_for, tmp_path):
         ("jsonpath(r, '$.retrain') == true", {"r": '{"retrain": "true"}'}, False),
         ("jsonpath(r, '$.a.b')", {"r": '{"a": {"b": "x"}}'}, "x"),
         ("asInt(lastRetry.exitCode) != 2", {"lastRetry.exitCode": "2"}, False),
-        ("asInt(lastRetry.exitCode) != 2", {"lastRetry.exitCode": "1"}, True),
+        ("asInt(c) != 2 && asInt(c) != 3", {"c": "3"}, False),
+        ("asInt(c) != 2 && asInt(c) != 3", {"c": "1"}, True),
     ],
 )
 def test_expressions_the_rendered_yaml_holds(expression, scope, expected):
@@ -407,37 +261,21 @@ def test_expressions_the_rendered_yaml_holds(expression, scope, expected):
 
 @pytest.mark.parametrize(
     "expression",
-    ["a + 1", "a == 1 && b == 2", "len(a)", "jsonpath(a, '$[0]')", "asInt(a) > 2", "a ? b : c"],
+    ["a + 1", "a == 1 || b == 2", "a && b", "len(a)", "jsonpath(a, '$[0]')", "asInt(a) > 2", "a ? b : c"],
 )
 def test_other_expressions_are_refused(expression):
-    with pytest.raises(UnsupportedFeature, match="only NAME, jsonpath|only \$.key paths"):
+    with pytest.raises(UnsupportedFeature, match="only NAME, jsonpath"):
         evaluate(expression, {"a": "1", "b": "2", "c": "3"})
 
 
 def test_cli_runs_a_rendered_file(tmp_path):
-    import subprocess
-    import sys
-
     (tmp_path / "wiring.yaml").write_text(wiring_workflow().to_yaml())
+    argv = ["run-local", "wiring", "--from-dir", str(tmp_path), "-p", "greeting=cli"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workflows",
-            "run-local",
-            "wiring",
-            "--from-dir",
-            str(tmp_path),
-            "-p",
-            "greeting=cli",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", "workflows", *argv], cwd=REPO, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert '"value": "cli-x"' in done.stdout
-    assert "c" in done.stdout and "Succeeded" in done.stdout
+    assert '"value": "cli-x"' in done.stdout and "Succeeded" in done.stdout
 
 
 def refused(executor_for, *objects) -> str:
@@ -455,14 +293,13 @@ def test_loops_steps_scripts_and_continue_on_are_refused_before_anything_runs(ex
         first, echo = py("first", *touch), py("echo", PRINT, "{{inputs.parameters.msg}}", inputs=["msg"])
         with DAG(name="main"):
             first(name="first") >> echo(name="each", arguments={"msg": "{{item}}"}, with_items=["a", "b"])
-    assert "task field(s) withItems" in refused(executor_for, w)
+    message = refused(executor_for, w)
+    assert message == "Workflow/loop.templates[main].dag.tasks[each]: withItems not supported locally"
     assert not marker.exists(), "the first task must not run before the refusal"
 
-    with Workflow(name="stepwise", entrypoint="main") as w:
-        echo = py("echo", PRINT, "x")
-        with Steps(name="main"):
-            Step(name="one", template=echo)
-    assert "template field(s) steps" in refused(executor_for, w)
+    with Workflow(name="stepwise", entrypoint="main") as w, Steps(name="main"):
+        Step(name="one", template=py("echo", PRINT, "x"))
+    assert refused(executor_for, w) == "Workflow/stepwise.templates[main]: steps not supported locally"
 
     @script(image="python:3.11")
     def hello():
@@ -470,31 +307,50 @@ def test_loops_steps_scripts_and_continue_on_are_refused_before_anything_runs(ex
 
     with Workflow(name="scripted", entrypoint="hello") as w:
         hello()
-    assert "template field(s) script" in refused(executor_for, w)
+    assert refused(executor_for, w) == "Workflow/scripted.templates[hello]: script not supported locally"
 
     with Workflow(name="tolerant", entrypoint="main") as w:
         echo = py("echo", PRINT, "x")
         with DAG(name="main"):
             echo(name="a", continue_on={"failed": True})
-    assert "task field(s) continueOn" in refused(executor_for, w)
+    assert "dag.tasks[a]: continueOn not supported locally" in refused(executor_for, w)
+
+    with HeraWorkflowTemplate(name="stepwise-lib", entrypoint="main") as lib, Steps(name="main"):
+        Step(name="one", template=py("echo", PRINT, "x"))
+    with Workflow(name="caller", entrypoint="main") as caller, DAG(name="main"):
+        py("first", *touch)(name="first") >> Task(
+            name="call", template_ref=TemplateRef(name="stepwise-lib", template="main")
+        )
+    assert "WorkflowTemplate/stepwise-lib.templates[main]: steps" in refused(executor_for, lib, caller)
+    assert not marker.exists(), "a referenced WorkflowTemplate is checked before anything runs"
 
 
-def test_field_refs_retry_policies_and_depends_results_are_refused(executor_for):
-    from hera.workflows import RetryStrategy
-    from hera.workflows.models import ObjectFieldSelector
-
+def test_field_refs_retry_policies_expressions_and_depends_results_are_refused(executor_for):
     with Workflow(name="fieldref", entrypoint="show") as w:
-        py("show", PRINT, "x", env=[EnvVar(name="POD", value_from=EnvVarSource(
-            field_ref=ObjectFieldSelector(field_path="metadata.name")))])  # fmt: skip
-    assert "env source field(s) fieldRef" in refused(executor_for, w)
+        pod_name = EnvVarSource(field_ref=ObjectFieldSelector(field_path="metadata.name"))
+        py("show", PRINT, "x", env=[EnvVar(name="POD", value_from=pod_name)])
+    assert "container.env[POD].valueFrom: fieldRef not supported locally" in refused(executor_for, w)
 
-    with Workflow(name="onerror", entrypoint="flaky") as w:
-        py("flaky", PRINT, "x", retry_strategy=RetryStrategy(limit="1", retry_policy="OnError"))
-    assert "retryPolicy OnError" in refused(executor_for, w)
+    with Workflow(name="onfailure", entrypoint="flaky") as w:
+        py("flaky", PRINT, "x", retry_strategy=RetryStrategy(limit="1", retry_policy="OnFailure"))
+    assert "retryPolicy: 'OnFailure' not supported locally (only Always)" in refused(executor_for, w)
 
-    with Workflow(name="cleanup", entrypoint="main") as w:
-        echo = py("echo", PRINT, "x")
-        with DAG(name="main"):
-            Task(name="a", template=echo)
-            Task(name="b", template=echo, depends="a.Failed")
-    assert "depends 'a.Failed'" in refused(executor_for, w)
+    with Workflow(name="either", entrypoint="flaky") as w:
+        either = "asInt(lastRetry.exitCode) == 1 || asInt(lastRetry.exitCode) == 4"
+        py(
+            "flaky",
+            PRINT,
+            "x",
+            retry_strategy=RetryStrategy(limit="1", retry_policy="Always", expression=either),
+        )
+    assert f"retryStrategy.expression: expression {either!r}: only NAME" in refused(executor_for, w)
+
+    for a_depends, b_depends in ((None, "a.Failed"), ("b", None)):
+        with Workflow(name="cleanup", entrypoint="main") as w:
+            echo = py("echo", PRINT, "x")
+            with DAG(name="main"):
+                Task(name="a", template=echo, depends=a_depends)
+                Task(name="b", template=echo, depends=b_depends)
+        message = refused(executor_for, w)
+        assert f"depends {a_depends or b_depends!r} not supported locally" in message, message
+        assert "(only names of tasks listed above it, joined by &&)" in message

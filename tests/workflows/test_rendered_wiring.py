@@ -4,7 +4,7 @@ The stand-in only records its arguments and writes the JSON files the real CLI c
 (docs/architecture.md) promises, so these fast tests pin what the cluster will execute:
 the argument lists, the files the outputs are read from, the ``when`` on the decision and the
 ``templateRef`` into ``rakuten-train``. The same flows with the real CLI, Postgres and MLflow
-are in test_e2e_flows.py.
+are in test_load_train_and_retrain.py.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ def stand_in(tmp_path, rendered_objects):
             claims={common.SOURCE_DATA_CLAIM: source},
             path=[bin_dir],
             workdir=tmp_path,
-            backoff_scale=0.0,
             log=lambda _: None,
         )
         return executor, log

@@ -34,7 +34,6 @@ def test_retention_workflow_drops_the_days_past_the_configured_retention(rendere
         },
         path=[VENV_BIN],
         workdir=tmp_path,
-        backoff_scale=0.0,
         log=lambda _: None,
     )
     run = executor.submit("retention")

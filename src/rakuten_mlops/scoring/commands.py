@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rakuten_mlops.scoring.job import DEFAULT_CHUNK_ROWS, DEFAULT_TOP_K
+from rakuten_mlops.scoring import DEFAULT_CHUNK_ROWS, DEFAULT_TOP_K
 
 
 def score(

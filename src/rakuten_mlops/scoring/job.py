@@ -30,6 +30,7 @@ import pandas as pd
 from rakuten_mlops.data.categories import category_name
 from rakuten_mlops.errors import DataValidationError
 from rakuten_mlops.model.runner import top_k
+from rakuten_mlops.scoring import DEFAULT_CHUNK_ROWS, DEFAULT_TOP_K
 from rakuten_mlops.scoring.catalogue import format_of, open_catalogue
 from rakuten_mlops.scoring.work import (
     WorkArea,
@@ -41,8 +42,6 @@ from rakuten_mlops.scoring.work import (
 )
 from rakuten_mlops.settings import Settings
 
-DEFAULT_CHUNK_ROWS = 10_000
-DEFAULT_TOP_K = 3
 WORK_FORMAT = 1  # bump when the parts' columns change: older work areas are then not reused
 
 _FORKED_SCORER: ChunkScorer | None = None  # what the scoring processes inherit when they fork

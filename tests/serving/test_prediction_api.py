@@ -8,34 +8,13 @@ import time
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from rakuten_mlops.data.categories import load_categories
-from tests.serving.factories import ADMIN_TOKEN, REALISTIC_PRODUCTS
+from tests.serving.factories import ADMIN_TOKEN, REALISTIC_PRODUCTS, prediction_rows, wait_rows
 from tests.support import wait_http
 
 pytestmark = pytest.mark.slow
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def prediction_rows(database_url: str) -> list[sa.Row]:
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.text("select * from predictions order by id")))
-    except sa.exc.ProgrammingError:  # table not created yet
-        return []
-    finally:
-        engine.dispose()
-
-
-def wait_rows(database_url: str, count: int, timeout: float = 10) -> list[sa.Row]:
-    deadline = time.monotonic() + timeout
-    rows = prediction_rows(database_url)
-    while len(rows) < count and time.monotonic() < deadline:
-        time.sleep(0.2)
-        rows = prediction_rows(database_url)
-    return rows
 
 
 def test_classifies_products_and_logs_every_prediction(registered_model, pg_url, start_api):

@@ -5,14 +5,12 @@ exports the report's scores and severity."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
 from rakuten_mlops.data.generator import generate_frame
-from tests.monitoring.factories import CLI
-from tests.support import ManagedProcess, free_port
+from tests.support import CLI, ManagedProcess, free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.e2e]
 
@@ -52,10 +50,9 @@ def test_a_drifted_batch_through_the_api_is_detected_and_triggers_retraining(
             response = client.post("/predict/batch", json={"items": items[start : start + 500]})
             assert response.status_code == 200, response.text
             assert response.json()["model_version"] == fresh.version
-    deadline = time.monotonic() + 60
-    while _prediction_count(fresh.settings.database_url) < len(items) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _prediction_count(fresh.settings.database_url) == len(items)
+    url = fresh.settings.database_url
+    wait_until(lambda: _prediction_count(url) >= len(items), timeout=60, what="the prediction log")
+    assert _prediction_count(url) == len(items)
 
     from typer.testing import CliRunner
 

@@ -60,7 +60,6 @@ def test_incremental_load_succeeds_on_an_empty_landing_zone_then_loads_an_upload
         claims={common.SOURCE_DATA_CLAIM: tmp_path / "unused-claim"},
         path=[VENV_BIN],
         workdir=tmp_path,
-        backoff_scale=0.0,
         log=lines.append,
     )
     (tmp_path / "unused-claim").mkdir()

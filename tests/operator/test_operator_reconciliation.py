@@ -13,10 +13,9 @@ from __future__ import annotations
 import time
 
 import pytest
-import sqlalchemy as sa
 
 from tests.operator.emulated_api import DEPLOYMENTS, EVENTS, PEERINGS, SERVEDMODELS
-from tests.operator.operator_harness import DeploymentController, api_deployment, served_model
+from tests.operator.operator_harness import DeploymentController, api_deployment, model_events, served_model
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -68,21 +67,6 @@ def spec_patches(api, namespace: str, name: str) -> int:
 
 def events_for(api, namespace: str, name: str) -> list[dict]:
     return [e for e in api.list(EVENTS, namespace) if e.get("involvedObject", {}).get("name") == name]
-
-
-def model_events(db_url: str, model: str) -> list[dict]:
-    engine = sa.create_engine(db_url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "select event_type, version, previous_version, reason, actor from model_events "
-                "where model_name = :m order by id"
-            ),
-            {"m": model},
-        )
-        result = [dict(row._mapping) for row in rows]
-    engine.dispose()
-    return result
 
 
 def test_promotion_rolls_the_deployment_once_and_survives_a_restart(

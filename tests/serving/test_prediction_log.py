@@ -1,0 +1,75 @@
+"""The API's prediction log (``serving.prediction_log``): batched writes, a bounded queue that drops
+and counts when full, rows kept while the database is down, and the CSV that COPY reads."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
+from tests.support import free_port, wait_until
+
+
+def _records(n: int) -> list[PredictionRecord]:
+    now = datetime.now(UTC)
+    return [
+        PredictionRecord(f"id-{i}-{time.monotonic_ns()}", now, "1", 10, 0.5, 20, 3, True, 0.1, i)
+        for i in range(n)
+    ]
+
+
+def test_prediction_log_writes_batches_and_drops_when_full(sqlite_url):
+    log = PredictionLog(sqlite_url, max_queue=100, flush_rows=40, flush_seconds=0.2)
+    assert log.append(_records(130)) == 30  # queue holds 100: the rest is dropped and counted
+    assert log.dropped == 30
+    log.start()
+    deadline = time.monotonic() + 10
+    while log.written < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close()
+    assert log.written == 100 and log.depth == 0
+    import sqlalchemy as sa
+
+    with sa.create_engine(sqlite_url).connect() as conn:
+        assert conn.execute(sa.text("select count(*) from predictions")).scalar() == 100
+
+
+def test_prediction_log_keeps_rows_while_the_database_is_down():
+    down = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing"
+    log = PredictionLog(down, max_queue=50, flush_rows=10, flush_seconds=0.1)
+    log.start()
+    started = time.monotonic()
+    assert log.append(_records(30)) == 0
+    assert time.monotonic() - started < 0.1  # the request path never waits on the database
+    wait_until(lambda: log.last_error, timeout=10, what="the writer's first failed write")
+    assert log.written == 0 and log.depth == 30 and log.last_error  # kept, not lost
+    # bounded: the 30 rows of the failed write stay pending in the writer, the queue holds 50 more
+    assert log.append(_records(40)) == 0
+    assert log.append(_records(40)) == 30
+    assert log.dropped == 30 and log.depth == 80
+    t0 = time.monotonic()
+    log.close(timeout=10)
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("version", ["12", 'odd,"version"'])
+def test_copy_text_is_the_csv_copy_reads(version):
+    """Rows as COPY's CSV: NULL for a missing oov_rate or productid, quoted only where needed."""
+    import csv
+    import io
+
+    from rakuten_mlops.serving.prediction_log import copy_text
+
+    now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [
+        PredictionRecord("a1-000", now, version, 10, 0.25, 20, 3, True, None, None),
+        PredictionRecord("a1-001", now, version, 1280, 0.1234567890123, 7, 1, False, 0.5, 42),
+    ]
+    parsed = list(csv.reader(io.StringIO(copy_text(rows, 0.2))))
+    stamp = "2026-01-02 03:04:05.678901+00:00"
+    assert parsed == [
+        ["a1-000", stamp, version, "10", "0.25", "20", "3", "True", "", "", "", "0.2"],
+        ["a1-001", stamp, version, "1280", "0.1234567890123", "7", "1", "False", "0.5", "42", "", "0.2"],
+    ]

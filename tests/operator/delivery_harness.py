@@ -39,7 +39,7 @@ from tests.support import REPO, ManagedProcess
 from tests.support.prometheus import prometheus_binary
 
 #: Extra seconds per call of the slow candidate (the stable version answers in a few milliseconds).
-SLOW_SECONDS = 0.03
+SLOW_SECONDS = 0.06
 
 SCRAPE_CONFIG = """\
 global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}

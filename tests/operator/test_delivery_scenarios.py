@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 SAMPLE_RATE = 0.5
 STRATEGY = {
     "shadow": {"sampleRate": SAMPLE_RATE, "minRequests": 40, "maxSeconds": 60},
-    "canary": {"steps": [10, 50], "stepSeconds": 3, "minRequests": 20},
+    "canary": {"steps": [10, 50], "stepSeconds": 3, "minRequests": 60},
     "analysis": {
         "maxErrorRateIncrease": 0.01,
         "maxP99LatencyRatio": 2.0,
@@ -92,9 +92,11 @@ class Scenario:
         return (self.api.get(SERVEDMODELS, self.ns, "classifier") or {}).get("status") or {}
 
     def wait(self, what: str, check, timeout: float = VERDICT_TIMEOUT) -> dict:
-        return wait_until(
-            lambda: (s := self.status()) and check(s) and s, timeout, 0.2, f"{what} (now {self.status()})"
-        )
+        try:
+            return wait_until(lambda: (s := self.status()) and check(s) and s, timeout, 0.2, what)
+        except AssertionError as exc:  # say where the rollout is at the end, and why
+            events = [(e["reason"], e["message"][:400]) for e in self.events()]
+            raise AssertionError(f"{exc}\nstatus: {self.status()}\nevents: {events}") from None
 
     def promote(self, version: str) -> None:
         self.mlflow.client().set_registered_model_alias(self.model, "production", version)
@@ -232,7 +234,7 @@ def test_a_promotion_mid_rollout_supersedes_the_rollout_in_flight(scenario, star
 
 
 def test_after_an_operator_restart_the_rollout_resumes_at_the_same_step(scenario, start_operator):
-    sc = scenario(["stable", "good"], canary={"steps": [10, 50], "stepSeconds": 8, "minRequests": 20})
+    sc = scenario(["stable", "good"], canary={"steps": [10, 50], "stepSeconds": 8, "minRequests": 60})
     operator = start_operator()
     sc.wait("Ready on version 1", ready_on("1"))
     sc.promote("2")

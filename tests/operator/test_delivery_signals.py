@@ -66,7 +66,7 @@ def test_shadow_and_canary_signals_per_version(mlflow_server, delivery_models, t
         scraped(prom, f'sum(rakuten_shadow_samples_total{{{ns}, model_version="2", result="scored"}})', 60)
         scraped(prom, f'sum(rakuten_model_requests_total{{{ns}, model_version="2"}})', 30)
         scraped(prom, f'sum(rakuten_model_requests_total{{{ns}, model_version="1"}})', 60)
-        seconds = time.monotonic() - started + 2
+        seconds = time.monotonic() - started + 30  # covers all the traffic while the queries run
 
         shadow, results = prom.signals(NAMESPACE, "1", "2", seconds, canary=False)
         assert set(results) == set(queries(NAMESPACE, "1", "2", seconds))

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from rakuten_mlops.serving.metrics import multiprocess_dir
 from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
 
 log = logging.getLogger("rakuten_mlops.serving.shadow")
@@ -124,8 +125,11 @@ class ShadowScorer:
     def _set_candidate(self, model: LoadedModel | None, served: LoadedModel | None = None) -> None:
         previous, self.candidate = self.candidate, model
         m = self.metrics
-        if previous is not None:
-            m.shadow_candidate.labels(previous.version).set(0)
+        if previous is not None:  # as for rakuten_model_info: 0 is dropped at scrape in multiprocess mode
+            if multiprocess_dir():
+                m.shadow_candidate.labels(previous.version).set(0)
+            else:
+                m.shadow_candidate.remove(previous.version)
         if model is None:
             return
         # every series from 0 before the first sample: a scrape then sees each sample as growth

@@ -84,6 +84,34 @@ class Cluster:
             _raise_classified(exc, f"patching Deployment {name}")
         return json.loads(rsp.data)
 
+    def find_deployment(self, name: str) -> dict[str, Any] | None:
+        """The Deployment, or None when it does not exist."""
+        try:
+            return self.get_deployment(name)
+        except DeploymentNotFound:
+            return None
+
+    def create_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            rsp = self.apps.create_namespaced_deployment(self.namespace, body, _preload_content=False)
+        except Exception as exc:
+            _raise_classified(exc, f"creating Deployment {body['metadata']['name']}")
+        return json.loads(rsp.data)
+
+    def delete_deployment(self, name: str) -> bool:
+        """Delete the Deployment (its pods go with it); False when it did not exist."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.apps.delete_namespaced_deployment(name, self.namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            _raise_classified(exc, f"deleting Deployment {name}")
+        except Exception as exc:
+            _raise_classified(exc, f"deleting Deployment {name}")
+        return True
+
     def patch_status(self, name: str, patch: dict[str, Any]) -> None:
         try:
             self.custom.patch_namespaced_custom_object_status(

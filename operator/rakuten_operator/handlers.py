@@ -12,8 +12,9 @@ from typing import Any
 import kopf
 
 from rakuten_mlops.errors import RegistryUnavailableError
-from rakuten_operator import GROUP, PEERING_NAME, PLURAL, VERSION
+from rakuten_operator import GROUP, KIND, PEERING_NAME, PLURAL, VERSION
 from rakuten_operator.cluster import Cluster, ClusterUnavailable, DeploymentNotFound
+from rakuten_operator.prometheus import PrometheusUnavailable
 from rakuten_operator.reconcile import ModelRollout
 from rakuten_operator.rollout import RolloutStatus, ServedModelSpec, wait_seconds
 
@@ -76,11 +77,17 @@ async def follow_alias(
     def notify(event_type: str, reason: str, message: str) -> None:
         kopf.event(body, type=event_type, reason=reason, message=message)
 
-    rollout = ModelRollout(name, namespace, Cluster(namespace), notify)
+    meta = body.get("metadata") or {}
+    owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name, "uid": meta.get("uid")}
+    rollout = ModelRollout(name, namespace, Cluster(namespace), notify, owner=owner)
     raw_status = dict(body.get("status") or {})
     missing_reported = False
     while not stopped:
-        spec = ServedModelSpec.from_spec(dict(body.get("spec") or {}))
+        try:
+            spec = ServedModelSpec.from_spec(dict(body.get("spec") or {}))
+        except ValueError:  # check_target reported it (Event InvalidSpec); wait for a fixed spec
+            await stopped.wait(10)
+            continue
         try:
             raw_status = await asyncio.to_thread(rollout.step, spec, raw_status)
             missing_reported = False
@@ -96,5 +103,9 @@ async def follow_alias(
             raise kopf.TemporaryError(str(exc), delay=spec.poll_seconds) from exc
         except ClusterUnavailable as exc:
             notify("Warning", "APIUnavailable", f"{exc}; retrying")
+            raise kopf.TemporaryError(str(exc), delay=min(spec.poll_seconds, 5.0)) from exc
+        except PrometheusUnavailable as exc:
+            # Mid-rollout: no verdict without the signals; the rollout stays at its step.
+            notify("Warning", "AnalysisPaused", f"{exc}; the rollout waits at its step")
             raise kopf.TemporaryError(str(exc), delay=min(spec.poll_seconds, 5.0)) from exc
         await stopped.wait(wait_seconds(spec, RolloutStatus.from_status(raw_status).phase))

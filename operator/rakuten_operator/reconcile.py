@@ -15,17 +15,23 @@ from typing import Any
 from rakuten_mlops.registry import AliasChanged, ModelRegistry
 from rakuten_mlops.settings import Settings
 from rakuten_operator import FAILURE_TAG
+from rakuten_operator.analysis import Strategy, Verdict, judge
 from rakuten_operator.cluster import Cluster
+from rakuten_operator.delivery import canary_deployment, canary_name, canary_replicas, traffic_share
+from rakuten_operator.prometheus import Prometheus, PrometheusUnavailable
 from rakuten_operator.rollout import (
     Phase,
     RolloutStatus,
     ServedModelSpec,
     Step,
     StepKind,
+    format_time,
     needs_pin,
     next_step,
+    parse_time,
     pin_patch,
     read_deployment,
+    rollout_verdict,
     transition,
 )
 
@@ -49,12 +55,18 @@ class ModelRollout:
         cluster: Cluster,
         notify: Notify,
         db_url: str | None = None,
+        *,
+        prometheus_url: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.namespace = namespace
         self.cluster = cluster
         self.notify = notify
         self.db_url = db_url if db_url is not None else os.environ.get("RAKUTEN_DATABASE_URL")
+        url = prometheus_url if prometheus_url is not None else os.environ.get("RAKUTEN_PROMETHEUS_URL")
+        self.prometheus = Prometheus(url) if url else None
+        self.owner = owner  # the ServedModel (apiVersion, kind, name, uid): owner of the canary
 
     @property
     def ref(self) -> str:
@@ -79,12 +91,28 @@ class ModelRollout:
         view = read_deployment(deployment, spec.container)
         alias_version = registry.production_version()
         status = RolloutStatus.from_status(raw_status)
+        if status.phase in (Phase.SHADOW, Phase.CANARY):
+            return self._progress(spec, raw_status, status, alias_version, deployment, registry)
         step = next_step(spec, status, alias_version, view, utcnow())
         if step.kind in (StepKind.NOTHING, StepKind.WAIT):
             return raw_status
         log.info("%s: %s %s (%s)", self.ref, step.kind, step.version or "", step.reason)
         if step.kind == StepKind.START:
-            return self._start(spec, raw_status, step, deployment)
+            stable = status.served_version
+            progressive = (
+                spec.strategy is not None
+                and status.phase != Phase.ROLLING_OUT
+                and stable is not None
+                and step.version != stable
+                and view.pinned_version == stable
+            )
+            if progressive:
+                fallback = self._analysis_unavailable()
+                if fallback is None:
+                    return self._start_shadow(spec, raw_status, stable, step.version, step.reason)
+                return self._start(spec, raw_status, step, deployment, delivery=f"readiness-only: {fallback}")
+            why = "readiness-only: no spec.strategy" if spec.strategy is None else "readiness-only"
+            return self._start(spec, raw_status, step, deployment, delivery=why)
         if step.kind == StepKind.READY:
             return self._ready(spec, raw_status, step)
         if step.kind == StepKind.ROLLBACK:
@@ -108,7 +136,7 @@ class ModelRollout:
         self.cluster.patch_status(self.name, update.patch)
         return {**raw_status, **update.patch["status"]}
 
-    def _start(self, spec, raw_status, step: Step, deployment) -> dict[str, Any]:
+    def _start(self, spec, raw_status, step: Step, deployment, delivery: str | None = None) -> dict[str, Any]:
         patched = self._pin(spec, deployment, step.version)
         was = step.previous_version or "none"
         action = "pinned" if patched else "already pinned"
@@ -124,12 +152,15 @@ class ModelRollout:
             desired=step.version,
             previous=step.previous_version or "",
             rollout_started=True,
+            extra={"delivery": delivery} if delivery else None,
         )
         self.notify("Normal", "RolloutStarted", message)
         return new
 
     def _ready(self, spec, raw_status, step: Step) -> dict[str, Any]:
         message = f"version {step.version} serves: {step.reason}"
+        if self._remove_canary(spec):
+            message += f"; canary {canary_name(spec.deployment)} removed"
         # Audit first, status last: a crash in between repeats the step rather than losing the row.
         self._record(
             "rollout", spec, version=step.version, previous_version=step.previous_version, reason=step.reason
@@ -145,12 +176,15 @@ class ModelRollout:
         self.notify("Normal", "RolloutComplete", message)
         return new
 
-    def _rollback(self, spec, raw_status, step: Step, deployment, registry: ModelRegistry) -> dict[str, Any]:
+    def _rollback(
+        self, spec, raw_status, step: Step, deployment, registry: ModelRegistry, extra: dict | None = None
+    ) -> dict[str, Any]:
         """Pin the previous version back, then move the alias back if it still names the failed
         version: compare-and-set under the registry lock, its rows in the same transaction, so a
         promotion that landed meanwhile is never overwritten."""
         target, failed = step.version, step.previous_version
         self._pin(spec, deployment, target)
+        self._remove_canary(spec)
         registry.tag(failed, {FAILURE_TAG: step.reason[:500]})
         details = {"servedmodel": self.ref, "deployment": spec.deployment}
         failed_row = dict(
@@ -173,6 +207,7 @@ class ModelRollout:
             desired=target,
             served=target,
             previous="",
+            extra=extra,
         )
         self.notify("Warning", "RolledBack", message)
         return new
@@ -198,6 +233,176 @@ class ModelRollout:
         self.notify("Normal", "AliasNotSet", step.reason)
         return new
 
+    # --- progressive delivery -----------------------------------------------------------------
+
+    def _analysis_unavailable(self) -> str | None:
+        """Why the analysis cannot run now (no Prometheus configured or reachable), else None."""
+        if self.prometheus is None:
+            return "RAKUTEN_PROMETHEUS_URL is not set"
+        try:
+            self.prometheus.check()
+        except PrometheusUnavailable as exc:
+            self.notify("Warning", "AnalysisUnavailable", f"{exc}: readiness-only rollout")
+            return str(exc)
+        return None
+
+    def _stage_fields(self, strategy: Strategy, stage: int, stable: str, candidate: str, now, **more) -> dict:
+        return {
+            "delivery": "progressive",
+            "step": strategy.stage_name(stage),
+            "stageIndex": stage,
+            "stageStartedAt": format_time(now),
+            "stableVersion": stable,
+            "candidateVersion": candidate,
+            **more,
+        }
+
+    def _start_shadow(self, spec, raw_status, stable: str, candidate: str, reason: str) -> dict[str, Any]:
+        """The alias moved: the stable pods shadow the candidate; no Deployment changes yet."""
+        strategy, now = spec.strategy, utcnow()
+        message = (
+            f"version {candidate} in shadow beside version {stable} ({reason}): the stable pods score "
+            f"{strategy.sample_rate:.0%} of requests with it until {strategy.shadow_min_requests} samples"
+        )
+        new = self._write(
+            raw_status,
+            Phase.SHADOW,
+            reason="ShadowStarted",
+            message=message,
+            desired=candidate,
+            previous=stable,
+            rollout_started=True,
+            extra=self._stage_fields(strategy, -1, stable, candidate, now, canaryReplicas=0, lastVerdict=""),
+        )
+        self.notify("Normal", "ShadowStarted", message)
+        return new
+
+    def _progress(self, spec, raw_status, status: RolloutStatus, alias_version, deployment, registry):
+        """One look at a rollout in shadow or canary: follow the alias, keep the canary, analyse, decide."""
+        strategy = spec.strategy
+        stable, candidate = status.stable_version, status.candidate_version
+        if strategy is None or stable is None or candidate is None:
+            return self._cancel(
+                spec, raw_status, stable or status.served_version, "spec.strategy was removed"
+            )
+        if alias_version != candidate:
+            if alias_version is None or alias_version == stable:
+                why = f"alias {spec.alias!r} is back on version {stable}"
+                return self._cancel(spec, raw_status, stable, why)
+            self._remove_canary(spec)
+            self.notify(
+                "Normal",
+                "RolloutSuperseded",
+                f"version {alias_version} promoted while {candidate} was judged",
+            )
+            return self._start_shadow(
+                spec, raw_status, stable, alias_version, f"supersedes version {candidate}"
+            )
+        now = utcnow()
+        stage = status.stage_index
+        started = parse_time(status.stage_started_at) or now
+        elapsed = (now - started).total_seconds()
+        if stage >= 0:
+            ready = self._ensure_canary(spec, deployment, candidate, stage)
+            if not ready and elapsed >= spec.rollout_timeout_seconds:
+                why = f"canary {canary_name(spec.deployment)} not ready after {elapsed:.0f}s"
+                return self._abort(spec, raw_status, status, deployment, registry, why, None)
+        try:
+            signals, results = self.prometheus.signals(
+                self.namespace, stable, candidate, elapsed, canary=stage >= 0
+            )
+        except PrometheusUnavailable as exc:
+            message = f"analysis paused at {strategy.stage_name(stage)}: {exc}; nothing is promoted meanwhile"
+            self.cluster.patch_status(self.name, {"status": {"message": message}})
+            raise
+        analysis = judge(strategy, stage, signals, elapsed)
+        summary = analysis.summary()
+        record = {**analysis.as_status(), "time": format_time(now)}
+        extra = {"analysis": record, "lastVerdict": summary[:200]}
+        previous_verdict = (raw_status.get("analysis") or {}).get("verdict")
+        if analysis.verdict != Verdict.INSUFFICIENT or previous_verdict != str(Verdict.INSUFFICIENT):
+            self.notify("Normal" if analysis.verdict != Verdict.ABORT else "Warning", "Analysis",
+                        f"{summary}; queries: {_results_text(results)}")  # fmt: skip
+        if analysis.verdict == Verdict.ABORT:
+            return self._abort(spec, raw_status, status, deployment, registry, summary, extra)
+        if analysis.verdict == Verdict.PROMOTE:
+            log.info("%s: %s", self.ref, summary)
+            step = Step(StepKind.START, candidate, stable, f"passed shadow and canary: {summary}")
+            new = self._start(spec, raw_status, step, deployment, delivery="progressive")
+            patch = {**extra, "step": "promoting"}
+            self.cluster.patch_status(self.name, {"status": patch})
+            return {**new, **patch}
+        if analysis.verdict == Verdict.CONTINUE:
+            nxt = stage + 1
+            replicas = self._ensure_canary(spec, deployment, candidate, nxt, report=False)
+            share = traffic_share(read_deployment(deployment, spec.container).replicas, replicas)
+            message = (
+                f"version {candidate}: {strategy.stage_name(nxt)} ({replicas} canary pod(s), "
+                f"{share:.0%} of the pods) after {summary}"
+            )
+            new = self._write(
+                raw_status,
+                Phase.CANARY,
+                reason="CanaryStep",
+                message=message,
+                extra={**extra, **self._stage_fields(strategy, nxt, stable, candidate, now, canaryReplicas=replicas)},
+            )  # fmt: skip
+            self.notify("Normal", "CanaryStep", message)
+            return new
+        self.cluster.patch_status(self.name, {"status": extra})
+        return {**raw_status, **extra}
+
+    def _ensure_canary(self, spec, deployment, candidate: str, stage: int, *, report: bool = True):
+        """Create or scale the canary for ``stage``; returns readiness (``report``) or its replicas."""
+        name = canary_name(spec.deployment)
+        stable_replicas = read_deployment(deployment, spec.container).replicas
+        replicas = canary_replicas(stable_replicas, spec.strategy.steps[stage])
+        current = self.cluster.find_deployment(name)
+        if current is None:
+            body = canary_deployment(deployment, spec.container, candidate, replicas, self.owner)
+            self.cluster.create_deployment(body)
+            log.info("%s: created canary %s (%d replicas, version %s)", self.ref, name, replicas, candidate)
+            return replicas if not report else False
+        view = read_deployment(current, spec.container)
+        if view.pinned_version != candidate:
+            self.cluster.patch_deployment(name, pin_patch(current, spec.container, candidate))
+        if view.replicas != replicas:
+            self.cluster.patch_deployment(name, {"spec": {"replicas": replicas}})
+        if not report:
+            return replicas
+        return rollout_verdict(view, candidate, None, utcnow(), None).state == "complete"
+
+    def _remove_canary(self, spec) -> bool:
+        name = canary_name(spec.deployment)
+        removed = self.cluster.delete_deployment(name)
+        if removed:
+            log.info("%s: removed canary %s", self.ref, name)
+        return removed
+
+    def _abort(self, spec, raw_status, status: RolloutStatus, deployment, registry, why: str, extra):
+        """Stop the candidate: canary removed, alias moved back (compare-and-set), version tagged."""
+        step = Step(StepKind.ROLLBACK, status.stable_version, status.candidate_version, why)
+        fields = {**(extra or {}), "step": "aborted", "candidateVersion": "", "canaryReplicas": 0}
+        fields.setdefault("lastVerdict", why[:200])
+        return self._rollback(spec, raw_status, step, deployment, registry, extra=fields)
+
+    def _cancel(self, spec, raw_status, stable: str | None, why: str) -> dict[str, Any]:
+        """The alias left the candidate for the stable version: stop judging, nothing else to undo."""
+        self._remove_canary(spec)
+        message = f"rollout cancelled: {why}"
+        new = self._write(
+            raw_status,
+            Phase.READY,
+            reason="RolloutCancelled",
+            message=message,
+            desired=stable,
+            served=stable,
+            previous="",
+            extra={"step": "", "candidateVersion": "", "canaryReplicas": 0},
+        )
+        self.notify("Normal", "RolloutCancelled", message)
+        return new
+
     # --- audit --------------------------------------------------------------------------------
 
     def _record(self, event_type: str, spec: ServedModelSpec, **fields: Any) -> None:
@@ -212,3 +417,15 @@ class ModelRollout:
             record_model_event(self.db_url, event_type, spec.registered_model, actor="operator", **fields)
         except Exception as exc:
             log.warning("%s: could not record model event %s: %s", self.ref, event_type, exc)
+
+
+def _results_text(results: dict[str, Any]) -> str:
+    """The query results of one analysis, short enough for an Event."""
+    parts = []
+    for name, value in results.items():
+        if isinstance(value, dict):
+            top = sorted(value.items(), key=lambda kv: -kv[1])[:3]
+            parts.append(f"{name}=" + "{" + ", ".join(f"{k}: {v:.0f}" for k, v in top) + "}")
+        elif value is not None:
+            parts.append(f"{name}={value:.4g}")
+    return ", ".join(parts)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from rakuten_operator import VERSION_ANNOTATION, VERSION_ENV
+from rakuten_operator.analysis import Strategy
 
 HISTORY_LIMIT = 10
 #: While a rollout is in flight the Deployment is checked at least this often (seconds).
@@ -23,6 +24,8 @@ ROLLOUT_CHECK_SECONDS = 2.0
 class Phase(StrEnum):
     IDLE = "Idle"
     ROLLING_OUT = "RollingOut"
+    SHADOW = "Shadow"  # progressive rollout: the stable pods score a sample with the candidate
+    CANARY = "Canary"  # progressive rollout: a canary Deployment serves the candidate
     READY = "Ready"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
@@ -50,6 +53,7 @@ class ServedModelSpec:
     poll_seconds: float = 30.0
     rollout_timeout_seconds: float = 600.0
     auto_rollback: bool = True
+    strategy: Strategy | None = None  # progressive delivery (None: readiness-only rollouts)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> ServedModelSpec:
@@ -64,6 +68,7 @@ class ServedModelSpec:
             poll_seconds=float(spec.get("pollSeconds") or cls.poll_seconds),
             rollout_timeout_seconds=float(spec.get("rolloutTimeoutSeconds") or cls.rollout_timeout_seconds),
             auto_rollback=bool(spec.get("autoRollback", cls.auto_rollback)),
+            strategy=Strategy.from_spec(spec.get("strategy")),
         )
 
 
@@ -93,6 +98,10 @@ class RolloutStatus:
     previous_version: str | None = None
     rollout_started_at: str | None = None
     message: str = ""
+    stage_index: int = -1  # progressive rollout: -1 shadow, i canary step i
+    stage_started_at: str | None = None
+    stable_version: str | None = None
+    candidate_version: str | None = None
 
     @classmethod
     def from_status(cls, status: dict[str, Any] | None) -> RolloutStatus:
@@ -105,6 +114,10 @@ class RolloutStatus:
             previous_version=status.get("previousVersion"),
             rollout_started_at=status.get("rolloutStartedAt"),
             message=status.get("message") or "",
+            stage_index=int(status.get("stageIndex", -1)),
+            stage_started_at=status.get("stageStartedAt"),
+            stable_version=status.get("stableVersion") or None,
+            candidate_version=status.get("candidateVersion") or None,
         )
 
 
@@ -314,7 +327,7 @@ def next_step(
 
 def wait_seconds(spec: ServedModelSpec, phase: Phase | None) -> float:
     """How long to sleep before the next look: faster while a rollout is in flight."""
-    if phase == Phase.ROLLING_OUT:
+    if phase in (Phase.ROLLING_OUT, Phase.SHADOW, Phase.CANARY):
         return min(spec.poll_seconds, ROLLOUT_CHECK_SECONDS)
     return spec.poll_seconds
 
@@ -365,6 +378,7 @@ def transition(
     previous: str | None = None,
     rollout_started: bool = False,
     generation: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> StatusUpdate:
     """Build the status patch for a phase change: conditions, transition time, short history."""
     raw = raw_status or {}
@@ -372,7 +386,14 @@ def transition(
     old_conditions = list(raw.get("conditions") or [])
     conditions = [
         _condition("Ready", phase == Phase.READY, reason, message, stamp, old_conditions),
-        _condition("Progressing", phase == Phase.ROLLING_OUT, reason, message, stamp, old_conditions),
+        _condition(
+            "Progressing",
+            phase in (Phase.ROLLING_OUT, Phase.SHADOW, Phase.CANARY),
+            reason,
+            message,
+            stamp,
+            old_conditions,
+        ),
     ]
     entry = {"time": stamp, "phase": str(phase), "version": desired or "", "reason": reason}
     if message:
@@ -396,5 +417,7 @@ def transition(
         patch["rolloutStartedAt"] = stamp
     if generation is not None:
         patch["observedGeneration"] = generation
+    if extra:
+        patch.update(extra)
     merged = {**raw, **patch}
     return StatusUpdate(patch={"status": patch}, status=RolloutStatus.from_status(merged))

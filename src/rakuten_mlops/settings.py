@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     prediction_retention_days: int = Field(
         default=30, ge=1, description="Whole days of prediction log `rakuten-mlops retention` keeps."
     )
+    shadow_sample_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests a pinned pod also scores with the alias's newer version (shadow).",
+    )
+    shadow_queue_size: int = Field(default=256, ge=1)
+    shadow_poll_seconds: float = Field(default=5.0, gt=0.0)
     retrain_mode: Literal["local", "kubernetes"] = "local"
     api_url: str = "http://127.0.0.1:8000"
 

@@ -60,6 +60,14 @@ def registered_model(mlflow_server: MlflowServer, model_source: Any) -> Callable
     return make
 
 
+@pytest.fixture(scope="session")
+def delivery_models(mlflow_server: MlflowServer) -> dict[str, Any]:
+    """The progressive-delivery tests' stable fit and candidates, logged once (delivery_harness.py)."""
+    from tests.operator.delivery_harness import SLOW_SECONDS, log_delivery_models
+
+    return log_delivery_models(mlflow_server.uri, SLOW_SECONDS)
+
+
 # --- emulated Kubernetes API ----------------------------------------------------------------
 
 

@@ -87,10 +87,20 @@ def test_crd_follows_the_contract():
     assert props["status"]["properties"]["phase"]["enum"] == [
         "Idle",
         "RollingOut",
+        "Shadow",
+        "Canary",
         "Ready",
         "Failed",
         "RolledBack",
     ]
+    from rakuten_operator.rollout import Phase
+
+    assert set(props["status"]["properties"]["phase"]["enum"]) == {str(p) for p in Phase}
+    for column in ("Step", "Stable", "Candidate", "Verdict"):
+        assert column in columns
+    assert (
+        "strategy" in props["spec"]["properties"] and "default" not in props["spec"]["properties"]["strategy"]
+    )
 
 
 def test_a_servedmodel_and_the_operators_status_fit_the_schema():
@@ -129,14 +139,25 @@ def test_rbac_is_namespaced_and_least_privilege():
     kinds = [doc["kind"] for doc in docs("rbac.yaml")]
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
     (role,) = [d for d in docs("rbac.yaml") if d["kind"] == "Role"]
-    grants = {
-        (g, r): set(rule["verbs"])
-        for rule in role["rules"]
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-    }
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        if rule.get("resourceNames"):
+            continue
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                grants.setdefault((g, r), set()).update(rule["verbs"])
     assert all("*" not in verbs for verbs in grants.values())
-    assert grants[("apps", "deployments")] == {"get", "patch"}
+    # the canary of a progressive rollout: any Deployment may be created, only the canary deleted
+    assert grants[("apps", "deployments")] == {"get", "patch", "create"}
+    named = [rule for rule in role["rules"] if rule.get("resourceNames")]
+    assert named == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": ["rk-rakuten-mlops-api-canary"],
+            "verbs": ["delete"],
+        }
+    ]
     assert grants[("mlops.rakuten.io", "servedmodels")] == {"get", "list", "watch", "patch"}
     assert grants[("mlops.rakuten.io", "servedmodels/status")] == {"get", "patch"}
     assert grants[("", "events")] == {"create"}

@@ -29,10 +29,13 @@ def prometheus_binary() -> str:
     return binary
 
 
-def start_prometheus(root: Path, target: str, timeout: float = 60) -> tuple[ManagedProcess, str]:
-    """Prometheus scraping ``target`` (host:port) as job ``rakuten-api``; returns it and its URL."""
+def start_prometheus(
+    root: Path, target: str, timeout: float = 60, config: str | None = None
+) -> tuple[ManagedProcess, str]:
+    """Prometheus scraping ``target`` (host:port) as job ``rakuten-api`` (or running ``config``);
+    returns it and its URL."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "prometheus.yml").write_text(CONFIG.format(target=target))
+    (root / "prometheus.yml").write_text(config if config is not None else CONFIG.format(target=target))
     url = f"http://127.0.0.1:{free_port()}"
     cmd = [
         prometheus_binary(), f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",

@@ -24,6 +24,7 @@ from rakuten_mlops.serving.responses import OrjsonResponse
 from rakuten_mlops.serving.retrain import make_retrainer
 from rakuten_mlops.serving.routers import admin, feedback, health, metrics, model, predictions
 from rakuten_mlops.serving.schemas import request_models
+from rakuten_mlops.serving.shadow import ShadowScorer
 from rakuten_mlops.settings import Settings, get_settings
 
 log = logging.getLogger("rakuten_mlops.serving")
@@ -59,16 +60,21 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
         registry=build_registry(settings.database_url),
     )
 
+    state.service.shadow = shadow = ShadowScorer.for_store(store, metrics_)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if plog is not None:
             plog.start()
         loader = asyncio.create_task(store.run_background(), name="model-store")
+        shadowing = asyncio.create_task(shadow.run(), name="shadow") if shadow is not None else None
         try:
             yield
         finally:
             loader.cancel()  # a registry call in a thread cannot be interrupted: do not wait for it long
-            await asyncio.wait([loader], timeout=2)
+            if shadowing is not None:
+                shadowing.cancel()
+            await asyncio.wait([loader] if shadowing is None else [loader, shadowing], timeout=2)
             if plog is not None:
                 await asyncio.to_thread(plog.close)
                 log.info("prediction log closed: %d written, %d dropped", plog.written, plog.dropped)
@@ -103,7 +109,11 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
             inner = PredictionEndpoints(
                 inner, state.service, product_model, batch_model, settings.max_body_bytes
             )
-        return RequestMetrics(inner, metrics=metrics_, known_paths=known)
+        return RequestMetrics(inner, metrics=metrics_, known_paths=known, version_of=served_version)
+
+    def served_version() -> str | None:
+        model = store.current
+        return model.version if model is not None else None
 
     app.outer_layers = outer_layers
     return app

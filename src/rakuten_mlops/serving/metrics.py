@@ -55,6 +55,7 @@ LATENCY_BUCKETS = (
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LENGTH_BUCKETS = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 20_000)
 MODEL_INFO = "rakuten_model_info"
+SHADOW_INFO = "rakuten_shadow_candidate_info"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 
@@ -111,14 +112,77 @@ class ApiMetrics:
         self.log_written = Counter(
             "rakuten_prediction_log_written", "Predictions written to the prediction log."
         )
+        # Per model version, bounded: a pod pinned by the operator serves one version, and its shadow
+        # scores at most one candidate beside it (docs/operator.md).
+        self.model_requests = Counter(
+            "rakuten_model_requests_total",
+            "Prediction requests by the model version that answered and outcome (error: status 5xx).",
+            ["model_version", "outcome"],
+        )
+        self.model_latency = Histogram(
+            "rakuten_model_request_duration_seconds",
+            "Latency of prediction requests by the model version that answered.",
+            ["model_version"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.shadow_samples = Counter(
+            "rakuten_shadow_samples_total",
+            "Live requests sampled for the shadow candidate, by candidate version and result "
+            "(scored, failed: the candidate raised, dropped: the shadow queue was full).",
+            ["model_version", "result"],
+        )
+        self.shadow_agreements = Counter(
+            "rakuten_shadow_agreements_total",
+            "Shadow samples where the candidate predicts the class the served version answered.",
+            ["model_version"],
+        )
+        self.shadow_predictions = Counter(
+            "rakuten_shadow_predictions_total",
+            "Predicted classes on shadow samples, by the version that predicted and its role (stable, candidate).",
+            ["model_version", "role", "prdtypecode"],
+        )
+        self.shadow_confidence = Histogram(
+            "rakuten_shadow_confidence",
+            "Probability of the predicted class on shadow samples, by version and role.",
+            ["model_version", "role"],
+            buckets=CONFIDENCE_BUCKETS,
+        )
+        self.shadow_latency = Histogram(
+            "rakuten_shadow_duration_seconds",
+            "The candidate's scoring time per shadow sample (a batch's time divided by its rows).",
+            ["model_version"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.shadow_candidate = Gauge(
+            SHADOW_INFO,
+            "1 for the candidate version a live worker scores in shadow.",
+            ["model_version"],
+            multiprocess_mode="livemax",
+        )
+        self._model_children: dict[tuple[str, bool], tuple] = {}
         self.model_loaded.set(0)
         for result in ("success", "failure"):
             self.reloads.labels(result)
+
+    def record_model_request(self, version: str, error: bool, seconds: float) -> None:
+        """One prediction request answered by ``version`` (children cached: ``labels()`` locks)."""
+        key = (version, error)
+        children = self._model_children.get(key)
+        if children is None:
+            children = self._model_children[key] = (
+                self.model_requests.labels(version, "error" if error else "ok"),
+                self.model_latency.labels(version),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def record_swap(self, previous, current) -> None:
         """``current`` replaces ``previous``: its series is 1 and the previous one goes away."""
         labels = _info_labels(current)
         self.model_info.labels(*labels).set(1)
+        for outcome in ("ok", "error"):  # series exist from 0: Prometheus' increase() sees the first requests
+            self.model_requests.labels(current.version, outcome)
+        self.model_latency.labels(current.version)
         if previous is not None and _info_labels(previous) != labels:
             if multiprocess_dir():  # remove() cannot reach the mmap file: 0, dropped by LiveCollector
                 self.model_info.labels(*_info_labels(previous)).set(0)
@@ -249,7 +313,8 @@ def build_registry(database_url: str | None) -> CollectorRegistry:
 class LiveCollector(Collector):
     """All workers' metrics (``MultiProcessCollector``) without what old versions and dead workers left.
 
-    - ``rakuten_model_info``: samples at 0 are versions no live worker serves any more.
+    - ``rakuten_model_info`` and ``rakuten_shadow_candidate_info``: samples at 0 are versions no
+      live worker serves (or shadows) any more.
     - live gauges (``livemax``, ``livemin``, ``livesum``) of a worker that is gone (killed, crashed,
       restarted by uvicorn) are removed as ``mark_process_dead`` would have on a clean exit.
     """
@@ -263,7 +328,7 @@ class LiveCollector(Collector):
     def collect(self) -> Iterable:
         reap_dead_workers(self.path)
         for family in self._merged.collect():
-            if family.name == MODEL_INFO:
+            if family.name in (MODEL_INFO, SHADOW_INFO):
                 family.samples = [s for s in family.samples if s.value != 0]
             yield family
 

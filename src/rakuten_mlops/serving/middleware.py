@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +13,7 @@ from rakuten_mlops.serving.errors import error_body
 UNMATCHED = "<unmatched>"
 
 
+PREDICTION_PATHS = frozenset({"/predict", "/predict/batch"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -23,10 +25,18 @@ class RequestMetrics:
     and builds its key on every call.
     """
 
-    def __init__(self, app: ASGIApp, metrics, known_paths: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics,
+        known_paths: frozenset[str] = frozenset(),
+        version_of: Callable[[], str | None] | None = None,
+    ):
         self.app = app
         self.metrics = metrics
         self.known_paths = known_paths
+        # the served model version, for the per-version metrics of the prediction paths
+        self.version_of = version_of
         self._children: dict[tuple[str, str, int], tuple] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,8 +68,13 @@ class RequestMetrics:
                     self.metrics.requests.labels(*labels),
                     self.metrics.latency.labels(*labels),
                 )
+            elapsed = time.perf_counter() - started
             children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            children[1].observe(elapsed)
+            if self.version_of is not None and path in PREDICTION_PATHS:
+                version = self.version_of()
+                if version:
+                    self.metrics.record_model_request(version, status >= 500, elapsed)
 
 
 class BodyRejected(Exception):

@@ -282,6 +282,14 @@ class ModelStore:
         self.no_production_version = False
         return target
 
+    def alias_version(self) -> str | None:
+        """The version behind the alias now (one registry call); None when the alias is not set."""
+        return self.registry().aliases().get(self.alias)
+
+    def load_beside(self, version: str) -> LoadedModel:
+        """Load ``version`` without serving it (the shadow's candidate); the served model is untouched."""
+        return self._load_version(self.resolve(version))
+
     def reload_all_workers(self, *, force: bool = False) -> bool:
         """``load()`` in this worker, then announce it so every other worker reloads within ~1 s."""
         changed = self.load(force=force)

@@ -46,6 +46,7 @@ class PredictionService:
         self._names: dict[int, str] = {}
         self._class_counters: dict[int, object] = {}  # labelled children, cached (labels() locks)
         self._explainer: tuple[LoadedModel, LinearExplainer] | None = None  # the last model's
+        self.shadow = None  # serving.shadow.ShadowScorer of a pinned pod: gets a sample after each answer
 
     async def predict(self, products: Sequence, k: int = 3, explain: int = 0) -> tuple[str, list[dict]]:
         """Predictions for ``products`` (objects with designation/description/productid), in order;
@@ -138,6 +139,8 @@ class PredictionService:
         if any(job.explain for job in jobs):
             self._explain(model, jobs, results)
         self._observe(codes, probabilities, features)
+        if self.shadow is not None:
+            self.shadow.offer(version, designations, descriptions, codes, probabilities)
         if self.prediction_log is not None:
             self.prediction_log.append(records)
         return results

@@ -14,7 +14,15 @@ from rakuten_mlops.ui.api import APIError, PlatformAPI
 from rakuten_mlops.ui.queries import ActionRefused, model_events
 
 #: The model_events the Training page lists (the retrain decisions are on Monitoring).
-TRAINING_EVENTS = ("trained", "promoted", "rejected", "forced", "rollback", "rollout")
+TRAINING_EVENTS = ("trained", "promoted", "rejected", "forced", "rollback", "rollout", "rollout_failed")
+
+#: PromQL of the rollout panel: the candidates stable pods shadow, and per-version traffic and agreement.
+ROLLOUT_QUERIES = {
+    "shadowed": "max by (model_version) (rakuten_shadow_candidate_info)",
+    "requests": "sum by (model_version) (rate(rakuten_model_requests_total[5m]))",
+    "agreements": "sum by (model_version) (increase(rakuten_shadow_agreements_total[5m]))",
+    "scored": 'sum by (model_version) (increase(rakuten_shadow_samples_total{result="scored"}[5m]))',
+}
 
 VERSION_COLUMNS = [
     "version", "aliases", "created_at", "f1_weighted", "f1_macro", "accuracy", "train_rows", "test_rows",
@@ -226,3 +234,40 @@ def _reload_api(settings: Settings, token: str | None) -> str:
 def training_events(settings: Settings) -> pd.DataFrame:
     """The registry's history as the Training page lists it: trainings, gate decisions, rollbacks."""
     return model_events(settings, TRAINING_EVENTS)
+
+
+def rollout_frame(results: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """One row per model version seen in the last 5 minutes: traffic share, shadowed, agreement.
+
+    ``results`` holds the answers to :data:`ROLLOUT_QUERIES` by name. Empty when a single version
+    serves and nothing is shadowed: no rollout in progress.
+    """
+
+    def by_version(name: str) -> dict[str, float]:
+        return {r["labels"].get("model_version", ""): r["value"] for r in results.get(name, [])}
+
+    shadowed = {v for v, x in by_version("shadowed").items() if x >= 1}
+    requests, agreements, scored = by_version("requests"), by_version("agreements"), by_version("scored")
+    total = sum(requests.values())
+    versions = sorted(set(requests) | shadowed, key=lambda v: (len(v), v))
+    columns = ["version", "traffic_share", "in_shadow", "shadow_agreement", "shadow_samples_5m"]
+    if len(versions) < 2 and not shadowed:
+        return pd.DataFrame(columns=columns)
+    rows = [
+        {
+            "version": v,
+            "traffic_share": requests.get(v, 0.0) / total if total else 0.0,
+            "in_shadow": v in shadowed,
+            "shadow_agreement": agreements[v] / scored[v] if scored.get(v) else None,
+            "shadow_samples_5m": scored.get(v),
+        }
+        for v in versions
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def rollout_in_progress(settings: Settings) -> pd.DataFrame:
+    """:func:`rollout_frame` from the configured Prometheus."""
+    from rakuten_mlops.ui.queries.monitoring import prometheus_query
+
+    return rollout_frame({name: prometheus_query(settings, q) for name, q in ROLLOUT_QUERIES.items()})

@@ -16,6 +16,21 @@ except Exception as exc:
     session.show_error("Reading the registry", exc)
     versions = pd.DataFrame(columns=training_q.VERSION_COLUMNS)
 
+if settings.prometheus_url:
+    try:
+        rollout = training_q.rollout_in_progress(settings)
+    except Exception as exc:
+        rollout = None
+        session.show_error("Reading the rollout from Prometheus", exc)
+    if rollout is not None and not rollout.empty:
+        st.subheader("Rollout in progress")
+        st.caption(
+            "Last 5 minutes: the share of prediction requests each version answered, and for a "
+            "candidate in shadow its agreement with the served version on sampled requests. "
+            "`kubectl get servedmodels` shows the step and the last verdict."
+        )
+        st.dataframe(rollout, hide_index=True)
+
 st.subheader("Registered versions")
 if versions.empty:
     st.info(f"No version of {settings.registered_model} yet: train one below.")

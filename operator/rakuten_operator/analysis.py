@@ -1,0 +1,255 @@
+"""The delivery strategy of a ServedModel and the judgement of one analysis: plain functions, no I/O.
+
+A rollout with a strategy goes through stages: ``shadow`` (the stable pods score a sample of live
+requests with the candidate in the background), then one ``canary`` stage per entry of
+``canary.steps`` (a canary Deployment pinned to the candidate takes that share of the traffic).
+At each look the operator measures the candidate against the stable version (:class:`Signals`,
+read from Prometheus by :mod:`rakuten_operator.prometheus`) and :func:`judge` says what to do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+SHADOW = "shadow"
+
+
+class Verdict(StrEnum):
+    CONTINUE = "continue"  # this stage passed: go to the next one
+    PROMOTE = "promote"  # the last stage passed: pin the candidate in the stable Deployment
+    ABORT = "abort"  # a threshold is broken (or no data and onInsufficientData: abort): revert
+    INSUFFICIENT = "insufficient"  # not enough requests or time yet: look again later
+
+
+class OnInsufficientData(StrEnum):
+    WAIT = "wait"
+    PROMOTE = "promote"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """``spec.strategy.analysis``: how far the candidate may be from the stable version."""
+
+    max_error_rate_increase: float = 0.01
+    max_p99_latency_ratio: float = 1.5
+    min_agreement: float = 0.85
+    max_predicted_class_shift: float = 0.15
+    max_confidence_drop: float = 0.1
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """``spec.strategy`` with its defaults (the CRD applies the same ones)."""
+
+    sample_rate: float = 0.2
+    shadow_min_requests: int = 500
+    shadow_max_seconds: float = 600.0
+    steps: tuple[int, ...] = (10, 50)
+    step_seconds: float = 300.0
+    canary_min_requests: int = 300
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    on_insufficient_data: OnInsufficientData = OnInsufficientData.WAIT
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> Strategy | None:
+        """None when the spec has no strategy (readiness-only rollouts); ValueError when it is invalid."""
+        if not spec:
+            return None
+        shadow = spec.get("shadow") or {}
+        canary = spec.get("canary") or {}
+        analysis = spec.get("analysis") or {}
+        defaults, limits = cls(), Thresholds()
+        steps = tuple(int(step) for step in canary.get("steps", defaults.steps))
+        if any(not 0 < step < 100 for step in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError(f"spec.strategy.canary.steps must rise strictly within 1..99, got {list(steps)}")
+        rate = float(shadow.get("sampleRate", defaults.sample_rate))
+        if not 0 <= rate <= 1:
+            raise ValueError(f"spec.strategy.shadow.sampleRate must be within 0..1, got {rate}")
+        mode = str(spec.get("onInsufficientData", defaults.on_insufficient_data))
+        if mode not in OnInsufficientData._value2member_map_:
+            raise ValueError(f"spec.strategy.onInsufficientData must be wait, promote or abort, got {mode!r}")
+        return cls(
+            sample_rate=rate,
+            shadow_min_requests=int(shadow.get("minRequests", defaults.shadow_min_requests)),
+            shadow_max_seconds=float(shadow.get("maxSeconds", defaults.shadow_max_seconds)),
+            steps=steps,
+            step_seconds=float(canary.get("stepSeconds", defaults.step_seconds)),
+            canary_min_requests=int(canary.get("minRequests", defaults.canary_min_requests)),
+            thresholds=Thresholds(
+                max_error_rate_increase=float(
+                    analysis.get("maxErrorRateIncrease", limits.max_error_rate_increase)
+                ),
+                max_p99_latency_ratio=float(analysis.get("maxP99LatencyRatio", limits.max_p99_latency_ratio)),
+                min_agreement=float(analysis.get("minAgreement", limits.min_agreement)),
+                max_predicted_class_shift=float(
+                    analysis.get("maxPredictedClassShift", limits.max_predicted_class_shift)
+                ),
+                max_confidence_drop=float(analysis.get("maxConfidenceDrop", limits.max_confidence_drop)),
+            ),  # fmt: skip
+            on_insufficient_data=OnInsufficientData(mode),
+        )
+
+    def stage_name(self, index: int) -> str:
+        """Stage -1 is the shadow, stage i >= 0 the canary at ``steps[i]`` percent."""
+        return SHADOW if index < 0 else f"canary {self.steps[index]}%"
+
+    def stage_limits(self, index: int) -> tuple[int, float, float]:
+        """(minRequests, minimum seconds, seconds after which onInsufficientData decides) of a stage.
+
+        The shadow is judged as soon as it has ``minRequests`` samples; a canary step runs at
+        least ``stepSeconds``. Both hand over to ``onInsufficientData`` after ``shadow.maxSeconds``
+        (for a canary step: never before ``stepSeconds``).
+        """
+        if index < 0:
+            return self.shadow_min_requests, 0.0, self.shadow_max_seconds
+        return self.canary_min_requests, self.step_seconds, max(self.step_seconds, self.shadow_max_seconds)
+
+    def is_last(self, index: int) -> bool:
+        return index >= len(self.steps) - 1
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The candidate against the stable version over one window; None = not measured.
+
+    ``requests`` is what the stage counts towards ``minRequests``: sampled requests scored by the
+    candidate in the shadow, requests the canary answered in a canary step.
+    """
+
+    requests: float = 0.0
+    stable_error_rate: float | None = None
+    candidate_error_rate: float | None = None
+    stable_p99: float | None = None
+    candidate_p99: float | None = None
+    agreement: float | None = None
+    stable_classes: Mapping[str, float] = field(default_factory=dict)
+    candidate_classes: Mapping[str, float] = field(default_factory=dict)
+    stable_confidence: float | None = None
+    candidate_confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float | None
+    limit: float
+    ok: bool
+
+    def describe(self) -> str:
+        value = "n/a" if self.value is None else f"{self.value:.3g}"
+        op = ">=" if self.name == "agreement" else "<="
+        return f"{self.name} {value} ({'ok' if self.ok else 'NOT'} {op} {self.limit:g})"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One judgement: the verdict, why, and every number it was taken on."""
+
+    verdict: Verdict
+    stage: str
+    reason: str
+    requests: float
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(check for check in self.checks if not check.ok)
+
+    def summary(self) -> str:
+        """One line for the status column and the Events: verdict, stage, requests, numbers."""
+        numbers = "; ".join(check.describe() for check in self.checks if check.value is not None)
+        text = f"{self.verdict} at {self.stage}: {self.reason} (n={self.requests:.0f}"
+        return f"{text}; {numbers})" if numbers else f"{text})"
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "verdict": str(self.verdict),
+            "stage": self.stage,
+            "reason": self.reason,
+            "requests": round(self.requests, 1),
+            "checks": [
+                {"name": c.name, "value": None if c.value is None else round(c.value, 4), "limit": c.limit, "ok": c.ok}
+                for c in self.checks
+            ],
+        }  # fmt: skip
+
+
+def total_variation(a: Mapping[str, float], b: Mapping[str, float]) -> float | None:
+    """Total variation distance between two count vectors (0 same mix, 1 disjoint); None if one is empty."""
+    total_a, total_b = sum(a.values()), sum(b.values())
+    if total_a <= 0 or total_b <= 0:
+        return None
+    keys = set(a) | set(b)
+    return 0.5 * sum(abs(a.get(k, 0.0) / total_a - b.get(k, 0.0) / total_b) for k in keys)
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) or math.isinf(value) else float(value)
+
+
+def checks(signals: Signals, limits: Thresholds) -> tuple[Check, ...]:
+    """Each threshold against what was measured; a signal not measured passes (value None)."""
+    out: list[Check] = []
+    stable_err, cand_err = _finite(signals.stable_error_rate), _finite(signals.candidate_error_rate)
+    increase = None if cand_err is None else cand_err - (stable_err or 0.0)
+    out.append(Check("error_rate_increase", increase, limits.max_error_rate_increase,
+                     increase is None or increase <= limits.max_error_rate_increase))  # fmt: skip
+    stable_p99, cand_p99 = _finite(signals.stable_p99), _finite(signals.candidate_p99)
+    ratio = cand_p99 / stable_p99 if cand_p99 is not None and stable_p99 else None
+    out.append(Check("p99_latency_ratio", ratio, limits.max_p99_latency_ratio,
+                     ratio is None or ratio <= limits.max_p99_latency_ratio))  # fmt: skip
+    agreement = _finite(signals.agreement)
+    out.append(Check("agreement", agreement, limits.min_agreement,
+                     agreement is None or agreement >= limits.min_agreement))  # fmt: skip
+    shift = total_variation(signals.stable_classes, signals.candidate_classes)
+    out.append(Check("predicted_class_shift", shift, limits.max_predicted_class_shift,
+                     shift is None or shift <= limits.max_predicted_class_shift))  # fmt: skip
+    stable_conf, cand_conf = _finite(signals.stable_confidence), _finite(signals.candidate_confidence)
+    drop = stable_conf - cand_conf if stable_conf is not None and cand_conf is not None else None
+    out.append(Check("confidence_drop", drop, limits.max_confidence_drop,
+                     drop is None or drop <= limits.max_confidence_drop))  # fmt: skip
+    return tuple(out)
+
+
+def judge(strategy: Strategy, stage: int, signals: Signals, elapsed_seconds: float) -> Analysis:
+    """The verdict on ``stage`` (-1 shadow, i canary step i) after ``elapsed_seconds`` in it.
+
+    - a broken threshold with at least ``minRequests`` requests: abort;
+    - fewer requests, or a canary step younger than ``stepSeconds``: insufficient, until the
+      stage's deadline, where ``onInsufficientData`` decides (wait keeps it insufficient);
+    - every threshold kept with enough requests and time: continue (promote after the last step).
+    """
+    name = strategy.stage_name(stage)
+    min_requests, min_seconds, deadline = strategy.stage_limits(stage)
+    results = checks(signals, strategy.thresholds)
+    requests = max(float(signals.requests or 0.0), 0.0)
+    passed = Verdict.PROMOTE if strategy.is_last(stage) else Verdict.CONTINUE
+    enough = requests >= min_requests
+    failed = [check for check in results if not check.ok]
+    if enough and failed:
+        why = ", ".join(check.describe() for check in failed)
+        return Analysis(Verdict.ABORT, name, why, requests, results)
+    if enough and elapsed_seconds >= min_seconds:
+        return Analysis(passed, name, "every threshold kept", requests, results)
+    if elapsed_seconds < deadline:
+        if enough:
+            why = f"{elapsed_seconds:.0f}s of the step's {min_seconds:g}s"
+        else:
+            why = f"{requests:.0f}/{min_requests} requests after {elapsed_seconds:.0f}s"
+        return Analysis(Verdict.INSUFFICIENT, name, why, requests, results)
+    why = f"only {requests:.0f}/{min_requests} requests after {elapsed_seconds:.0f}s"
+    mode = strategy.on_insufficient_data
+    if mode == OnInsufficientData.ABORT:
+        return Analysis(Verdict.ABORT, name, f"{why}, onInsufficientData: abort", requests, results)
+    if mode == OnInsufficientData.PROMOTE and not failed:
+        return Analysis(passed, name, f"{why}, onInsufficientData: promote", requests, results)
+    if mode == OnInsufficientData.PROMOTE:
+        # A broken threshold on few requests is not enough to abort, nor to go on blindly.
+        broken = ", ".join(check.describe() for check in failed)
+        return Analysis(Verdict.INSUFFICIENT, name, f"{why}, waiting: {broken}", requests, results)
+    return Analysis(Verdict.INSUFFICIENT, name, f"{why}, onInsufficientData: wait", requests, results)

@@ -193,7 +193,7 @@ def test_a_one_class_candidate_is_stopped_in_shadow(scenario, start_operator, op
     assert "agreement" in tags["rollout_failure_reason"]
     assert sc.canary() is None and all(p != "Canary" for p, _ in sc.phases())
     assert any(e["reason"] == "RolledBack" and e["type"] == "Warning" for e in sc.events())
-    from tests.operator.test_operator_emulated import model_events
+    from tests.operator.operator_harness import model_events
 
     kinds = [
         (r["event_type"], r["version"]) for r in model_events(operator_env["RAKUTEN_DATABASE_URL"], sc.model)

@@ -201,7 +201,7 @@ def test_a_promotion_racing_the_operator_rollback_is_never_overwritten(
 
         alias = mlflow_server.client().get_model_version_by_alias(model, "production").version
         rows = events(db_url, model)
-        where = f"round {round_no} ({order}): {rows}"
+        where = f"round {round_no} ({order}): {rows}; gate: {decisions[0].reasons}"
         assert alias == "3" and decisions[0].promoted, f"the promotion of 3 was overwritten in {where}"
         assert history(db_url, model)[-1] == alias, f"history and alias differ in {where}"
         if order in EXPECTED_ROWS:  # free runs: the operator may also have seen 3 first and rolled it out

@@ -165,15 +165,17 @@ def _key(settings: Settings, version: str, test: LabelledSplit) -> tuple[str, st
 
 
 def _measure(settings: Settings, version: str, test: LabelledSplit) -> None:
-    """Weighted F1 and calibration error of a registered version on ``test``, into the caches."""
+    """Weighted F1 and calibration error of a registered version on ``test``, into the caches.
+
+    A value already there (remembered from the training run's own evaluation) is kept."""
     from rakuten_mlops.model.loading import load_pipeline, model_uri
     from rakuten_mlops.training.evaluate import calibration_of, weighted_f1
 
     pipeline = load_pipeline(model_uri(settings.registered_model, version=str(version)))
     score, ece = weighted_f1(pipeline, test), calibration_of(pipeline, test).excess
     with _scores_lock:
-        _scores[_key(settings, version, test)] = score
-        _calibration[_key(settings, version, test)] = ece
+        _scores.setdefault(_key(settings, version, test), score)
+        _calibration.setdefault(_key(settings, version, test), ece)
 
 
 def score_version(settings: Settings, version: str, test: LabelledSplit) -> float:

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RAKUTEN_HOME ?= $(CURDIR)/.rakuten
 
-.PHONY: help venv demo test test-quick lint bench bench-serve serve ui render-workflows clean \
+.PHONY: help venv demo test test-long test-quick lint bench bench-serve serve ui render-workflows clean \
         kind-up images deploy kind-e2e kind-down helm-check images-podman
 
 help: ## list targets
@@ -22,8 +22,11 @@ venv: $(BIN)/rakuten-mlops ## create the virtualenv and install the package with
 demo: venv ## run the whole pipeline on the embedded default (SQLite + local MLflow)
 	$(BIN)/python -m rakuten_mlops.demo
 
-test: venv ## the whole test suite (slow tests included), as CI runs it
-	$(BIN)/python -m pytest -q
+test: venv ## the test suite as CI runs it (slow tests included; the minutes-long delivery scenarios are in test-long)
+	$(BIN)/python -m pytest -q -m "not long" --durations=25
+
+test-long: venv ## the progressive-delivery scenarios that take a minute or more each
+	$(BIN)/python -m pytest -q -m long
 
 test-quick: venv ## fast subset (no real servers, no image builds)
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"

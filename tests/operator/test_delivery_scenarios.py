@@ -201,6 +201,7 @@ def test_a_one_class_candidate_is_stopped_in_shadow(scenario, start_operator, op
     assert ("rollout_failed", "2") in kinds and ("rollback", "1") in kinds
 
 
+@pytest.mark.long
 def test_a_slow_candidate_is_stopped_at_the_canary_step(scenario, start_operator):
     sc = scenario(["stable", "slow"])
     start_operator()
@@ -217,6 +218,7 @@ def test_a_slow_candidate_is_stopped_at_the_canary_step(scenario, start_operator
     assert sc.canary() is None and sc.alias() == "1"
 
 
+@pytest.mark.long
 def test_a_promotion_mid_rollout_supersedes_the_rollout_in_flight(scenario, start_operator):
     sc = scenario(["stable", "good", "good"])
     start_operator()
@@ -233,6 +235,7 @@ def test_a_promotion_mid_rollout_supersedes_the_rollout_in_flight(scenario, star
     assert "3" in versions and sc.alias() == "3" and sc.canary() is None
 
 
+@pytest.mark.long
 def test_after_an_operator_restart_the_rollout_resumes_at_the_same_step(scenario, start_operator):
     sc = scenario(["stable", "good"], canary={"steps": [10, 50], "stepSeconds": 8, "minRequests": 60})
     operator = start_operator()
@@ -254,6 +257,7 @@ def test_after_an_operator_restart_the_rollout_resumes_at_the_same_step(scenario
     assert not created, "the canary was not created twice"
 
 
+@pytest.mark.long
 def test_with_prometheus_down_the_rollout_pauses_and_nothing_is_promoted(
     scenario, start_operator, prometheus
 ):

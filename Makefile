@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RAKUTEN_HOME ?= $(CURDIR)/.rakuten
 
-.PHONY: help venv demo test test-long test-quick lint bench bench-serve serve ui render-workflows clean \
+.PHONY: help venv demo test test-long test-quick chaos lint bench bench-serve serve ui render-workflows clean \
         kind-up images deploy kind-e2e kind-down helm-check images-podman
 
 help: ## list targets
@@ -27,6 +27,9 @@ test: venv ## the test suite as CI runs it (slow tests included; the minutes-lon
 
 test-long: venv ## the progressive-delivery scenarios that take a minute or more each
 	$(BIN)/python -m pytest -q -m long
+
+chaos: venv ## the faults-and-load campaign on loopback servers; prints the table of figures (RAKUTEN_CHAOS_SCALE shortens it)
+	$(BIN)/python -m pytest -q -m chaos tests/chaos
 
 test-quick: venv ## fast subset (no real servers, no image builds)
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"

@@ -121,6 +121,7 @@ def send_rollout_traffic(fleet, stable_requests: int = 30, canary_requests: int 
     )
 
 
+@pytest.mark.long  # two API processes and a Prometheus of their own: past the ~10 s of make test
 def test_training_page_shows_the_rollout_in_progress(ui_env, rollout_fleet, served_model, monkeypatch):
     """Phase, step and versions from the ServedModel's status (on the emulated Kubernetes API: no
     cluster runs here); traffic share, shadow agreement and samples per version from a real
@@ -218,6 +219,7 @@ def rollout_panels() -> dict[str, list[dict]]:
     return {p["title"]: p["targets"] for p in walk(dashboard["panels"]) if p["title"].startswith("Rollout:")}
 
 
+@pytest.mark.long  # shares the rollout fleet with the page test above
 def test_the_dashboards_rollout_panels_show_both_versions(rollout_fleet):
     """Each rollout panel of the Grafana dashboard, its variables filled as Grafana fills them for
     the API's namespace and service, answers on a real Prometheus for the stable and the candidate."""

@@ -2,6 +2,8 @@
 decisions with their reasons, live F1 per model version, label feedback and the realized F1 it gives,
 estimated F1 beside realized F1."""
 
+from functools import partial
+
 import streamlit as st
 
 from rakuten_mlops.ui import session
@@ -101,7 +103,7 @@ def show_estimates(estimates) -> None:
     st.dataframe(estimates, hide_index=True)
 
 
-def read_prometheus() -> tuple | None:
+def read_prometheus(settings) -> tuple | None:
     if not settings.prometheus_url:
         return None
     served = monitoring_q.served_models(settings)
@@ -125,46 +127,29 @@ def show_prometheus(read: tuple) -> None:
         st.dataframe(served, hide_index=True)
 
 
-session.section(
-    "Latest drift check",
-    lambda: monitoring_q.drift_reports(settings),
-    show_drift,
-    failed="Reading the drift reports",
-    empty="No drift check yet: run `rakuten-mlops drift` (or the drift-check workflow).",
-    actions=drift_workflow_button,
-)
-session.section(
-    "Retrain decisions",
-    lambda: monitoring_q.retrain_decisions(settings),
-    lambda decisions: st.dataframe(decisions, hide_index=True),
-    failed="Reading the retrain decisions",
-    empty="No retrain decision yet (`rakuten-mlops decide`).",
-)
-session.section(
-    "Live F1 per model version",
-    lambda: monitoring_q.live_evaluations(settings),
-    show_live,
-    failed="Reading the live evaluations",
-    empty="No live evaluation yet: they appear when new labelled batches are scored.",
-)
-session.section(
-    "Label feedback and realized F1",
-    lambda: (monitoring_q.feedback_counts(settings), monitoring_q.feedback_evaluations(settings)),
-    show_feedback,
-    failed="Reading the feedback labels",
-    empty=None,
-)
-session.section(
-    "Estimated and realized F1",
-    lambda: monitoring_q.performance_estimates(settings),
-    show_estimates,
-    failed="Reading the performance estimates",
-    empty="No performance estimate yet: run `rakuten-mlops estimate` (the daily drift check does).",
-)
-session.section(
-    "API metrics (Prometheus)",
-    read_prometheus,
-    show_prometheus,
-    failed=f"Querying Prometheus at {settings.prometheus_url}",
-    empty="RAKUTEN_PROMETHEUS_URL is not set: the API's own numbers are on its /metrics endpoint.",
-)
+def read_feedback(settings) -> tuple:
+    return monitoring_q.feedback_counts(settings), monitoring_q.feedback_evaluations(settings)
+
+
+def show_table(frame) -> None:
+    st.dataframe(frame, hide_index=True)
+
+
+# title, read(settings), show, what failed, what the page says when there is nothing, actions
+SECTIONS = (
+    ("Latest drift check", monitoring_q.drift_reports, show_drift, "Reading the drift reports",
+     "No drift check yet: run `rakuten-mlops drift` (or the drift-check workflow).", drift_workflow_button),
+    ("Retrain decisions", monitoring_q.retrain_decisions, show_table, "Reading the retrain decisions",
+     "No retrain decision yet (`rakuten-mlops decide`).", None),
+    ("Live F1 per model version", monitoring_q.live_evaluations, show_live, "Reading the live evaluations",
+     "No live evaluation yet: they appear when new labelled batches are scored.", None),
+    ("Label feedback and realized F1", read_feedback, show_feedback, "Reading the feedback labels", None, None),
+    ("Estimated and realized F1", monitoring_q.performance_estimates, show_estimates,
+     "Reading the performance estimates",
+     "No performance estimate yet: run `rakuten-mlops estimate` (the daily drift check does).", None),
+    ("API metrics (Prometheus)", read_prometheus, show_prometheus, f"Querying Prometheus at {settings.prometheus_url}",
+     "RAKUTEN_PROMETHEUS_URL is not set: the API's own numbers are on its /metrics endpoint.", None),
+)  # fmt: skip
+
+for title, read, show, failed, empty, actions in SECTIONS:
+    session.section(title, partial(read, settings), show, failed=failed, empty=empty, actions=actions)

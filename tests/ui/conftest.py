@@ -22,6 +22,9 @@ from tests.support import ManagedProcess, free_port, wait_http, wait_until
 from tests.support.prometheus import instant_query, start_prometheus
 from tests.ui.apptest import ADMIN_TOKEN, DEAD_API, REPORT_MARKER
 
+#: What points a process at a Kubernetes API: a pod's in-cluster variables, and the kubeconfig.
+KUBERNETES_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG")
+
 
 @dataclass(frozen=True)
 class Platform:
@@ -144,6 +147,8 @@ def empty_env(settings, empty_platform: Path, monkeypatch: pytest.MonkeyPatch):
     """The control room on a platform with no data and no model; the API is down."""
     shutil.copytree(empty_platform, settings.home, dirs_exist_ok=True)
     monkeypatch.setenv("RAKUTEN_API_URL", DEAD_API)
+    for var in KUBERNETES_ENV:
+        monkeypatch.delenv(var, raising=False)
     return settings
 
 
@@ -172,7 +177,7 @@ def ui_env(settings, platform: Platform, monkeypatch: pytest.MonkeyPatch):
     copy_home(platform, settings.home)
     monkeypatch.setenv("RAKUTEN_API_URL", DEAD_API)
     monkeypatch.setenv("RAKUTEN_ADMIN_TOKEN", ADMIN_TOKEN)
-    for var in ("ARGO_SERVER", "RAKUTEN_PROMETHEUS_URL", "RAKUTEN_RETRAIN_MODE", "KUBECONFIG"):
+    for var in ("ARGO_SERVER", "RAKUTEN_PROMETHEUS_URL", "RAKUTEN_RETRAIN_MODE", *KUBERNETES_ENV):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
     yield Settings()
@@ -234,7 +239,8 @@ def api_env(settings, api: ApiProcess, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RAKUTEN_HOME", str(api.home))
     monkeypatch.setenv("RAKUTEN_API_URL", api.url)
     monkeypatch.delenv("RAKUTEN_ADMIN_TOKEN", raising=False)
-    monkeypatch.delenv("KUBECONFIG", raising=False)
+    for var in KUBERNETES_ENV:
+        monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
     yield Settings()
     get_settings.cache_clear()
@@ -341,6 +347,7 @@ def served_model(kubernetes_api, monkeypatch: pytest.MonkeyPatch):
 
     server, kubeconfig = kubernetes_api
     namespace = f"ui-{uuid.uuid4().hex[:6]}"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # in a pod: not its own cluster
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv("RAKUTEN_NAMESPACE", namespace)
     get_settings.cache_clear()

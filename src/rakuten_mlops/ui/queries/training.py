@@ -274,6 +274,19 @@ def rollout_in_progress(settings: Settings) -> pd.DataFrame:
     return rollout_frame({name: prometheus_query(settings, q) for name, q in ROLLOUT_QUERIES.items()})
 
 
+#: What the Training page shows of a ServedModel's status (our name: the status field).
+SERVED_MODEL_STATUS = {
+    "phase": "phase",
+    "step": "step",
+    "stable_version": "stableVersion",
+    "candidate_version": "candidateVersion",
+    "served_version": "servedVersion",
+    "desired_version": "desiredVersion",
+    "last_verdict": "lastVerdict",
+    "message": "message",
+}
+
+
 def _kubernetes_client():
     """An API client from the in-cluster service account, else the kubeconfig (``KUBECONFIG``,
     else ``~/.kube/config``); None when neither exists."""
@@ -320,19 +333,6 @@ def served_models(settings: Settings, timeout: float = 5.0) -> list[dict[str, st
             }
         )
     return rows
-
-
-#: What the Training page shows of a ServedModel's status (our name: the status field).
-SERVED_MODEL_STATUS = {
-    "phase": "phase",
-    "step": "step",
-    "stable_version": "stableVersion",
-    "candidate_version": "candidateVersion",
-    "served_version": "servedVersion",
-    "desired_version": "desiredVersion",
-    "last_verdict": "lastVerdict",
-    "message": "message",
-}
 
 
 @dataclass

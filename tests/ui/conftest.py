@@ -1,11 +1,15 @@
 """Fixtures of the control-room tests: a real platform (loaded data, two registered versions,
-drift reports, retrain decisions, live evaluations), a real API process, and AppTest helpers."""
+drift reports, retrain decisions, live evaluations), real API processes (one serving production,
+two playing a rollout's stable and canary pods), real Prometheus servers scraping them, and the
+emulated Kubernetes API holding ServedModels."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,8 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ManagedProcess, free_port
+from tests.operator.emulated_api import SERVEDMODELS, EmulatedApiServer
+from tests.support import ManagedProcess, free_port, wait_http, wait_until
+from tests.support.prometheus import instant_query, start_prometheus
 from tests.ui.apptest import ADMIN_TOKEN, DEAD_API, REPORT_MARKER
+
+#: What points a process at a Kubernetes API: a pod's in-cluster variables, and the kubeconfig.
+KUBERNETES_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG")
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,8 @@ def empty_env(settings, empty_platform: Path, monkeypatch: pytest.MonkeyPatch):
     """The control room on a platform with no data and no model; the API is down."""
     shutil.copytree(empty_platform, settings.home, dirs_exist_ok=True)
     monkeypatch.setenv("RAKUTEN_API_URL", DEAD_API)
+    for var in KUBERNETES_ENV:
+        monkeypatch.delenv(var, raising=False)
     return settings
 
 
@@ -166,7 +177,7 @@ def ui_env(settings, platform: Platform, monkeypatch: pytest.MonkeyPatch):
     copy_home(platform, settings.home)
     monkeypatch.setenv("RAKUTEN_API_URL", DEAD_API)
     monkeypatch.setenv("RAKUTEN_ADMIN_TOKEN", ADMIN_TOKEN)
-    for var in ("ARGO_SERVER", "RAKUTEN_PROMETHEUS_URL", "RAKUTEN_RETRAIN_MODE"):
+    for var in ("ARGO_SERVER", "RAKUTEN_PROMETHEUS_URL", "RAKUTEN_RETRAIN_MODE", *KUBERNETES_ENV):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
     yield Settings()
@@ -179,14 +190,17 @@ class ApiProcess:
     home: Path
     process: ManagedProcess
 
+    def wait_ready(self, timeout: float = 180) -> ApiProcess:
+        wait_http(f"{self.url}/ready", timeout, process=self.process)
+        return self
 
-@pytest.fixture(scope="session")
-def api(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
-    """``rakuten-mlops serve`` on a free port over its own copy of the platform (v1 in production)."""
-    home = copy_home(platform, tmp_path_factory.mktemp("ui-api") / "home")
+
+def serve(home: Path, log_name: str, **env: str) -> ApiProcess:
+    """``rakuten-mlops serve`` started on a free port over ``home`` with ``env`` (RAKUTEN_* variables),
+    and none of this process's own RAKUTEN_* or MLFLOW_* settings; :meth:`ApiProcess.wait_ready`
+    waits for it (several start in parallel)."""
     url = f"http://127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_"))}
-    env.update(RAKUTEN_HOME=str(home), RAKUTEN_ADMIN_TOKEN=ADMIN_TOKEN, RAKUTEN_MODEL_POLL_SECONDS="2")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAKUTEN_", "MLFLOW_", "KUBECONFIG"))}
     process = ManagedProcess(
         "rakuten-mlops serve",
         [
@@ -199,15 +213,22 @@ def api(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "--port",
             url.rsplit(":", 1)[1],
         ],
-        home / "api.log",
-        env=env,
+        home / log_name,
+        env={**clean, "RAKUTEN_HOME": str(home), **env},
         inherit_env=False,
-        ready_url=f"{url}/ready",
     )
+    return ApiProcess(url, home, process.start())
+
+
+@pytest.fixture(scope="session")
+def api(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    """``rakuten-mlops serve`` on a free port over its own copy of the platform (v1 in production)."""
+    home = copy_home(platform, tmp_path_factory.mktemp("ui-api") / "home")
+    started = serve(home, "api.log", RAKUTEN_ADMIN_TOKEN=ADMIN_TOKEN, RAKUTEN_MODEL_POLL_SECONDS="2")
     try:
-        yield ApiProcess(url, home, process.start(timeout=180))
+        yield started.wait_ready()
     finally:
-        process.stop()
+        started.process.stop()
 
 
 @pytest.fixture
@@ -218,6 +239,128 @@ def api_env(settings, api: ApiProcess, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RAKUTEN_HOME", str(api.home))
     monkeypatch.setenv("RAKUTEN_API_URL", api.url)
     monkeypatch.delenv("RAKUTEN_ADMIN_TOKEN", raising=False)
+    for var in KUBERNETES_ENV:
+        monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
     yield Settings()
+    get_settings.cache_clear()
+
+
+# --- Prometheus -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prometheus(api: ApiProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's ``prometheus`` on a free port, scraping the ``api`` fixture every second."""
+    process, url = start_prometheus(tmp_path_factory.mktemp("ui-prometheus"), api.url.removeprefix("http://"))
+    try:
+        wait_until(lambda: instant_query(url, "rakuten_model_info"), 60, 0.3, "the first scrape of the API",
+                   process=process)  # fmt: skip
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def prometheus_env(api_env, prometheus: str, monkeypatch: pytest.MonkeyPatch):
+    """``api_env`` with the Prometheus that scrapes the API."""
+    from rakuten_mlops.settings import get_settings
+
+    monkeypatch.setenv("RAKUTEN_PROMETHEUS_URL", prometheus)
+    get_settings.cache_clear()
+    return api_env
+
+
+# --- a rollout in progress ----------------------------------------------------------------------
+
+
+@dataclass
+class RolloutFleet:
+    """Version 1 serving with version 2 in shadow, a canary serving version 2, and a Prometheus
+    scraping both with the labels a ServiceMonitor adds."""
+
+    stable: ApiProcess
+    canary: ApiProcess
+    prometheus: str
+    labels: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def rollout_fleet(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutFleet]:
+    """Two real API processes over one copy of the platform whose alias moved to version 2, as the
+    pods of a progressive rollout run them: the stable pods pin version 1 and score every request
+    with version 2 too (shadow), the canary pods pin version 2. Prometheus scrapes both."""
+    from rakuten_mlops.registry import connect
+
+    root = tmp_path_factory.mktemp("ui-rollout")
+    home = copy_home(platform, root / "home")
+    settings = _settings_for(home)
+    connect(settings).set_registered_model_alias(settings.registered_model, "production", "2")
+    common = {"RAKUTEN_MODEL_POLL_SECONDS": "0", "RAKUTEN_SHADOW_POLL_SECONDS": "0.5"}
+    labels = {"namespace": "rakuten", "service": "rakuten-mlops-api"}
+    started: list[ManagedProcess] = []
+    try:
+        stable = serve(
+            home, "stable.log", RAKUTEN_MODEL_VERSION="1", RAKUTEN_SHADOW_SAMPLE_RATE="1.0", **common
+        )
+        started.append(stable.process)
+        canary = serve(home, "canary.log", RAKUTEN_MODEL_VERSION="2", **common)
+        started.append(canary.process)
+        targets = [p.url.removeprefix("http://") for p in (stable, canary)]
+        process, url = start_prometheus(root / "prometheus", targets, labels=labels)
+        started.append(process)
+        stable.wait_ready(), canary.wait_ready()
+        # every per-version series scraped once at 0 before any traffic, as under steady traffic:
+        # rate() and increase() then count the first requests too
+        series = [
+            'rakuten_model_requests_total{model_version="1"}',
+            'rakuten_model_requests_total{model_version="2"}',
+            'rakuten_shadow_samples_total{model_version="2", result="scored"}',
+        ]
+        wait_until(lambda: all(instant_query(url, s) for s in series), 30, 0.3,
+                   f"Prometheus to scrape {series} from both processes", process=stable.process)  # fmt: skip
+        yield RolloutFleet(stable, canary, url, labels)
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+# --- the Kubernetes API (emulated) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kubernetes_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmulatedApiServer, Path]]:
+    """kmock's emulated Kubernetes API (no cluster runs here; tests/operator/emulated_api.py) and a
+    kubeconfig pointing at it."""
+    server = EmulatedApiServer(free_port()).start()
+    kubeconfig = tmp_path_factory.mktemp("ui-kube") / "kubeconfig"
+    kubeconfig.write_text(json.dumps(server.kubeconfig()))
+    yield server, kubeconfig
+    server.stop()
+
+
+@pytest.fixture
+def served_model(kubernetes_api, monkeypatch: pytest.MonkeyPatch):
+    """Factory: a ServedModel ``rakuten-api`` with ``status`` in a namespace of this test's own,
+    the namespace the control room reads (RAKUTEN_NAMESPACE) through the kubeconfig."""
+    from rakuten_mlops.settings import get_settings
+
+    server, kubeconfig = kubernetes_api
+    namespace = f"ui-{uuid.uuid4().hex[:6]}"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # in a pod: not its own cluster
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("RAKUTEN_NAMESPACE", namespace)
+    get_settings.cache_clear()
+
+    def create(status: dict) -> dict:
+        body = {
+            "apiVersion": "mlops.rakuten.io/v1alpha1",
+            "kind": "ServedModel",
+            "metadata": {"name": "rakuten-api"},
+            "spec": {"deployment": "rakuten-mlops-api", "registeredModel": "rakuten_classifier"},
+        }
+        server.create(SERVEDMODELS, namespace, body)
+        return server.patch(SERVEDMODELS, namespace, "rakuten-api", {"status": status}, subresource="status")
+
+    yield create
     get_settings.cache_clear()

@@ -5,36 +5,8 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 
-from tests.support import wait_until
-from tests.support.prometheus import start_prometheus
 from tests.ui.apptest import health_line, metrics, open_app
-
-
-@pytest.fixture(scope="module")
-def prometheus(api, tmp_path_factory):
-    """Debian's ``prometheus`` on a free port, scraping the API every second."""
-    process, url = start_prometheus(tmp_path_factory.mktemp("ui-prometheus"), api.url.removeprefix("http://"))
-
-    def scraped() -> bool:
-        body = httpx.get(f"{url}/api/v1/query", params={"query": "rakuten_model_info"}, timeout=2).json()
-        return bool(body["data"]["result"])
-
-    try:
-        wait_until(scraped, 60, 0.3, "the first scrape of the API", process=process)
-        yield url
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def prometheus_env(api_env, prometheus, monkeypatch):
-    from rakuten_mlops.settings import get_settings
-
-    monkeypatch.setenv("RAKUTEN_PROMETHEUS_URL", prometheus)
-    get_settings.cache_clear()
-    return api_env
 
 
 def test_prometheus_is_green_and_shows_what_the_api_serves(prometheus_env, api):

@@ -102,21 +102,3 @@ def evaluate_after_load(settings: Settings, batch_id: int, console) -> LiveEvalu
     else:
         console.print(result.describe())
     return result
-
-
-def latest_live_evaluation(settings: Settings, model_version: str):
-    """The newest ``live_evaluations`` row of a model version, or None."""
-    from sqlalchemy import select
-
-    from rakuten_mlops.db import session_scope, upgrade
-    from rakuten_mlops.db.models import LiveEvaluation
-
-    upgrade(settings.database_url)
-    query = (
-        select(LiveEvaluation)
-        .where(LiveEvaluation.model_version == str(model_version))
-        .order_by(LiveEvaluation.id.desc())
-        .limit(1)
-    )
-    with session_scope(settings.database_url) as session:
-        return session.scalars(query).first()

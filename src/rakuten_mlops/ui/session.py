@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -70,3 +72,31 @@ def admin_gate() -> str | None:
 def show_error(action: str, exc: Exception) -> None:
     """An error as one readable line (domain errors carry their own advice)."""
     st.error(f"{action} failed: {exc}", icon=":material/error:")
+
+
+def section(
+    title: str,
+    read: Callable[[], Any],
+    show: Callable[[Any], None],
+    *,
+    failed: str,
+    empty: str | None,
+    actions: Callable[[], None] | None = None,
+) -> Any:
+    """One section of a page: its subheader, ``actions`` (buttons) under it, then what ``read``
+    returns drawn by ``show``; an error line when reading fails, the ``empty`` line when there is
+    nothing (None, or an empty frame or list; ``empty=None``: ``show`` draws whatever was read).
+    Returns what was read (None after an error)."""
+    st.subheader(title)
+    if actions is not None:
+        actions()
+    try:
+        data = read()
+    except Exception as exc:
+        show_error(failed, exc)
+        return None
+    if empty is not None and (data is None or (data.empty if hasattr(data, "empty") else not data)):
+        st.info(empty)
+    else:
+        show(data)
+    return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,3 +272,104 @@ def rollout_in_progress(settings: Settings) -> pd.DataFrame:
     from rakuten_mlops.ui.queries.monitoring import prometheus_query
 
     return rollout_frame({name: prometheus_query(settings, q) for name, q in ROLLOUT_QUERIES.items()})
+
+
+#: What the Training page shows of a ServedModel's status (our name: the status field).
+SERVED_MODEL_STATUS = {
+    "phase": "phase",
+    "step": "step",
+    "stable_version": "stableVersion",
+    "candidate_version": "candidateVersion",
+    "served_version": "servedVersion",
+    "desired_version": "desiredVersion",
+    "last_verdict": "lastVerdict",
+    "message": "message",
+}
+
+
+def _kubernetes_client():
+    """An API client from the in-cluster service account, else the kubeconfig (``KUBECONFIG``,
+    else ``~/.kube/config``); None when neither exists."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+        return client.ApiClient(configuration)
+    except config.ConfigException:
+        pass
+    # the library reads KUBECONFIG once, at import: read it now, so the path in use is the current one
+    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if not any(os.path.exists(p) for p in path.split(os.pathsep)):
+        return None
+    try:
+        return config.new_client_from_config(config_file=path)
+    except config.ConfigException:
+        return None
+
+
+def served_models(settings: Settings, timeout: float = 5.0) -> list[dict[str, str]] | None:
+    """The ServedModels of ``settings.namespace`` and the rollout state their status records
+    (what ``kubectl get servedmodels`` prints); None without Kubernetes credentials."""
+    from kubernetes import client
+
+    from rakuten_operator import GROUP, PLURAL, VERSION
+
+    api = _kubernetes_client()
+    if api is None:
+        return None
+    with api:
+        listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
+            GROUP, VERSION, settings.namespace, PLURAL, _request_timeout=timeout
+        )
+    rows = []
+    for item in listed.get("items", []):
+        status = item.get("status") or {}
+        rows.append(
+            {
+                "name": item["metadata"]["name"],
+                "registered_model": (item.get("spec") or {}).get("registeredModel", ""),
+                **{key: str(status.get(field) or "") for key, field in SERVED_MODEL_STATUS.items()},
+            }
+        )
+    return rows
+
+
+@dataclass
+class Rollout:
+    """What the Training page knows of rollouts: the ServedModels' status (None: no Kubernetes
+    credentials), traffic and shadow agreement per version (None: no Prometheus configured), and
+    what could not be read."""
+
+    served_models: list[dict[str, str]] | None = None
+    versions: pd.DataFrame | None = None
+    errors: list[tuple[str, Exception]] = field(default_factory=list)
+
+    @property
+    def in_progress(self) -> list[dict[str, str]]:
+        """The ServedModels whose phase is a rollout under way."""
+        from rakuten_operator.rollout import Phase
+
+        under_way = {Phase.ROLLING_OUT, Phase.SHADOW, Phase.CANARY}
+        return [m for m in self.served_models or [] if m["phase"] in under_way]
+
+    @property
+    def seen(self) -> bool:
+        """A rollout shows in the ServedModels or in the per-version metrics."""
+        return bool(self.in_progress) or (self.versions is not None and not self.versions.empty)
+
+
+def current_rollout(settings: Settings) -> Rollout:
+    """:func:`served_models` and :func:`rollout_in_progress`, each read on its own: one failing
+    source leaves the other's answer on the page."""
+    rollout = Rollout()
+    try:
+        rollout.served_models = served_models(settings)
+    except Exception as exc:
+        rollout.errors.append((f"Reading the ServedModels of namespace {settings.namespace}", exc))
+    if settings.prometheus_url:
+        try:
+            rollout.versions = rollout_in_progress(settings)
+        except Exception as exc:
+            rollout.errors.append((f"Reading the rollout from Prometheus at {settings.prometheus_url}", exc))
+    return rollout

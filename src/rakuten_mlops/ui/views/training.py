@@ -16,20 +16,48 @@ except Exception as exc:
     session.show_error("Reading the registry", exc)
     versions = pd.DataFrame(columns=training_q.VERSION_COLUMNS)
 
-if settings.prometheus_url:
-    try:
-        rollout = training_q.rollout_in_progress(settings)
-    except Exception as exc:
-        rollout = None
-        session.show_error("Reading the rollout from Prometheus", exc)
-    if rollout is not None and not rollout.empty:
-        st.subheader("Rollout in progress")
+
+def show_rollout(rollout: training_q.Rollout) -> None:
+    for name, exc in rollout.errors:
+        session.show_error(name, exc)
+    for model in rollout.in_progress:
+        st.markdown(f"**ServedModel {model['name']}** ({model['registered_model']})")
+        cols = st.columns(4)
+        cols[0].metric("Phase", model["phase"])
+        cols[1].metric("Step", model["step"] or "-")
+        cols[2].metric("Stable version", model["stable_version"] or model["served_version"] or "-")
+        cols[3].metric("Candidate version", model["candidate_version"] or model["desired_version"] or "-")
+        if model["last_verdict"]:
+            st.caption(f"last verdict: {model['last_verdict']}")
+        st.caption(model["message"])
+    if rollout.versions is not None and not rollout.versions.empty:
         st.caption(
-            "Last 5 minutes: the share of prediction requests each version answered, and for a "
-            "candidate in shadow its agreement with the served version on sampled requests. "
-            "`kubectl get servedmodels` shows the step and the last verdict."
+            "Last 5 minutes (Prometheus): the share of prediction requests each version answered, and "
+            "for a candidate in shadow its agreement with the served version on sampled requests."
         )
-        st.dataframe(rollout, hide_index=True)
+        st.dataframe(rollout.versions, hide_index=True)
+    if rollout.seen:
+        return
+    if rollout.served_models is None and rollout.versions is None:
+        st.info(
+            "Rollouts show here when the control room reads the ServedModels (in-cluster service "
+            "account or kubeconfig) or RAKUTEN_PROMETHEUS_URL is set."
+        )
+        return
+    served = ", ".join(
+        f"{m['name']} serves version {m['served_version'] or '-'} ({m['phase'] or 'no status'})"
+        for m in rollout.served_models or []
+    )
+    st.info("No rollout in progress" + (f": {served}." if served else "."))
+
+
+session.section(
+    "Rollout",
+    lambda: training_q.current_rollout(settings),
+    show_rollout,
+    failed="Reading the rollout",
+    empty=None,
+)
 
 st.subheader("Registered versions")
 if versions.empty:

@@ -80,7 +80,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     table = _table(rows)
     terminalreporter.write_sep("=", "chaos figures")
     terminalreporter.write(table)
-    target = Path(os.environ.get("RAKUTEN_CHAOS_REPORT", Path(config.rootpath) / ".rakuten" / "chaos-report.md"))
+    target = Path(
+        os.environ.get("RAKUTEN_CHAOS_REPORT", Path(config.rootpath) / ".rakuten" / "chaos-report.md")
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(table)
     terminalreporter.write_line(f"written to {target}")

@@ -208,7 +208,8 @@ def test_every_container_is_locked_down_and_sized(render, scenario):
 
 def test_service_accounts_do_not_mount_tokens_they_do_not_need(render):
     docs = render.docs("default", "1.31", EVERYTHING)
-    needs_api = {f"{RELEASE}-rakuten-mlops-operator"}
+    # the operator manages Deployments; the UI reads ServedModel status (both need the operator on)
+    needs_api = {f"{RELEASE}-rakuten-mlops-operator", f"{RELEASE}-rakuten-mlops-ui"}
     for where, _meta, spec in pod_specs(docs):
         name = where.split("/", 1)[1]
         if name in needs_api:
@@ -248,6 +249,10 @@ def test_rbac_is_namespaced_and_minimal(render):
     assert granted <= allowed, (
         f"the chart grants the operator more than operator/rbac.yaml: {granted - allowed}"
     )
+    ui_rules = one(docs, "Role", f"{RELEASE}-rakuten-mlops-ui")["rules"]
+    assert ui_rules == [
+        {"apiGroups": ["mlops.rakuten.io"], "resources": ["servedmodels"], "verbs": ["get", "list"]}
+    ]
     workflow_rules = one(docs, "Role", f"{RELEASE}-rakuten-mlops-workflow")["rules"]
     assert workflow_rules == [
         {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}

@@ -4,19 +4,15 @@ quiet on a pod that refuses none or only a short burst."""
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
-from tests.packaging.chart_support import NAMESPACE, by_kind
-from tests.packaging.test_monitoring_objects import API, promtool
-
-
-@pytest.fixture(scope="module")
-def rules_file(render, tmp_path_factory):
-    rule = by_kind(render.docs(), "PrometheusRule")[0]
-    path = tmp_path_factory.mktemp("shed-rules") / "rules.yaml"
-    path.write_text(yaml.safe_dump(rule["spec"], sort_keys=False))
-    return path
+from tests.packaging.chart_support import NAMESPACE
+from tests.packaging.test_monitoring_objects import (  # noqa: F401 (fixtures)
+    API,
+    promtool,
+    rule_doc,
+    rules_file,
+)
 
 
 def _series(pod: str, served_per_min: int, shed: str) -> list[dict]:
@@ -49,7 +45,7 @@ def _alert_test(name: str, series: list[dict], expected: list[tuple[str, list]])
     }
 
 
-def test_shedding_alert_fires_on_sustained_refusals_only(rules_file, tmp_path):
+def test_shedding_alert_fires_on_sustained_refusals_only(rules_file, tmp_path):  # noqa: F811 (the fixture)
     firing = [
         {
             "exp_labels": {"severity": "warning"},

@@ -1,14 +1,15 @@
 """Admission control: a worker refuses prediction work beyond its in-flight limits at once.
 
 Without a limit, every request a worker accepts joins the micro-batcher's queue and waits its
-turn: under more load than the worker can serve the queue, and with it the latency of every
+turn: under more load than the worker can serve, the queue, and with it the latency of every
 request, grows for as long as the overload lasts, until clients time out (they still cost the
-work), and health probes queue behind it. With a limit, a worker keeps at most
-``max_single`` ``/predict`` and ``max_batch`` ``/predict/batch`` requests in flight (admitted and
-not yet answered); one more is answered 503 with ``Retry-After`` before its body is read, which
-costs far less than serving it. So the work queued ahead of an admitted request, and its latency,
-stay bounded, and the excess goes back to the client (or the load balancer) to retry elsewhere
-or later. Other paths (probes, metrics, admin) are never refused.
+work). With a limit, a worker keeps at most ``max_single`` ``/predict`` and ``max_batch``
+``/predict/batch`` requests in flight (admitted and not yet answered); one more is answered 503
+with ``Retry-After`` before its body is read, which costs less than serving it, though not
+nothing: a worker can refuse only a few times what it can serve (docs/serving.md, "Overload").
+So the work queued ahead of an admitted request stays bounded, and the excess goes back to the
+client (or the load balancer) to retry elsewhere or later. Other paths (probes, metrics, admin)
+are never refused.
 
 Singles and batches have separate limits: a batch is up to ``RAKUTEN_MAX_BATCH_ITEMS`` rows of
 work, whose item count is known only once its body is parsed, and a few batches in flight must
@@ -60,10 +61,6 @@ class AdmissionControl:
             ],
         }
         self._body = {"type": "http.response.body", "body": content}
-
-    def inflight(self, path: str) -> int:
-        gate = self.gates.get(path)
-        return gate.inflight if gate is not None else 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gate = (

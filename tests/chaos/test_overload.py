@@ -329,6 +329,7 @@ def test_three_times_capacity_is_shed_with_bounded_latency_and_recovers(
     chaos_figures.record(
         "peer: failures (status, socket errors, timeouts)", off.overload.other_failures + off.probe_failed
     )
+    chaos_figures.record("peer: health/ready probes failed or slower than 3 s", off.health_failed)
     chaos_figures.record("peer: slowest health/ready probe (ms)", max(off.health_ms))
     ratio = peer_p99 / admitted_p99
     chaos_figures.record("peer p99 / ours p99 of admitted requests", ratio, goal=">= 2", met=ratio >= 2)

@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         default=True,
         description="Answer /predict and /predict/batch in plain ASGI before FastAPI (false: FastAPI routes).",
     )
+    max_inflight: int = Field(
+        default=64,
+        ge=0,
+        description="POST /predict requests a worker holds at once; one more is refused 503 (0: no limit).",
+    )
+    max_inflight_batches: int = Field(
+        default=2,
+        ge=0,
+        description="POST /predict/batch requests a worker holds at once; one more is refused 503 (0: no limit).",
+    )
     prediction_log_queue_size: int = Field(default=50_000, ge=1)
     prediction_log_flush_rows: int = Field(default=500, ge=1)
     prediction_log_flush_seconds: float = Field(default=1.0, gt=0.0)

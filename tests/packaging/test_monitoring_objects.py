@@ -188,7 +188,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
 def test_promtool_checks_the_rules(rules_file):
     proc = promtool("check", "rules", str(rules_file))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 7 rules found" in proc.stdout
+    assert "SUCCESS: 8 rules found" in proc.stdout
 
 
 def test_alerts_fire_on_a_failing_api_and_stay_quiet_on_a_healthy_one(rules_file, tmp_path):

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from rakuten_mlops import __version__
+from rakuten_mlops.serving.admission import AdmissionControl
 from rakuten_mlops.serving.deps import ServingState
 from rakuten_mlops.serving.errors import install_error_handlers
 from rakuten_mlops.serving.fastpath import PredictionEndpoints
@@ -109,6 +110,13 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
             inner = PredictionEndpoints(
                 inner, state.service, product_model, batch_model, settings.max_body_bytes
             )
+        if settings.max_inflight or settings.max_inflight_batches:
+            inner = AdmissionControl(
+                inner,
+                max_single=settings.max_inflight,
+                max_batch=settings.max_inflight_batches,
+                metrics=metrics_,
+            )
         return RequestMetrics(inner, metrics=metrics_, known_paths=known, version_of=served_version)
 
     def served_version() -> str | None:
@@ -120,10 +128,12 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
 
 
 class ServingApp(FastAPI):
-    """FastAPI with layers outside its own middleware stack: request metrics, then the fast path.
+    """FastAPI with layers outside its own middleware stack: request metrics, admission control,
+    then the fast path.
 
     ``outer_layers`` wraps what FastAPI builds, so every request is counted and timed (FastAPI
-    routes and fast path alike) and the prediction paths skip FastAPI's per-request machinery.
+    routes and fast path alike), prediction requests beyond the in-flight limits are refused
+    before any work, and the prediction paths skip FastAPI's per-request machinery.
     """
 
     outer_layers = None

@@ -41,7 +41,14 @@ class RetrainSubmissionError(PlatformError):
     """The Argo server refused or could not be reached for a retraining workflow."""
 
 
+class OverloadedError(PlatformError):
+    """This worker holds as many prediction requests as it may (``admission.py``): retry shortly."""
+
+    retry_after = 1  # a worker frees its slots within a batch or two; clients back off from here
+
+
 STATUS_OF: list[tuple[type[Exception], int]] = [
+    (OverloadedError, 503),
     (ModelNotReadyError, 503),
     (RegistryUnavailableError, 503),
     (DatabaseError, 503),
@@ -89,9 +96,10 @@ def validation_error(errors: list[dict]) -> tuple[int, dict]:
 
 
 def domain_error(exc: PlatformError) -> tuple[int, dict, dict[str, str] | None]:
-    """Status, body and headers for a platform error (503s say when to retry)."""
+    """Status, body and headers for a platform error (503s say when to retry: ``retry_after``
+    seconds of the error, else 5)."""
     status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
-    headers = {"Retry-After": "5"} if status == 503 else None
+    headers = {"Retry-After": str(getattr(exc, "retry_after", 5))} if status == 503 else None
     body = error_body(str(exc), getattr(exc, "field", None), getattr(exc, "detail", None))
     return status, body, headers
 

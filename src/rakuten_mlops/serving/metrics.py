@@ -78,6 +78,11 @@ class ApiMetrics:
             ["route", "method", "status"],
             buckets=LATENCY_BUCKETS,
         )
+        self.shed = Counter(
+            "rakuten_http_requests_shed",
+            "Prediction requests refused with 503 because the worker was at its in-flight limit.",
+            ["route"],
+        )
         self.predictions = Counter(
             "rakuten_predictions_total", "Predictions served, by predicted prdtypecode.", ["prdtypecode"]
         )
@@ -163,6 +168,8 @@ class ApiMetrics:
         self.model_loaded.set(0)
         for result in ("success", "failure"):
             self.reloads.labels(result)
+        for route in ("/predict", "/predict/batch"):  # series from 0: increase() sees the first refusals
+            self.shed.labels(route)
 
     def record_model_request(self, version: str, error: bool, seconds: float) -> None:
         """One prediction request answered by ``version`` (children cached: ``labels()`` locks)."""

@@ -14,6 +14,7 @@ UNMATCHED = "<unmatched>"
 
 
 PREDICTION_PATHS = frozenset({"/predict", "/predict/batch"})
+SHED = "rakuten.shed"  # scope key admission control sets on a request it refused
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -71,7 +72,8 @@ class RequestMetrics:
             elapsed = time.perf_counter() - started
             children[0].inc()
             children[1].observe(elapsed)
-            if self.version_of is not None and path in PREDICTION_PATHS:
+            # a request refused by admission control says nothing about the model version
+            if self.version_of is not None and path in PREDICTION_PATHS and SHED not in scope:
                 version = self.version_of()
                 if version:
                     self.metrics.record_model_request(version, status >= 500, elapsed)

@@ -25,6 +25,7 @@ from rakuten_mlops.errors import (
     UnknownPredictionError,
 )
 from rakuten_mlops.serving.responses import OrjsonResponse
+from rakuten_mlops.serving.schemas import ErrorOut
 
 log = logging.getLogger("rakuten_mlops.serving")
 
@@ -60,6 +61,20 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
     (RetrainSubmissionError, 502),
     (PlatformError, 400),
 ]
+
+
+# What each error status means, for the ``responses`` of the routes (their OpenAPI entries).
+BODY_ERRORS = {
+    400: "Invalid JSON, a body that is not UTF-8, or a bad Content-Length",
+    413: "Body larger than RAKUTEN_MAX_BODY_BYTES",
+    415: "Content-Type is not JSON",
+    422: "Invalid field (the body names it)",
+}
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict]:
+    """FastAPI ``responses`` for these statuses, each with the error body's schema (``ErrorOut``)."""
+    return {status: {"model": ErrorOut, "description": text} for status, text in sorted(descriptions.items())}
 
 
 def error_body(message: str, field: str | None = None, detail: list | None = None) -> dict:

@@ -95,14 +95,19 @@ def field_name(loc: tuple | list) -> str:
     return name or "body"
 
 
+# The one pattern of the request models is the non-blank title (``schemas.NOT_BLANK``): its
+# refusal says so rather than quoting the character class.
+BLANK_MESSAGE = "must not be empty or blank (it needs a character that is not whitespace)"
+
+
 def validation_error(errors: list[dict]) -> tuple[int, dict]:
     """Status and body for pydantic/FastAPI validation errors: 400 for bad JSON, 422 otherwise."""
     problems = []
     for err in errors:
         loc = tuple(err.get("loc", ()))
-        problems.append(
-            {"field": field_name(loc), "message": err.get("msg", ""), "type": err.get("type", "")}
-        )
+        kind = err.get("type", "")
+        message = BLANK_MESSAGE if kind == "string_pattern_mismatch" else err.get("msg", "")
+        problems.append({"field": field_name(loc), "message": message, "type": kind})
     invalid_json = next((p for p in problems if p["type"] == "json_invalid"), None)
     if invalid_json is not None:
         return 400, error_body(f"request body is not valid JSON: {invalid_json['message']}", "body", problems)

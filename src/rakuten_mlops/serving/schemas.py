@@ -10,7 +10,6 @@ accepted, and a request valid against it is accepted.
 from __future__ import annotations
 
 import functools
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -36,11 +35,11 @@ EXPLAIN_TOP_MAX = 20
 # FastAPI routes the parsed objects: strict mode refuses the same inputs in both).
 STRICT_REQUEST = ConfigDict(strict=True)
 # At least one character that is not whitespace. The class is spelt out because ``\s`` differs
-# between regex dialects: Python's whitespace (``str.isspace``) has U+001C..U+001F and U+0085,
-# JSON Schema's (ECMA-262) has U+FEFF instead; a title of only these characters is blank in
-# all of them, so the server, the OpenAPI document and any client validator agree.
+# between regex dialects: Python's whitespace (``str.isspace``) has U+001C..U+001F, Rust's and
+# Python's have U+0085, JSON Schema's (ECMA-262) has U+FEFF instead; a title of only these
+# characters is blank in all of them, so pydantic's (Rust) check, the OpenAPI document and any
+# client's validator agree. ``errors.py`` words the refusal.
 NOT_BLANK = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
-_NOT_BLANK = re.compile(NOT_BLANK)
 
 # The largest integer every JSON parser holds exactly (a double's 53 bits): above it a schema
 # validator working in doubles cannot tell the maximum from the next integers.
@@ -89,8 +88,8 @@ def title_field(max_chars: int):
         Field(
             min_length=1,
             max_length=max_chars,
+            pattern=NOT_BLANK,
             description="Product title: at least one character that is not whitespace.",
-            json_schema_extra={"pattern": NOT_BLANK},
         ),
     ]
 
@@ -119,13 +118,6 @@ class ProductIn(BaseModel):
     description: Text | None = Field(default=None, description="Product description (may be empty).")
     productid: Id | None = None
     imageid: Id | None = None
-
-    @field_validator("designation")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if _NOT_BLANK.search(value) is None:
-            raise ValueError("designation must not be empty or blank")
-        return value
 
 
 class BatchIn(BaseModel):

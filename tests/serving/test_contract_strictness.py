@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import httpx
 import jsonschema
@@ -22,7 +21,7 @@ import pytest
 from rakuten_mlops.serving.app import create_app
 from rakuten_mlops.serving.schemas import MAX_ID, BatchIn, FeedbackItemIn, ProductIn, ReloadIn, RollbackIn
 from rakuten_mlops.settings import Settings
-from tests.serving.factories import ADMIN_TOKEN, ApiProcess, register_logged
+from tests.serving.factories import ADMIN_TOKEN, serve_own_model
 
 OK = {"designation": "Manette sans fil"}
 
@@ -157,21 +156,14 @@ def test_the_openapi_document_states_the_rules(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def routed_api(mlflow_server, logged_pipelines, tmp_path_factory):
     """An API answering predictions through FastAPI's routes (fast path off), admin token set."""
-    name = f"rakuten_classifier_{uuid.uuid4().hex[:8]}"
-    register_logged(mlflow_server.uri, name, logged_pipelines[0])
     home = tmp_path_factory.mktemp("routed-api")
-    api = ApiProcess(
-        {
-            "RAKUTEN_HOME": str(home),
-            "RAKUTEN_DATABASE_URL": f"sqlite:///{home / 'data.db'}",
-            "MLFLOW_TRACKING_URI": mlflow_server.uri,
-            "RAKUTEN_REGISTERED_MODEL": name,
-            "RAKUTEN_MODEL_POLL_SECONDS": "0",
-            "RAKUTEN_SERVE_FAST_PATH": "false",
-            "RAKUTEN_ADMIN_TOKEN": ADMIN_TOKEN,
-        },
-        home / "api.log",
-    ).start()
+    api = serve_own_model(
+        mlflow_server.uri,
+        logged_pipelines[0],
+        home,
+        RAKUTEN_SERVE_FAST_PATH="false",
+        RAKUTEN_ADMIN_TOKEN=ADMIN_TOKEN,
+    )
     yield api
     api.terminate()
 

@@ -74,6 +74,8 @@ LABELS = [
     ({"prediction_id": None, "productid": None, "prdtypecode": 2583}, False),
     ({"prdtypecode": 2583}, False),
     ({"productid": 7, "prdtypecode": 2583, "extra": 1}, False),  # labels forbid unknown fields
+    ({"productid": 7, "prdtypecode": 2583, "source": "mod\x00eration"}, False),  # PostgreSQL text: no NUL
+    ({"prediction_id": "ab\x00", "prdtypecode": 2583}, False),
 ]
 
 ADMIN = [
@@ -83,6 +85,7 @@ ADMIN = [
     (RollbackIn, {"to": "3", "reason": "bad model"}, True),
     (RollbackIn, {"to": 3}, False),
     (RollbackIn, {"reason": None}, False),
+    (RollbackIn, {"reason": "bad\x00model"}, False),
 ]
 
 CASES = (
@@ -219,6 +222,12 @@ def test_labels_and_admin_bodies_are_strict_over_http(routed_api):
         ("/feedback", {"items": [{"prediction_id": "a", "productid": 7, "prdtypecode": 2583}]}, "items[0]"),
         ("/admin/reload", {"force": "true"}, "force"),
         ("/admin/rollback", {"to": 3}, "to"),
+        (
+            "/feedback",
+            {"items": [{"productid": 7, "prdtypecode": 2583, "source": "a\x00"}]},
+            "items[0].source",
+        ),
     ]:
         answer = httpx.post(f"{routed_api.url}{path}", json=body, headers=auth, timeout=30)
         assert answer.status_code == 422 and answer.json()["field"] == field, (path, answer.text)
+        assert "should match pattern" not in answer.json()["error"]  # the rule is said in words

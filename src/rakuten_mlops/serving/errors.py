@@ -25,7 +25,7 @@ from rakuten_mlops.errors import (
     UnknownPredictionError,
 )
 from rakuten_mlops.serving.responses import OrjsonResponse
-from rakuten_mlops.serving.schemas import ErrorOut
+from rakuten_mlops.serving.schemas import NO_NUL, NOT_BLANK, ErrorOut
 
 log = logging.getLogger("rakuten_mlops.serving")
 
@@ -95,9 +95,11 @@ def field_name(loc: tuple | list) -> str:
     return name or "body"
 
 
-# The one pattern of the request models is the non-blank title (``schemas.NOT_BLANK``): its
-# refusal says so rather than quoting the character class.
-BLANK_MESSAGE = "must not be empty or blank (it needs a character that is not whitespace)"
+# A refused ``pattern`` of the request models says what the pattern means, not its regex.
+PATTERN_MESSAGES = {
+    NOT_BLANK: "must not be empty or blank (it needs a character that is not whitespace)",
+    NO_NUL: "must not contain the NUL character (U+0000)",
+}
 
 
 def validation_error(errors: list[dict]) -> tuple[int, dict]:
@@ -106,7 +108,9 @@ def validation_error(errors: list[dict]) -> tuple[int, dict]:
     for err in errors:
         loc = tuple(err.get("loc", ()))
         kind = err.get("type", "")
-        message = BLANK_MESSAGE if kind == "string_pattern_mismatch" else err.get("msg", "")
+        message = err.get("msg", "")
+        if kind == "string_pattern_mismatch":
+            message = PATTERN_MESSAGES.get((err.get("ctx") or {}).get("pattern"), message)
         problems.append({"field": field_name(loc), "message": message, "type": kind})
     invalid_json = next((p for p in problems if p["type"] == "json_invalid"), None)
     if invalid_json is not None:

@@ -40,6 +40,9 @@ STRICT_REQUEST = ConfigDict(strict=True)
 # characters is blank in all of them, so pydantic's (Rust) check, the OpenAPI document and any
 # client's validator agree. ``errors.py`` words the refusal.
 NOT_BLANK = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+# No NUL character: PostgreSQL text cannot hold one (the label feedback and the registry's
+# tags are stored there).
+NO_NUL = r"^[^\x00]*$"
 
 # The largest integer every JSON parser holds exactly (a double's 53 bits): above it a schema
 # validator working in doubles cannot tell the maximum from the next integers.
@@ -267,9 +270,9 @@ class RollbackIn(BaseModel):
     model_config = STRICT_REQUEST
 
     to: str | None = Field(
-        default=None, max_length=32, description="Version to go back to (default: previous)."
+        default=None, max_length=32, pattern=NO_NUL, description="Version to go back to (default: previous)."
     )
-    reason: str = Field(default="", max_length=2_000)
+    reason: str = Field(default="", max_length=2_000, pattern=NO_NUL)
 
 
 class RollbackOut(BaseModel):
@@ -325,7 +328,11 @@ class FeedbackItemIn(BaseModel):
     )
 
     prediction_id: str | None = Field(
-        default=None, min_length=1, max_length=36, description="`prediction_id` of a /predict answer."
+        default=None,
+        min_length=1,
+        max_length=36,
+        pattern=NO_NUL,
+        description="`prediction_id` of a /predict answer.",
     )
     productid: Id | None = Field(
         default=None, description="Instead of prediction_id: the latest logged prediction of this product."
@@ -338,6 +345,7 @@ class FeedbackItemIn(BaseModel):
         default="unspecified",
         min_length=1,
         max_length=64,
+        pattern=NO_NUL,
         description="Who says so (merchant, moderation, ...); part of what makes a label a repeat.",
     )
 

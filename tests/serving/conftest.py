@@ -15,6 +15,7 @@ from tests.serving.factories import (
     fit_pipeline,
     log_pipeline,
     register_logged,
+    serve_own_model,
 )
 from tests.support import MlflowServer
 
@@ -68,18 +69,6 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
 @pytest.fixture(scope="session")
 def shared_api(mlflow_server, logged_pipelines, tmp_path_factory):
     """One API process for the bad-input and schema tests (SQLite prediction log)."""
-    name = f"rakuten_classifier_{uuid.uuid4().hex[:8]}"
-    register_logged(mlflow_server.uri, name, logged_pipelines[0])
-    home = tmp_path_factory.mktemp("shared-api")
-    api = ApiProcess(
-        {
-            "RAKUTEN_HOME": str(home),
-            "RAKUTEN_DATABASE_URL": f"sqlite:///{home / 'data.db'}",
-            "MLFLOW_TRACKING_URI": mlflow_server.uri,
-            "RAKUTEN_REGISTERED_MODEL": name,
-            "RAKUTEN_MODEL_POLL_SECONDS": "0",
-        },
-        home / "api.log",
-    ).start()
+    api = serve_own_model(mlflow_server.uri, logged_pipelines[0], tmp_path_factory.mktemp("shared-api"))
     yield api
     api.terminate()

@@ -3,7 +3,8 @@
 - :func:`fit_pipeline`, :func:`log_pipeline`, :func:`register_logged`: fit the training package's
   pipeline on the 429 real sample rows, log it once with the MLflow sklearn flavour, and register
   versions of it (optionally moving an alias to the new one); :func:`register_version` does all three.
-- :class:`ApiProcess`: ``rakuten-mlops serve`` in a subprocess, ready when ``/ready`` is 200.
+- :class:`ApiProcess`: ``rakuten-mlops serve`` in a subprocess, ready when ``/ready`` is 200;
+  :func:`serve_own_model` starts one on a model registered for it alone.
 - :class:`RegisteredModel`: what the ``registered_model`` fixture gives, with ``move_alias``.
 - :func:`prediction_rows`, :func:`wait_rows`: the prediction log's rows, now or once they arrived.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +129,21 @@ class ApiProcess(ManagedProcess):
 
     def log(self) -> str:
         return self.log_tail(5000)
+
+
+def serve_own_model(tracking_uri: str, logged, home: Path, **env: str) -> ApiProcess:
+    """A started API serving a registered model of its own (``logged``, as its version 1), with a
+    SQLite prediction log under ``home``; ``env`` adds settings."""
+    name = f"rakuten_classifier_{uuid.uuid4().hex[:8]}"
+    register_logged(tracking_uri, name, logged)
+    settings = {
+        "RAKUTEN_HOME": str(home),
+        "RAKUTEN_DATABASE_URL": f"sqlite:///{home / 'data.db'}",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "RAKUTEN_REGISTERED_MODEL": name,
+        "RAKUTEN_MODEL_POLL_SECONDS": "0",
+    }
+    return ApiProcess({**settings, **env}, home / "api.log").start()
 
 
 @dataclass

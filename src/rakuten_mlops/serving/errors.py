@@ -25,6 +25,7 @@ from rakuten_mlops.errors import (
     UnknownPredictionError,
 )
 from rakuten_mlops.serving.responses import OrjsonResponse
+from rakuten_mlops.serving.schemas import NO_NUL, NOT_BLANK, ErrorOut
 
 log = logging.getLogger("rakuten_mlops.serving")
 
@@ -62,6 +63,20 @@ STATUS_OF: list[tuple[type[Exception], int]] = [
 ]
 
 
+# What each error status means, for the ``responses`` of the routes (their OpenAPI entries).
+BODY_ERRORS = {
+    400: "Invalid JSON, a body that is not UTF-8, or a bad Content-Length",
+    413: "Body larger than RAKUTEN_MAX_BODY_BYTES",
+    415: "Content-Type is not JSON",
+    422: "Invalid field (the body names it)",
+}
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict]:
+    """FastAPI ``responses`` for these statuses, each with the error body's schema (``ErrorOut``)."""
+    return {status: {"model": ErrorOut, "description": text} for status, text in sorted(descriptions.items())}
+
+
 def error_body(message: str, field: str | None = None, detail: list | None = None) -> dict:
     body: dict = {"error": message}
     if field is not None:
@@ -80,14 +95,23 @@ def field_name(loc: tuple | list) -> str:
     return name or "body"
 
 
+# A refused ``pattern`` of the request models says what the pattern means, not its regex.
+PATTERN_MESSAGES = {
+    NOT_BLANK: "must not be empty or blank (it needs a character that is not whitespace)",
+    NO_NUL: "must not contain the NUL character (U+0000)",
+}
+
+
 def validation_error(errors: list[dict]) -> tuple[int, dict]:
     """Status and body for pydantic/FastAPI validation errors: 400 for bad JSON, 422 otherwise."""
     problems = []
     for err in errors:
         loc = tuple(err.get("loc", ()))
-        problems.append(
-            {"field": field_name(loc), "message": err.get("msg", ""), "type": err.get("type", "")}
-        )
+        kind = err.get("type", "")
+        message = err.get("msg", "")
+        if kind == "string_pattern_mismatch":
+            message = PATTERN_MESSAGES.get((err.get("ctx") or {}).get("pattern"), message)
+        problems.append({"field": field_name(loc), "message": message, "type": kind})
     invalid_json = next((p for p in problems if p["type"] == "json_invalid"), None)
     if invalid_json is not None:
         return 400, error_body(f"request body is not valid JSON: {invalid_json['message']}", "body", problems)

@@ -77,7 +77,7 @@ class PredictionEndpoints:
                 _, results = await self.service.predict([self.single.validate_json(body)], k, explain)
                 content = orjson.dumps(results[0])
         except ValidationError as exc:
-            status, error = validation_error(exc.errors(include_url=False, include_context=False))
+            status, error = validation_error(exc.errors(include_url=False))
             await reply(send, status, error)
             return
         except BodyRejected as exc:

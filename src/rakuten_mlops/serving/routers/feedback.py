@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from rakuten_mlops.monitoring.feedback import LabelIn, store_labels
 from rakuten_mlops.serving.deps import Feedback, State
+from rakuten_mlops.serving.errors import BODY_ERRORS, error_responses
 from rakuten_mlops.serving.schemas import FeedbackIn, FeedbackItemOut, FeedbackOut
 
 router = APIRouter(tags=["feedback"], dependencies=[Feedback])
@@ -17,13 +18,15 @@ router = APIRouter(tags=["feedback"], dependencies=[Feedback])
 @router.post(
     "/feedback",
     response_model=FeedbackOut,
-    responses={
-        401: {"description": "Missing or wrong bearer token."},
-        404: {"description": "An item names an unknown prediction (every one is listed); nothing stored."},
-        413: {"description": "Body larger than RAKUTEN_MAX_BODY_BYTES."},
-        422: {"description": "Invalid item (unknown prdtypecode, more than 1,000 items...); nothing stored."},
-        503: {"description": "The data database is unavailable; nothing stored (Retry-After)."},
-    },
+    responses=error_responses(
+        {
+            **BODY_ERRORS,
+            401: "Missing or wrong bearer token",
+            404: "An item names an unknown prediction (every one is listed); nothing stored",
+            422: "Invalid item (unknown prdtypecode, more than 1,000 items...); nothing stored",
+            503: "The data database is unavailable; nothing stored (Retry-After)",
+        }
+    ),
 )
 async def feedback(body: FeedbackIn, state: State) -> FeedbackOut:
     """Store true classes against logged predictions, all or none.

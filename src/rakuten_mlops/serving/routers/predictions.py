@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Response
 
 from rakuten_mlops.serving.deps import Service
+from rakuten_mlops.serving.errors import BODY_ERRORS, error_responses
 from rakuten_mlops.serving.schemas import (
     EXPLAIN_TOP_DEFAULT,
     EXPLAIN_TOP_MAX,
@@ -53,14 +54,14 @@ def build_router(
 ) -> APIRouter:
     """The prediction routes for request models carrying the configured limits."""
     router = APIRouter(tags=["predictions"])
-    errors = {
-        400: {"description": "Invalid JSON or non-UTF-8 body"},
-        413: {"description": f"Body over {max_body_bytes:,} bytes"},
-        415: {"description": "Content-Type is not application/json"},
-        409: {"description": "explain=true but the served model cannot be explained"},
-        422: {"description": "Invalid field (the body names it)"},
-        503: {"description": "No model loaded yet"},
-    }
+    errors = error_responses(
+        {
+            **BODY_ERRORS,
+            413: f"Body over {max_body_bytes:,} bytes",
+            409: "explain=true but the served model cannot be explained",
+            503: "No model loaded yet (Retry-After)",
+        }
+    )
 
     @router.post("/predict", response_model=PredictionOut, responses=errors)
     async def predict(product: product_model, service: Service, query: PredictionQuery) -> Response:  # type: ignore[valid-type]

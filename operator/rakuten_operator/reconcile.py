@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from rakuten_mlops.registry import AliasChanged, ModelRegistry
+from rakuten_mlops.registry import SHADOW_TAG, AliasChanged, ModelRegistry
 from rakuten_mlops.settings import Settings
 from rakuten_operator import FAILURE_TAG
 from rakuten_operator.analysis import Strategy, Verdict, judge
@@ -109,10 +109,12 @@ class ModelRollout:
             if progressive:
                 fallback = self._analysis_unavailable()
                 if fallback is None:
-                    return self._start_shadow(spec, raw_status, stable, step.version, step.reason)
-                return self._start(spec, raw_status, step, deployment, delivery=f"readiness-only: {fallback}")
+                    return self._start_shadow(spec, raw_status, registry, stable, step.version, step.reason)
+                return self._start(
+                    spec, raw_status, step, deployment, registry, f"readiness-only: {fallback}"
+                )
             why = "readiness-only: no spec.strategy" if spec.strategy is None else "readiness-only"
-            return self._start(spec, raw_status, step, deployment, delivery=why)
+            return self._start(spec, raw_status, step, deployment, registry, why)
         if step.kind == StepKind.READY:
             return self._ready(spec, raw_status, step)
         if step.kind == StepKind.ROLLBACK:
@@ -139,7 +141,11 @@ class ModelRollout:
         self.notify("Warning" if warn else "Normal", reason, message)
         return {**raw_status, **update.patch["status"]}
 
-    def _start(self, spec, raw_status, step: Step, deployment, delivery: str, extra: dict | None = None):
+    def _start(
+        self, spec, raw_status, step: Step, deployment, registry, delivery: str, extra: dict | None = None
+    ):
+        """Pin ``step.version`` in the Deployment; its shadow, if any, ends (nothing left to judge)."""
+        self._end_shadow(registry, step.version)
         patched = self._pin(spec, deployment, step.version)
         was = step.previous_version or "none"
         action = "pinned" if patched else "already pinned"
@@ -230,9 +236,11 @@ class ModelRollout:
             **more,
         }
 
-    def _start_shadow(self, spec, raw_status, stable: str, candidate: str, reason: str) -> dict[str, Any]:
-        """The alias moved: the stable pods shadow the candidate; no Deployment changes yet."""
+    def _start_shadow(self, spec, raw_status, registry, stable: str, candidate: str, reason: str) -> dict:
+        """The alias moved: the stable pods shadow the candidate (its SHADOW_TAG names the stable
+        version they serve); no Deployment changes yet."""
         strategy, now = spec.strategy, utcnow()
+        registry.tag(candidate, {SHADOW_TAG: stable})
         message = (
             f"version {candidate} in shadow beside version {stable} ({reason}): the stable pods score "
             f"{strategy.sample_rate:.0%} of requests with it until {strategy.shadow_min_requests} samples"
@@ -260,7 +268,7 @@ class ModelRollout:
                 f"version {alias_version} promoted while {candidate} was judged",
             )
             return self._start_shadow(
-                spec, raw_status, stable, alias_version, f"supersedes version {candidate}"
+                spec, raw_status, registry, stable, alias_version, f"supersedes version {candidate}"
             )
         now = utcnow()
         stage = status.stage_index
@@ -293,7 +301,7 @@ class ModelRollout:
             log.info("%s: %s", self.ref, summary)
             step = Step(StepKind.START, candidate, stable, f"passed shadow and canary: {summary}")
             return self._start(
-                spec, raw_status, step, deployment, "progressive", {**extra, "step": "promoting"}
+                spec, raw_status, step, deployment, registry, "progressive", {**extra, "step": "promoting"}
             )
         if analysis.verdict == Verdict.CONTINUE:
             nxt = stage + 1
@@ -327,6 +335,12 @@ class ModelRollout:
         if not report:
             return replicas
         return rollout_verdict(view, candidate, None, utcnow(), None).state == "complete"
+
+    def _end_shadow(self, registry: ModelRegistry, version: str) -> None:
+        """Clear ``version``'s shadow tag if set, so no pinned pod scores it in shadow any more."""
+        if registry.version(version).tags.get(SHADOW_TAG):
+            registry.tag(version, {SHADOW_TAG: ""})
+            log.info("%s: version %s is no longer in shadow", self.ref, version)
 
     def _remove_canary(self, spec) -> bool:
         name = canary_name(spec.deployment)

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RAKUTEN_HOME ?= $(CURDIR)/.rakuten
 
-.PHONY: help venv demo test test-long test-quick chaos lint bench bench-serve serve ui render-workflows clean \
+.PHONY: help venv demo test test-long test-quick chaos lint bench bench-serve bench-predlog serve ui render-workflows clean \
         kind-up images deploy kind-e2e kind-down helm-check images-podman
 
 help: ## list targets
@@ -43,6 +43,9 @@ bench: venv ## benchmarks: generation, loading, training, drift (ratios against 
 
 bench-serve: venv ## prediction API vs `mlflow models serve` under wrk (needs Debian's wrk)
 	$(BIN)/python -m benchmarks.bench_serve
+
+bench-predlog: venv ## prediction log at 10M rows, day partitions vs unpartitioned (Postgres; ~15 min, 6 GB disk)
+	$(BIN)/python -m benchmarks.bench_predlog
 
 serve: venv ## run the prediction API on :8000 (embedded default)
 	$(BIN)/rakuten-mlops serve --port 8000

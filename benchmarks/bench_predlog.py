@@ -14,8 +14,9 @@ Measured, the two layouts side by side:
   then the ``VACUUM`` that the deleted rows still need there; one run each (destructive);
 - the table's size (heap + indexes, every partition) before and after.
 
-Run: ``python -m benchmarks.bench_predlog`` or ``make bench`` (needs Postgres at 127.0.0.1:5432;
-BENCH_PREDLOG_ROWS, default 10,000,000; about 15 minutes and 6 GB of disk on 2 cores).
+Run: ``python -m benchmarks.bench_predlog`` or ``make bench-predlog`` (not part of ``make bench``;
+needs Postgres at 127.0.0.1:5432; BENCH_PREDLOG_ROWS, default 10,000,000; about 15 minutes and
+6 GB of disk on 2 cores).
 """
 
 from __future__ import annotations

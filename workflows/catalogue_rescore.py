@@ -20,11 +20,12 @@ RETRY_UNLESS_BAD_INPUT = "asInt(lastRetry.exitCode) != 2 && asInt(lastRetry.exit
 
 
 def build() -> CronWorkflow:
-    with CronWorkflow(
-        name=NAME,
-        annotations={
-            "workflows.argoproj.io/description": "Scores the landing zone's catalogue into the results bucket."
-        },
+    with common.cron_workflow(
+        NAME,
+        "Scores the landing zone's catalogue into the results bucket.",
+        schedule=SCHEDULE,
+        deadline_seconds=6 * 3600,
+        suspend=True,
         entrypoint="main",
         arguments=[
             Parameter(
@@ -39,8 +40,6 @@ def build() -> CronWorkflow:
             ),
             Parameter(name="version", value="", description="registry version (empty: production)"),
         ],
-        **common.workflow_defaults(deadline_seconds=6 * 3600),
-        **{**common.cron_defaults(schedule=SCHEDULE, starting_deadline_seconds=3600), "cron_suspend": True},
     ) as cron:
         score = common.cli_step(
             "score",

@@ -7,10 +7,13 @@ so every one of them must be a string that appears nowhere else in the rendered 
 
 from __future__ import annotations
 
+from typing import Any
+
 from hera.workflows import (
     ConfigMapEnv,
     ConfigMapEnvFrom,
     Container,
+    CronWorkflow,
     EmptyDirVolume,
     Env,
     Parameter,
@@ -212,14 +215,28 @@ def workflow_defaults(*, deadline_seconds: int) -> dict:
     }
 
 
-def cron_defaults(*, schedule: str, starting_deadline_seconds: int) -> dict:
-    """CronWorkflow policies: never overlap a still-running run, keep a short history."""
-    return {
-        "schedules": [schedule],
-        "cron_suspend": False,  # rendered as `suspend: false`: the chart's switch to pause a schedule
-        "timezone": TIMEZONE,
-        "concurrency_policy": "Forbid",
-        "starting_deadline_seconds": starting_deadline_seconds,
-        "successful_jobs_history_limit": 3,
-        "failed_jobs_history_limit": 5,
-    }
+def cron_workflow(
+    name: str,
+    description: str,
+    *,
+    schedule: str,
+    deadline_seconds: int,
+    starting_deadline_seconds: int = 3600,
+    suspend: bool = False,
+    **fields: Any,
+) -> CronWorkflow:
+    """A CronWorkflow with the shared defaults and policies (never overlap a still-running run, keep a
+    short history); ``fields`` are its own (entrypoint, arguments, ...). Use as ``with ... as cron:``."""
+    return CronWorkflow(
+        name=name,
+        annotations={"workflows.argoproj.io/description": description},
+        schedules=[schedule],
+        cron_suspend=suspend,  # rendered as `suspend: ...`: the chart's switch to pause a schedule
+        timezone=TIMEZONE,
+        concurrency_policy="Forbid",
+        starting_deadline_seconds=starting_deadline_seconds,
+        successful_jobs_history_limit=3,
+        failed_jobs_history_limit=5,
+        **workflow_defaults(deadline_seconds=deadline_seconds),
+        **fields,
+    )

@@ -18,13 +18,11 @@ WHEN_RETRAIN = "{{=jsonpath(tasks.decide.outputs.parameters.decision, '$.retrain
 
 
 def build() -> CronWorkflow:
-    with CronWorkflow(
-        name=NAME,
-        annotations={
-            "workflows.argoproj.io/description": (
-                "Drift report, performance estimate, retrain decision, rakuten-train if needed."
-            )
-        },
+    with common.cron_workflow(
+        NAME,
+        "Drift report, performance estimate, retrain decision, rakuten-train if needed.",
+        schedule=SCHEDULE,
+        deadline_seconds=6 * 3600,
         entrypoint="main",
         arguments=[
             Parameter(name="window", value="7d", description="how far back the current data reaches"),
@@ -33,8 +31,6 @@ def build() -> CronWorkflow:
                 name="model", value="sgd", enum=list(train.MODELS), description="estimator if retraining"
             ),
         ],
-        **common.workflow_defaults(deadline_seconds=6 * 3600),
-        **common.cron_defaults(schedule=SCHEDULE, starting_deadline_seconds=3600),
     ) as cron:
         drift = common.cli_step(
             "drift",

@@ -26,11 +26,12 @@ def build() -> CronWorkflow:
             claim_name=common.SOURCE_DATA_CLAIM, read_only=True
         ),
     )
-    with CronWorkflow(
-        name=NAME,
-        annotations={
-            "workflows.argoproj.io/description": "Adds the next slice of the source data to products."
-        },
+    with common.cron_workflow(
+        NAME,
+        "Adds the next slice of the source data to products.",
+        schedule=SCHEDULE,
+        deadline_seconds=1800,
+        starting_deadline_seconds=300,
         entrypoint="main",
         arguments=[
             Parameter(
@@ -48,8 +49,6 @@ def build() -> CronWorkflow:
             Parameter(name="batch-size", value="0.03", description="0.03 (fraction) or e.g. 2000 (rows)"),
         ],
         volumes=[source_volume],
-        **common.workflow_defaults(deadline_seconds=1800),
-        **common.cron_defaults(schedule=SCHEDULE, starting_deadline_seconds=300),
     ) as cron:
         load = common.cli_step(
             "load",

@@ -1,9 +1,9 @@
 """Run the rendered Argo objects of this repository as local processes (tests, development).
 
-It runs what ``workflows/*.py`` render and nothing more (see :func:`check`), so
-tests run the YAML itself (commands, arguments, env, parameter wiring) against real servers.
-Anything else is refused with :class:`UnsupportedFeature` naming it, before anything runs.
-Tasks run one at a time; a DAG stops at its first failed task, as Argo's ``failFast`` does.
+It runs exactly what ``workflows/*.py`` render, so tests run the YAML itself (commands, arguments,
+env, parameter wiring) against real servers. :func:`check` refuses anything else before anything
+runs, with :class:`UnsupportedFeature` naming where it is. Tasks run one at a time, in the order
+listed; a DAG stops at its first failed task, as Argo's ``failFast`` does.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 SUCCEEDED, FAILED, ERROR, SKIPPED = "Succeeded", "Failed", "Error", "Skipped"
-PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
 class ExecutorError(RuntimeError):
@@ -37,23 +36,19 @@ class UnsupportedFeature(ExecutorError):
 
 
 _TAG = re.compile(r"\{\{(=?)\s*(.*?)\s*\}\}")
-# NAME, jsonpath(NAME, '$.key.key'), asInt(NAME); each optionally compared (== or !=) with a literal
+# jsonpath(NAME, '$.key.key') or asInt(NAME), optionally compared (== or !=) with a literal
 _TERM = re.compile(
-    r"\s*(?:(jsonpath|asInt)\(\s*([\w.\-]+)\s*(?:,\s*'\$((?:\.[\w\-]+)+)'\s*)?\)|([\w.\-]+))"
+    r"\s*(?:jsonpath\(\s*([\w.\-]+)\s*,\s*'\$((?:\.[\w\-]+)+)'|asInt\(\s*([\w.\-]+))\s*\)"
     r"(?:\s*(==|!=)\s*(true|false|-?\d+|'[^']*'))?\s*"
 )
 
 
 def parse(source: str, where: str = "") -> list[re.Match]:
-    """The terms of an expression of the rendered YAML: ``TERM`` or comparisons joined by ``&&``."""
+    """The terms of an expression of the rendered YAML: one ``TERM``, or comparisons joined by ``&&``."""
     terms = [_TERM.fullmatch(part) for part in source.split("&&")]
-    if (
-        not all(terms)
-        or any((t[1] == "jsonpath") != (t[3] is not None) for t in terms)
-        or (len(terms) > 1 and not all(t[5] for t in terms))
-    ):
+    if not all(terms) or (len(terms) > 1 and not all(t[4] for t in terms)):  # type: ignore[index]
         raise UnsupportedFeature(
-            f"{where}: expression {source!r}: only NAME, jsonpath(NAME, '$.key') or asInt(NAME), optionally"
+            f"{where}: expression {source!r}: only jsonpath(NAME, '$.key') or asInt(NAME), optionally"
             " compared (== or !=) with a literal; comparisons may be joined by &&"
         )
     return terms  # type: ignore[return-value]
@@ -62,16 +57,15 @@ def parse(source: str, where: str = "") -> list[re.Match]:
 def evaluate(source: str, scope: Mapping[str, str]) -> Any:
     """An expression :func:`parse` accepts, evaluated as Argo's expr does."""
     results = []
-    for function, argument, path, name, op, literal in (t.groups() for t in parse(source)):
-        if (argument or name) not in scope:
-            raise ExecutorError(f"expression {source!r}: {argument or name!r} is not defined")
-        value: Any = scope[argument or name]
+    for json_name, path, int_name, op, literal in (t.groups() for t in parse(source)):
+        if (name := json_name or int_name) not in scope:
+            raise ExecutorError(f"expression {source!r}: {name!r} is not defined")
         try:
-            for key in path.split(".")[1:] if function == "jsonpath" else []:
-                value = (json.loads(value) if isinstance(value, str) else value)[key]
-            value = int(value) if function == "asInt" else value
+            value: Any = int(scope[name]) if int_name else json.loads(scope[name])
+            for key in (path or "").split(".")[1:]:
+                value = value[key]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ExecutorError(f"expression {source!r} on {scope[argument]!r}: {exc!r}") from exc
+            raise ExecutorError(f"expression {source!r} on {scope[name]!r}: {exc!r}") from exc
         if op:
             right = json.loads(literal) if literal[0] != "'" else literal[1:-1]
             same = type(value) is type(right) and value == right  # expr: true == 'true' is false
@@ -84,8 +78,9 @@ def substitute(text: str, scope: Mapping[str, str]) -> str:
     """Replace ``{{name}}`` and ``{{=expression}}`` tags; an unknown name is an error."""
 
     def replace(match: re.Match) -> str:
-        if match.group(1):
-            return to_text(evaluate(match.group(2), scope))
+        if match.group(1):  # an expression's result, printed as Argo prints it
+            value = evaluate(match.group(2), scope)
+            return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         if match.group(2) not in scope:
             known = ", ".join(sorted(k for k in scope if not k.startswith("workflow.")))
             raise ExecutorError(f"unresolved {{{{{match.group(2)}}}}} (in scope: {known or 'nothing'})")
@@ -104,14 +99,8 @@ def substitute_all(value: Any, scope: Mapping[str, str]) -> Any:
     return value
 
 
-def to_text(value: Any) -> str:
-    """How Argo prints an expression's result into a template."""
-    return json.dumps(value, separators=(",", ":")) if isinstance(value, bool | dict | list) else str(value)
-
-
-# Every field the rendered objects use. Any other, anywhere in a spec, is refused before anything
-# runs. CLUSTER_ONLY fields mean something to a cluster only: accepted, not looked into, not applied
-# (so are the backoff between retries and the workflow's activeDeadlineSeconds).
+# Every field the rendered objects use; any other, anywhere in a spec, is refused. CLUSTER_ONLY fields
+# are accepted, not looked into and not applied (neither are retry backoff and the run's deadline).
 _FIELD_NAMES = """
     arguments entrypoint templates volumes workflowTemplateRef name container dag inputs outputs
     retryStrategy activeDeadlineSeconds synchronization mutexes command args env envFrom volumeMounts
@@ -121,7 +110,6 @@ _FIELD_NAMES = """
 FIELDS = set(_FIELD_NAMES.split())
 CLUSTER_ONLY = {"image", "imagePullPolicy", "podGC", "podMetadata", "resources", "securityContext",
                 "serviceAccountName", "ttlStrategy"}  # fmt: skip
-TASK_NAMES = re.compile(r"[\w-]+( && [\w-]+)*")
 
 
 def check(value: Any, where: str) -> None:
@@ -146,8 +134,8 @@ def check(value: Any, where: str) -> None:
             if key not in CLUSTER_ONLY:
                 check(item, at)
             for i, task in enumerate(item if key == "tasks" else []):  # they run in the order listed
-                above, depends = {t["name"] for t in item[:i]}, task.get("depends", "")
-                if depends and not (TASK_NAMES.fullmatch(depends) and set(depends.split(" && ")) <= above):
+                depends = task.get("depends")
+                if depends and not set(depends.split(" && ")) <= {t["name"] for t in item[:i]}:
                     raise UnsupportedFeature(f"{at}[{task['name']}]: depends {depends!r} not supported locally"
                                              " (only names of tasks listed above it, joined by &&)")  # fmt: skip
 
@@ -171,7 +159,6 @@ class Node:
     name: str
     phase: str = "Pending"
     message: str = ""
-    inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
     mutexes: list[str] = field(default_factory=list)
@@ -179,9 +166,8 @@ class Node:
 
 @dataclass
 class WorkflowRun(Node):
-    """One submitted run: the entrypoint's node, with the run's parameters and each task's node by path."""
+    """One submitted run: the entrypoint's node, with each task's node by path."""
 
-    parameters: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     spec: dict = field(default_factory=dict, repr=False)
     scope: dict[str, str] = field(default_factory=dict, repr=False)
@@ -197,17 +183,12 @@ class WorkflowRun(Node):
         return "\n".join(lines)
 
 
-# Runs never overlap, which is also what a template's mutexes guarantee on a cluster.
-_RUNNING = threading.Lock()
-
-
 class LocalExecutor:
-    """Runs rendered Argo objects with local processes.
+    """Runs rendered Argo objects with local processes. ``objects``: every document a run may reference;
+    ``secrets`` / ``config_maps``: ``{name: {key: value}}`` standing in for the cluster's; ``claims``:
+    ``{claimName: directory}``; ``path``: directories searched for the containers' commands."""
 
-    ``objects``: every document a run may reference; ``secrets`` / ``config_maps``:
-    ``{name: {key: value}}`` standing in for the cluster's; ``claims``: ``{claimName: directory}``;
-    ``path``: directories searched for the containers' commands (the venv's ``bin``).
-    """
+    _running = threading.Lock()  # runs never overlap, as a template's mutexes guarantee on a cluster
 
     def __init__(self, objects, *, secrets=None, config_maps=None, claims=None, path=(), workdir=None,
                  log=None) -> None:  # fmt: skip
@@ -234,29 +215,26 @@ class LocalExecutor:
         """Run an object by name, like ``argo submit --from <kind>/<name> -p k=v``."""
         spec, parameters = self.find(name), parameters or {}
         if "workflowTemplateRef" in spec:  # the template's spec, the referring object's fields win
-            base = self.find(spec["workflowTemplateRef"]["name"], "WorkflowTemplate")
-            merged = {p["name"]: p for p in base.get("arguments", {}).get("parameters", [])}
-            for p in spec.get("arguments", {}).get("parameters", []):
-                merged[p["name"]] = {**merged.get(p["name"], {}), **p}
-            spec = {**base, **{k: v for k, v in spec.items() if k != "workflowTemplateRef"}}
-            spec["arguments"] = {"parameters": list(merged.values())}
+            base = self.find(spec.pop("workflowTemplateRef")["name"], "WorkflowTemplate")
+            merged = {p["name"]: p for p in _parameters(base, "arguments")}
+            merged |= {p["name"]: {**merged.get(p["name"], {}), **p} for p in _parameters(spec, "arguments")}
+            spec = {**base, **spec, "arguments": {"parameters": list(merged.values())}}
         for t in spec["templates"]:  # every referenced WorkflowTemplate is checked before anything runs
             for task in t.get("dag", {}).get("tasks", []):
                 if "templateRef" in task:
                     self.find(task["templateRef"]["name"], "WorkflowTemplate")
-        declared = {p["name"]: p for p in spec.get("arguments", {}).get("parameters", [])}
-        if set(parameters) - set(declared):
-            unknown = sorted(set(parameters) - set(declared))
+        declared = {p["name"]: p for p in _parameters(spec, "arguments")}
+        if unknown := sorted(set(parameters) - set(declared)):
             raise ExecutorError(f"unknown parameters {unknown}; declared: {sorted(declared)}")
         run_name, now = f"{name}-{uuid.uuid4().hex[:5]}", datetime.datetime.now(datetime.UTC)
         scope = {"workflow.name": run_name, "workflow.creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
         scope |= {f"workflow.creationTimestamp.{c}": now.strftime(f"%{c}") for c in "YmdHMSjy"}
         params = {n: substitute(_value(p, parameters), scope) for n, p in declared.items()}
         scope |= {f"workflow.parameters.{k}": v for k, v in params.items()}
-        run = WorkflowRun(run_name, parameters=params, spec=spec, scope=scope)
+        run = WorkflowRun(run_name, spec=spec, scope=scope)
         templates = {t["name"]: t for t in spec["templates"]}
         self.log(f"[{run_name}] start {name} parameters={params}")
-        with _RUNNING:
+        with self._running:
             try:
                 self._template(run, templates, templates[spec["entrypoint"]], params, run)
             except ExecutorError as exc:
@@ -266,8 +244,8 @@ class LocalExecutor:
 
     def _template(self, run: WorkflowRun, library: dict, template: dict, args: Mapping, node: Node) -> None:
         """Run ``template`` with ``args``; names it does not declare as inputs are ignored."""
-        node.inputs = {p["name"]: _value(p, args) for p in template.get("inputs", {}).get("parameters", [])}
-        scope = {**run.scope, **{f"inputs.parameters.{k}": v for k, v in node.inputs.items()}}
+        inputs = {f"inputs.parameters.{p['name']}": _value(p, args) for p in _parameters(template, "inputs")}
+        scope = {**run.scope, **inputs}
         mutexes = template.get("synchronization", {}).get("mutexes", [])
         node.mutexes = [f"{run.spec['namespace']}/{m['name']}" for m in mutexes]
         if "container" in template:
@@ -276,60 +254,51 @@ class LocalExecutor:
             self._dag(run, library, template, scope, node)
 
     def _dag(self, run: WorkflowRun, library: dict, template: dict, scope: dict, node: Node) -> None:
-        """Tasks in dependency order, one at a time; the first failed task fails the DAG."""
-        local = dict(scope)
-        for task in template["dag"]["tasks"]:  # listed in dependency order: see check()
+        """Tasks in the order listed (dependencies first: see check); the first failed task fails the DAG."""
+        for task in template["dag"]["tasks"]:
             name = task["name"]
-            path = f"{node.name}.{name}" if node.name in run.nodes else name
-            child = self._task(run, library, task, local, path)
-            local.update({f"tasks.{name}.outputs.parameters.{k}": v for k, v in child.outputs.items()})
+            child = Node(f"{node.name}.{name}" if node.name in run.nodes else name)
+            run.nodes[child.name] = child
+            try:
+                self._task(run, library, task, scope, child)
+            except ExecutorError as exc:  # the task cannot run as written
+                child.phase, child.message = ERROR, str(exc)
+                self.log(f"  {child.name}: error: {exc}")
+            scope = {**scope, **{f"tasks.{name}.outputs.parameters.{k}": v for k, v in child.outputs.items()}}
             if child.phase in (FAILED, ERROR):
                 node.phase, node.message = FAILED, f"task {name} {child.phase.lower()}: {child.message}"
                 return
-        for p in template.get("outputs", {}).get("parameters", []):
-            source = p["valueFrom"]
-            if "parameter" in source:
-                node.outputs[p["name"]] = substitute(source["parameter"], local)
-            else:
-                node.outputs[p["name"]] = to_text(evaluate(source["expression"], local))
+        for p in _parameters(template, "outputs"):  # an expression gives what its {{=...}} tag would
+            tag = p["valueFrom"].get("parameter") or "{{=" + p["valueFrom"]["expression"] + "}}"
+            node.outputs[p["name"]] = substitute(tag, scope)
         node.phase = SUCCEEDED
 
-    def _task(self, run: WorkflowRun, library: dict, task: dict, scope: dict, path: str) -> Node:
-        node = run.nodes[path] = Node(path)
-        try:
-            condition = substitute(task.get("when", "true"), scope)
-            if condition not in ("true", "false"):
-                raise ExecutorError(f"task {task['name']!r}: when {condition!r} is not true or false")
-            if condition == "false":
-                node.phase, node.message = SKIPPED, f"when {task['when']!r} is false"
-                return node
-            parameters = task.get("arguments", {}).get("parameters", [])
-            args = {p["name"]: substitute(p["value"], scope) for p in parameters}
-            name, owner = task.get("template"), "this workflow"
-            if "templateRef" in task:  # the referenced template's own tree, from its WorkflowTemplate
-                owner, name = task["templateRef"]["name"], task["templateRef"]["template"]
-                library = {t["name"]: t for t in self.find(owner, "WorkflowTemplate")["templates"]}
-            if name not in library:
-                raise ExecutorError(f"task {task['name']!r}: {owner} has no template {name!r}")
-            self._template(run, library, library[name], args, node)
-        except ExecutorError as exc:
-            node.phase, node.message = ERROR, str(exc)
-            self.log(f"  {path}: error: {exc}")
-        return node
+    def _task(self, run: WorkflowRun, library: dict, task: dict, scope: Mapping, node: Node) -> None:
+        condition = substitute(task.get("when", "true"), scope)
+        if condition == "false":
+            node.phase, node.message = SKIPPED, f"when {task['when']!r} is false"
+            return
+        if condition != "true":
+            raise ExecutorError(f"task {task['name']!r}: when {condition!r} is not true or false")
+        args = {p["name"]: substitute(p["value"], scope) for p in _parameters(task, "arguments")}
+        name, owner = task.get("template"), "this workflow"
+        if "templateRef" in task:  # the referenced template's own tree, from its WorkflowTemplate
+            owner, name = task["templateRef"]["name"], task["templateRef"]["template"]
+            library = {t["name"]: t for t in self.find(owner, "WorkflowTemplate")["templates"]}
+        if name not in library:
+            raise ExecutorError(f"task {task['name']!r}: {owner} has no template {name!r}")
+        self._template(run, library, library[name], args, node)
 
     def _container(self, run: WorkflowRun, template: dict, scope: dict, node: Node) -> None:
         """Attempts until one succeeds, the retry limit is reached or the retry expression says stop."""
         strategy = template.get("retryStrategy", {})
-        for number in range(int(strategy.get("limit", 0)) + 1):
-            if number:
-                self.log(f"  {node.name}: attempt {number} {node.attempts[-1].phase}, retrying")
+        retry_if = strategy.get("expression")
+        for _ in range(int(strategy.get("limit", 0)) + 1):
             attempt = self._attempt(run, substitute_all(template, scope), node)
             node.attempts.append(attempt)
-            code = -1 if attempt.exit_code is None else attempt.exit_code
-            scope = {**scope, "lastRetry.exitCode": str(code), "lastRetry.status": attempt.phase}
-            if attempt.phase == SUCCEEDED or (
-                "expression" in strategy and not evaluate(strategy["expression"], scope)
-            ):
+            exit_code = -1 if attempt.exit_code is None else attempt.exit_code
+            scope = {**scope, "lastRetry.exitCode": str(exit_code)}
+            if attempt.phase == SUCCEEDED or (retry_if and not evaluate(retry_if, scope)):
                 break
         node.phase, node.message = node.attempts[-1].phase, node.attempts[-1].message
         self.log(f"  {node.name}: {node.phase} after {len(node.attempts)} attempt(s) {node.message}".rstrip())
@@ -337,22 +306,17 @@ class LocalExecutor:
     def _attempt(self, run: WorkflowRun, template: dict, node: Node) -> Attempt:
         """One pod: fresh emptyDirs, env from the stand-in Secrets/ConfigMaps, the process, its outputs."""
         container = template["container"]
-        pod_dir = Path(tempfile.mkdtemp(prefix=f"{node.name}-", dir=self.workdir))
-        try:
-            mounts = self._mounts(
-                [*run.spec.get("volumes", []), *template.get("volumes", [])], container, pod_dir
-            )
-            env = self._env(container, mounts)
-            argv = [_localize(a, mounts) for a in [*container.get("command", []), *container.get("args", [])]]
-            executable = shutil.which(argv[0], path=env["PATH"]) if argv else None
-            if executable is None:
-                raise ExecutorError(f"command {argv[:1]} not found on PATH {env['PATH']!r}")
-        except ExecutorError as exc:
-            return Attempt([], None, ERROR, str(exc))
+        pod = Path(tempfile.mkdtemp(prefix=f"{node.name}-", dir=self.workdir))  # the pod's own directory
+        mounts = self._mounts([*run.spec.get("volumes", []), *template.get("volumes", [])], container, pod)
+        env = self._env(container, mounts)
+        argv = [_localize(a, mounts) for a in [*container.get("command", []), *container.get("args", [])]]
+        executable = shutil.which(argv[0], path=env["PATH"]) if argv else None
+        if executable is None:
+            raise ExecutorError(f"command {argv[:1]} not found on PATH {env['PATH']!r}")
         timeout = template.get("activeDeadlineSeconds")
         self.log(f"  {node.name}: $ {' '.join(argv)}")
         proc = subprocess.Popen(
-            [executable, *argv[1:]], env=env, cwd=pod_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [executable, *argv[1:]], env=env, cwd=pod, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True,
         )  # fmt: skip
         try:
@@ -365,35 +329,32 @@ class LocalExecutor:
             self.log(f"    | {line}")
         if proc.returncode != 0:
             return Attempt(argv, proc.returncode, FAILED, f"exit code {proc.returncode}", stdout, stderr)
-        node.outputs = {}
-        for p in template.get("outputs", {}).get("parameters", []):
+        for p in _parameters(template, "outputs"):
             file = Path(_localize(p["valueFrom"]["path"], mounts))
             if not file.is_file():
                 return Attempt(argv, 0, ERROR, f"output {p['name']!r}: {p['valueFrom']['path']} missing")
             node.outputs[p["name"]] = file.read_text().rstrip("\n")
         return Attempt(argv, 0, SUCCEEDED, "", stdout, stderr)
 
-    def _mounts(self, volumes: list, container: dict, pod_dir: Path) -> list[tuple[str, str]]:
+    def _mounts(self, volumes: list, container: dict, pod: Path) -> list[tuple[str, str]]:
         """(mountPath, local directory) pairs, longest path first."""
         declared, mounts = {v["name"]: v for v in volumes}, []
         for mount in container.get("volumeMounts", []):
             volume = declared.get(mount["name"], {})
             claim = volume.get("persistentVolumeClaim", {}).get("claimName")
             if "emptyDir" in volume:
-                local = pod_dir / "volumes" / mount["name"]
+                local = pod / "volumes" / mount["name"]
                 local.mkdir(parents=True)
             elif claim in self.claims:
                 local = self.claims[claim]
             else:
-                raise ExecutorError(
-                    f"volume {mount['name']!r}: not declared, or its claim is not mapped to a directory"
-                )
+                raise ExecutorError(f"volume {mount['name']!r}: not declared, or its claim is not mapped")
             mounts.append((mount["mountPath"].rstrip("/"), str(local)))
         return sorted(mounts, key=lambda m: len(m[0]), reverse=True)
 
     def _env(self, container: dict, mounts: list[tuple[str, str]]) -> dict[str, str]:
         """Only the container's env (plus PATH and locale): the host's environment does not leak in."""
-        env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+        env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
         env["PATH"] = os.pathsep.join([*self.path, env.get("PATH", os.defpath)])
         for source in container.get("envFrom", []):
             ref = source["configMapRef"]
@@ -411,6 +372,11 @@ class LocalExecutor:
             elif not ref.get("optional"):  # as the kubelet does: an optional missing key sets nothing
                 raise ExecutorError(f"env {var['name']}: {kind} {ref['name']}/{ref['key']} does not exist")
         return env
+
+
+def _parameters(spec: Mapping, key: str) -> list[dict]:
+    """The ``parameters`` under ``arguments``, ``inputs`` or ``outputs``."""
+    return spec.get(key, {}).get("parameters", [])
 
 
 def _value(declared: Mapping, given: Mapping[str, str]) -> str:

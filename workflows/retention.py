@@ -16,14 +16,12 @@ SCHEDULE = "30 0 * * *"
 
 
 def build() -> CronWorkflow:
-    with CronWorkflow(
-        name=NAME,
-        annotations={
-            "workflows.argoproj.io/description": "Drops prediction-log days past retention, creates the next days."
-        },
+    with common.cron_workflow(
+        NAME,
+        "Drops prediction-log days past retention, creates the next days.",
+        schedule=SCHEDULE,
+        deadline_seconds=3600,
         entrypoint="main",
-        **common.workflow_defaults(deadline_seconds=3600),
-        **common.cron_defaults(schedule=SCHEDULE, starting_deadline_seconds=3600),
     ) as cron:
         retention = common.cli_step("retention", ["retention"], resources=common.LIGHT, timeout_seconds=1800)
         with DAG(name="main"):

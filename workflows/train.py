@@ -71,13 +71,11 @@ def build_template() -> WorkflowTemplate:
 
 
 def build_weekly() -> CronWorkflow:
-    return CronWorkflow(
-        name=WEEKLY_NAME,
-        annotations={
-            "workflows.argoproj.io/description": "Weekly run of the rakuten-train WorkflowTemplate."
-        },
+    return common.cron_workflow(
+        WEEKLY_NAME,
+        "Weekly run of the rakuten-train WorkflowTemplate.",
+        schedule=WEEKLY_SCHEDULE,
+        deadline_seconds=4 * 3600,
         workflow_template_ref=WorkflowTemplateRef(name=NAME),
         arguments=[Parameter(name="model", value="sgd")],
-        **common.workflow_defaults(deadline_seconds=4 * 3600),
-        **common.cron_defaults(schedule=WEEKLY_SCHEDULE, starting_deadline_seconds=3600),
     )

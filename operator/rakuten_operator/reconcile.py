@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from rakuten_mlops.registry import AliasChanged, ModelRegistry
+from rakuten_mlops.registry import SHADOW_TAG, AliasChanged, ModelRegistry
 from rakuten_mlops.settings import Settings
 from rakuten_operator import FAILURE_TAG
 from rakuten_operator.analysis import Strategy, Verdict, judge
@@ -109,10 +109,12 @@ class ModelRollout:
             if progressive:
                 fallback = self._analysis_unavailable()
                 if fallback is None:
-                    return self._start_shadow(spec, raw_status, stable, step.version, step.reason)
-                return self._start(spec, raw_status, step, deployment, delivery=f"readiness-only: {fallback}")
+                    return self._start_shadow(spec, raw_status, registry, stable, step.version, step.reason)
+                return self._start(
+                    spec, raw_status, step, deployment, registry, f"readiness-only: {fallback}"
+                )
             why = "readiness-only: no spec.strategy" if spec.strategy is None else "readiness-only"
-            return self._start(spec, raw_status, step, deployment, delivery=why)
+            return self._start(spec, raw_status, step, deployment, registry, why)
         if step.kind == StepKind.READY:
             return self._ready(spec, raw_status, step)
         if step.kind == StepKind.ROLLBACK:
@@ -131,12 +133,19 @@ class ModelRollout:
         log.info("%s: patched Deployment %s to model version %s", self.ref, spec.deployment, version)
         return True
 
-    def _write(self, raw_status: dict[str, Any], phase: Phase, **kwargs: Any) -> dict[str, Any]:
-        update = transition(raw_status, phase, now=utcnow(), **kwargs)
+    def _decide(self, raw_status, phase: Phase, reason: str, message: str, *, warn=False, **fields) -> dict:
+        """Write a decision to the status (:func:`rollout.transition`), then post it as an Event
+        (a Warning when ``warn``); returns the status as it now is."""
+        update = transition(raw_status, phase, now=utcnow(), reason=reason, message=message, **fields)
         self.cluster.patch_status(self.name, update.patch)
+        self.notify("Warning" if warn else "Normal", reason, message)
         return {**raw_status, **update.patch["status"]}
 
-    def _start(self, spec, raw_status, step: Step, deployment, delivery: str | None = None) -> dict[str, Any]:
+    def _start(
+        self, spec, raw_status, step: Step, deployment, registry, delivery: str, extra: dict | None = None
+    ):
+        """Pin ``step.version`` in the Deployment; its shadow, if any, ends (nothing left to judge)."""
+        self._end_shadow(registry, step.version)
         patched = self._pin(spec, deployment, step.version)
         was = step.previous_version or "none"
         action = "pinned" if patched else "already pinned"
@@ -144,18 +153,9 @@ class ModelRollout:
             f"version {step.version} {action} in Deployment {spec.deployment} "
             f"(previous: {was}); {step.reason}"
         )
-        new = self._write(
-            raw_status,
-            Phase.ROLLING_OUT,
-            reason="RolloutStarted",
-            message=message,
-            desired=step.version,
-            previous=step.previous_version or "",
-            rollout_started=True,
-            extra={"delivery": delivery} if delivery else None,
-        )
-        self.notify("Normal", "RolloutStarted", message)
-        return new
+        return self._decide(raw_status, Phase.ROLLING_OUT, "RolloutStarted", message, desired=step.version,
+                            previous=step.previous_version or "", rollout_started=True,
+                            extra={"delivery": delivery, **(extra or {})})  # fmt: skip
 
     def _ready(self, spec, raw_status, step: Step) -> dict[str, Any]:
         message = f"version {step.version} serves: {step.reason}"
@@ -165,16 +165,9 @@ class ModelRollout:
         self._record(
             "rollout", spec, version=step.version, previous_version=step.previous_version, reason=step.reason
         )
-        new = self._write(
-            raw_status,
-            Phase.READY,
-            reason="RolloutComplete",
-            message=message,
-            desired=step.version,
-            served=step.version,
+        return self._decide(
+            raw_status, Phase.READY, "RolloutComplete", message, desired=step.version, served=step.version
         )
-        self.notify("Normal", "RolloutComplete", message)
-        return new
 
     def _rollback(
         self, spec, raw_status, step: Step, deployment, registry: ModelRegistry, extra: dict | None = None
@@ -199,18 +192,8 @@ class ModelRollout:
             log.info("%s: alias %s now points to %s, left as is", self.ref, spec.alias, exc.current)
             self._record("rollout_failed", spec, **{k: v for k, v in failed_row.items() if k != "actor"})
         message = f"version {failed} failed ({step.reason}); rolled back to version {target}"
-        new = self._write(
-            raw_status,
-            Phase.ROLLED_BACK,
-            reason="RolledBack",
-            message=message,
-            desired=target,
-            served=target,
-            previous="",
-            extra=extra,
-        )
-        self.notify("Warning", "RolledBack", message)
-        return new
+        return self._decide(raw_status, Phase.ROLLED_BACK, "RolledBack", message, warn=True,
+                            desired=target, served=target, previous="", extra=extra)  # fmt: skip
 
     def _fail(self, spec, raw_status, step: Step) -> dict[str, Any]:
         message = f"version {step.version} did not roll out: {step.reason}"
@@ -222,16 +205,12 @@ class ModelRollout:
             reason=step.reason,
             details={"servedmodel": self.ref, "deployment": spec.deployment},
         )
-        new = self._write(
-            raw_status, Phase.FAILED, reason="RolloutFailed", message=message, desired=step.version
+        return self._decide(
+            raw_status, Phase.FAILED, "RolloutFailed", message, warn=True, desired=step.version
         )
-        self.notify("Warning", "RolloutFailed", message)
-        return new
 
     def _no_alias(self, raw_status, step: Step) -> dict[str, Any]:
-        new = self._write(raw_status, Phase.IDLE, reason="AliasNotSet", message=step.reason)
-        self.notify("Normal", "AliasNotSet", step.reason)
-        return new
+        return self._decide(raw_status, Phase.IDLE, "AliasNotSet", step.reason)
 
     # --- progressive delivery -----------------------------------------------------------------
 
@@ -257,25 +236,18 @@ class ModelRollout:
             **more,
         }
 
-    def _start_shadow(self, spec, raw_status, stable: str, candidate: str, reason: str) -> dict[str, Any]:
-        """The alias moved: the stable pods shadow the candidate; no Deployment changes yet."""
+    def _start_shadow(self, spec, raw_status, registry, stable: str, candidate: str, reason: str) -> dict:
+        """The alias moved: the stable pods shadow the candidate (its SHADOW_TAG names the stable
+        version they serve); no Deployment changes yet."""
         strategy, now = spec.strategy, utcnow()
+        registry.tag(candidate, {SHADOW_TAG: stable})
         message = (
             f"version {candidate} in shadow beside version {stable} ({reason}): the stable pods score "
             f"{strategy.sample_rate:.0%} of requests with it until {strategy.shadow_min_requests} samples"
         )
-        new = self._write(
-            raw_status,
-            Phase.SHADOW,
-            reason="ShadowStarted",
-            message=message,
-            desired=candidate,
-            previous=stable,
-            rollout_started=True,
-            extra=self._stage_fields(strategy, -1, stable, candidate, now, canaryReplicas=0, lastVerdict=""),
-        )
-        self.notify("Normal", "ShadowStarted", message)
-        return new
+        fields = self._stage_fields(strategy, -1, stable, candidate, now, canaryReplicas=0, lastVerdict="")
+        return self._decide(raw_status, Phase.SHADOW, "ShadowStarted", message, desired=candidate,
+                            previous=stable, rollout_started=True, extra=fields)  # fmt: skip
 
     def _progress(self, spec, raw_status, status: RolloutStatus, alias_version, deployment, registry):
         """One look at a rollout in shadow or canary: follow the alias, keep the canary, analyse, decide."""
@@ -296,7 +268,7 @@ class ModelRollout:
                 f"version {alias_version} promoted while {candidate} was judged",
             )
             return self._start_shadow(
-                spec, raw_status, stable, alias_version, f"supersedes version {candidate}"
+                spec, raw_status, registry, stable, alias_version, f"supersedes version {candidate}"
             )
         now = utcnow()
         stage = status.stage_index
@@ -328,10 +300,9 @@ class ModelRollout:
         if analysis.verdict == Verdict.PROMOTE:
             log.info("%s: %s", self.ref, summary)
             step = Step(StepKind.START, candidate, stable, f"passed shadow and canary: {summary}")
-            new = self._start(spec, raw_status, step, deployment, delivery="progressive")
-            patch = {**extra, "step": "promoting"}
-            self.cluster.patch_status(self.name, {"status": patch})
-            return {**new, **patch}
+            return self._start(
+                spec, raw_status, step, deployment, registry, "progressive", {**extra, "step": "promoting"}
+            )
         if analysis.verdict == Verdict.CONTINUE:
             nxt = stage + 1
             replicas = self._ensure_canary(spec, deployment, candidate, nxt, report=False)
@@ -340,15 +311,8 @@ class ModelRollout:
                 f"version {candidate}: {strategy.stage_name(nxt)} ({replicas} canary pod(s), "
                 f"{share:.0%} of the pods) after {summary}"
             )
-            new = self._write(
-                raw_status,
-                Phase.CANARY,
-                reason="CanaryStep",
-                message=message,
-                extra={**extra, **self._stage_fields(strategy, nxt, stable, candidate, now, canaryReplicas=replicas)},
-            )  # fmt: skip
-            self.notify("Normal", "CanaryStep", message)
-            return new
+            fields = self._stage_fields(strategy, nxt, stable, candidate, now, canaryReplicas=replicas)
+            return self._decide(raw_status, Phase.CANARY, "CanaryStep", message, extra={**extra, **fields})
         self.cluster.patch_status(self.name, {"status": extra})
         return {**raw_status, **extra}
 
@@ -372,6 +336,12 @@ class ModelRollout:
             return replicas
         return rollout_verdict(view, candidate, None, utcnow(), None).state == "complete"
 
+    def _end_shadow(self, registry: ModelRegistry, version: str) -> None:
+        """Clear ``version``'s shadow tag if set, so no pinned pod scores it in shadow any more."""
+        if registry.version(version).tags.get(SHADOW_TAG):
+            registry.tag(version, {SHADOW_TAG: ""})
+            log.info("%s: version %s is no longer in shadow", self.ref, version)
+
     def _remove_canary(self, spec) -> bool:
         name = canary_name(spec.deployment)
         removed = self.cluster.delete_deployment(name)
@@ -389,19 +359,9 @@ class ModelRollout:
     def _cancel(self, spec, raw_status, stable: str | None, why: str) -> dict[str, Any]:
         """The alias left the candidate for the stable version: stop judging, nothing else to undo."""
         self._remove_canary(spec)
-        message = f"rollout cancelled: {why}"
-        new = self._write(
-            raw_status,
-            Phase.READY,
-            reason="RolloutCancelled",
-            message=message,
-            desired=stable,
-            served=stable,
-            previous="",
-            extra={"step": "", "candidateVersion": "", "canaryReplicas": 0},
-        )
-        self.notify("Normal", "RolloutCancelled", message)
-        return new
+        cleared = {"step": "", "candidateVersion": "", "canaryReplicas": 0}
+        return self._decide(raw_status, Phase.READY, "RolloutCancelled", f"rollout cancelled: {why}",
+                            desired=stable, served=stable, previous="", extra=cleared)  # fmt: skip
 
     # --- audit --------------------------------------------------------------------------------
 

@@ -34,6 +34,10 @@ HTTP_TIMEOUT_SECONDS = 30
 PROBE_TIMEOUT_SECONDS = 5.0
 
 NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
+#: Model-version tag the operator sets on a candidate it puts in shadow: the stable version it is
+#: judged beside. A pinned pod serving that version shadows the alias's version only while the
+#: tag names it (serving/shadow.py), so a readiness-only rollout, with no analysis, costs no shadow.
+SHADOW_TAG = "rollout_shadow_beside"
 SERVER_FAILURE_CODES = frozenset(
     {
         "INTERNAL_ERROR",

@@ -1,7 +1,7 @@
 """The operator's Prometheus adapter against a real Prometheus scraping real API processes.
 
 A stable API process pinned to version 1 shadows the alias's version 2 (a model that predicts one
-class for everything) on every request; a second process pinned to version 2 plays the canary.
+class for everything, tagged as in shadow beside version 1) on every request; a second process pinned to version 2 plays the canary.
 Real MLflow, real Prometheus (1 s scrapes), real ``rakuten-mlops serve``; no Kubernetes is needed.
 """
 
@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from rakuten_mlops.registry import SHADOW_TAG
 from rakuten_operator.analysis import Strategy, Verdict, judge
 from rakuten_operator.prometheus import Prometheus, PrometheusUnavailable, queries
 from tests.operator.delivery_harness import PrometheusServer, api_env, register
@@ -42,6 +43,8 @@ def test_shadow_and_canary_signals_per_version(mlflow_server, delivery_models, t
             ]
         )
         prom = Prometheus(server.url)
+        # what the operator does when it judges version 2 in shadow beside version 1
+        mlflow_server.client().set_model_version_tag(model, "2", SHADOW_TAG, "1")
         mlflow_server.client().set_registered_model_alias(model, "production", "2")
         wait_until(
             lambda: 'rakuten_shadow_candidate_info{model_version="2"} 1.0' in httpx.get(f"{stable.url}/metrics").text,

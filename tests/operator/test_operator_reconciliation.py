@@ -69,29 +69,31 @@ def events_for(api, namespace: str, name: str) -> list[dict]:
     return [e for e in api.list(EVENTS, namespace) if e.get("involvedObject", {}).get("name") == name]
 
 
+@pytest.fixture
+def served_on_version_1(api_server, namespace, mlflow_server, registered_model):
+    """A factory: a model with versions 1 and 2, production on 1, a Deployment rolled out on 1 and
+    a ServedModel for it; returns the model's name, an MLflow client and the Deployment's controller."""
+
+    def make(deployment: str, served: str, rollout_timeout: int):
+        model = registered_model(2)
+        client = mlflow_server.client()
+        client.set_registered_model_alias(model, "production", "1")
+        api_server.create(DEPLOYMENTS, namespace, api_deployment(deployment, "1"))
+        controller = DeploymentController(api_server, namespace, deployment)
+        controller.rolled_out()
+        body = served_model(served, deployment, model, mlflow_server.uri, pollSeconds=POLL,
+                            rolloutTimeoutSeconds=rollout_timeout)  # fmt: skip
+        api_server.create(SERVEDMODELS, namespace, body)
+        return model, client, controller
+
+    return make
+
+
 def test_promotion_rolls_the_deployment_once_and_survives_a_restart(
-    api_server, namespace, start_operator, mlflow_server, registered_model, operator_env
+    api_server, namespace, start_operator, served_on_version_1, operator_env
 ):
     """Alias production 1 -> 2: the Deployment is pinned to 2 within pollSeconds + 5 s, exactly once."""
-    model = registered_model(2)
-    client = mlflow_server.client()
-    client.set_registered_model_alias(model, "production", "1")
-    api_server.create(DEPLOYMENTS, namespace, api_deployment("api-a", "1"))
-    controller = DeploymentController(api_server, namespace, "api-a")
-    controller.rolled_out()
-    api_server.create(
-        SERVEDMODELS,
-        namespace,
-        served_model(
-            "classifier-a",
-            "api-a",
-            model,
-            mlflow_server.uri,
-            pollSeconds=POLL,
-            rolloutTimeoutSeconds=60,
-        ),
-    )
-
+    model, client, controller = served_on_version_1("api-a", "classifier-a", rollout_timeout=60)
     operator = start_operator()
     ready = wait_phase(api_server, namespace, "classifier-a", "Ready", 30)
     assert ready["servedVersion"] == "1"
@@ -141,27 +143,10 @@ def test_promotion_rolls_the_deployment_once_and_survives_a_restart(
 
 
 def test_failed_rollout_is_rolled_back_in_deployment_and_registry(
-    api_server, namespace, start_operator, mlflow_server, registered_model, operator_env
+    api_server, namespace, start_operator, served_on_version_1, operator_env
 ):
     """New pods never become ready: after rolloutTimeoutSeconds, version 1 is back everywhere."""
-    model = registered_model(2)
-    client = mlflow_server.client()
-    client.set_registered_model_alias(model, "production", "1")
-    api_server.create(DEPLOYMENTS, namespace, api_deployment("api-b", "1"))
-    controller = DeploymentController(api_server, namespace, "api-b")
-    controller.rolled_out()
-    api_server.create(
-        SERVEDMODELS,
-        namespace,
-        served_model(
-            "classifier-b",
-            "api-b",
-            model,
-            mlflow_server.uri,
-            pollSeconds=POLL,
-            rolloutTimeoutSeconds=6,
-        ),
-    )
+    model, client, controller = served_on_version_1("api-b", "classifier-b", rollout_timeout=6)
     start_operator()
     wait_phase(api_server, namespace, "classifier-b", "Ready", 30)
 

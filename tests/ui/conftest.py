@@ -290,12 +290,15 @@ def rollout_fleet(platform: Platform, tmp_path_factory: pytest.TempPathFactory) 
     """Two real API processes over one copy of the platform whose alias moved to version 2, as the
     pods of a progressive rollout run them: the stable pods pin version 1 and score every request
     with version 2 too (shadow), the canary pods pin version 2. Prometheus scrapes both."""
-    from rakuten_mlops.registry import connect
+    from rakuten_mlops.registry import SHADOW_TAG, connect
 
     root = tmp_path_factory.mktemp("ui-rollout")
     home = copy_home(platform, root / "home")
     settings = _settings_for(home)
-    connect(settings).set_registered_model_alias(settings.registered_model, "production", "2")
+    client = connect(settings)
+    # what the operator does when it judges version 2 in shadow beside version 1
+    client.set_model_version_tag(settings.registered_model, "2", SHADOW_TAG, "1")
+    client.set_registered_model_alias(settings.registered_model, "production", "2")
     common = {"RAKUTEN_MODEL_POLL_SECONDS": "0", "RAKUTEN_SHADOW_POLL_SECONDS": "0.5"}
     labels = {"namespace": "rakuten", "service": "rakuten-mlops-api"}
     started: list[ManagedProcess] = []

@@ -1,12 +1,14 @@
 """Shadow scoring: a pinned pod also scores a sample of live requests with the alias's newer version.
 
 How a pod learns the candidate: the operator pins the version a pod serves
-(``RAKUTEN_MODEL_VERSION``) and a promotion moves the alias. A pinned pod with
-``RAKUTEN_SHADOW_SAMPLE_RATE > 0`` reads the alias every ``RAKUTEN_SHADOW_POLL_SECONDS``; when it
-names another version, that version is the candidate: loaded beside the served one and fed a
-sample of live requests. When the alias names the served version again (promoted: the pod is
-replaced; reverted: the alias moved back) the candidate is dropped. No other channel between
-the operator and the pods is needed, and an operator restart changes nothing here.
+(``RAKUTEN_MODEL_VERSION``), a promotion moves the alias, and the operator, when it judges the new
+version in shadow, tags it with :data:`~rakuten_mlops.registry.SHADOW_TAG` naming the stable
+version. A pinned pod with ``RAKUTEN_SHADOW_SAMPLE_RATE > 0`` reads the alias every
+``RAKUTEN_SHADOW_POLL_SECONDS``; when it names another version tagged as in shadow beside the
+served one, that version is the candidate: loaded beside the served one and fed a sample of live
+requests. When the alias names the served version again (reverted), or the tag no longer names it
+(promoted, or a readiness-only rollout, which has no analysis to feed), the candidate is dropped.
+Alias and tag live in the registry, so an operator restart changes nothing here.
 
 Off the response path: :meth:`ShadowScorer.offer` is called after the served version has
 answered and only appends to a bounded queue (full: the sample is dropped and counted); one
@@ -25,6 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from rakuten_mlops.registry import SHADOW_TAG
 from rakuten_mlops.serving.metrics import multiprocess_dir
 from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
 
@@ -101,17 +104,17 @@ class ShadowScorer:
 
     # --- the candidate ---------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Read the alias; load the candidate it names, or drop the one it no longer names."""
+        """Read the alias; load the candidate it names while that version is in shadow beside the
+        served one, or drop the candidate held when it no longer is."""
         served = self.store.current
         if served is None:
             return
         target = self.store.alias_version()
         current = self.candidate
-        if target is None or target == served.version:
+        if target is None or target == served.version or not self._in_shadow(target, served.version):
             if current is not None:
-                log.info(
-                    "shadow: alias back on version %s, candidate %s dropped", served.version, current.version
-                )
+                log.info("shadow: candidate %s dropped (alias on version %s, not in shadow beside %s)",
+                         current.version, target, served.version)  # fmt: skip
                 self._set_candidate(None)
             return
         if current is not None and current.version == target:
@@ -121,6 +124,10 @@ class ShadowScorer:
             "shadow: scoring %.0f%% of requests with candidate version %s", 100 * self.sample_rate, target
         )
         self._set_candidate(model, served)
+
+    def _in_shadow(self, version: str, served: str) -> bool:
+        """Whether the operator has ``version`` in shadow beside ``served`` (its SHADOW_TAG)."""
+        return self.store.registry().version(version).tags.get(SHADOW_TAG) == served
 
     def _set_candidate(self, model: LoadedModel | None, served: LoadedModel | None = None) -> None:
         previous, self.candidate = self.candidate, model

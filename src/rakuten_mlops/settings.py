@@ -92,7 +92,10 @@ class Settings(BaseSettings):
         default=0.0,
         ge=0.0,
         le=1.0,
-        description="Share of requests a pinned pod also scores with the alias's newer version (shadow).",
+        description=(
+            "Share of requests a pinned pod also scores with the alias's newer version, while the"
+            " operator judges that version in shadow beside the one the pod serves."
+        ),
     )
     shadow_queue_size: int = Field(default=256, ge=1)
     shadow_poll_seconds: float = Field(default=5.0, gt=0.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -15,15 +14,6 @@ from sqlalchemy.orm import Session
 from tests.support import temporary_database
 
 REVISION = "0005"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data.db'}"
-        return
-    with temporary_database(request.getfixturevalue("pg_server"), "rk_logidx_mig") as url:
-        yield url
 
 
 def indexes(url: str) -> dict[str, str]:

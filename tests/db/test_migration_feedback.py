@@ -4,25 +4,12 @@ declare, goes down and up again, and keeps existing predictions."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 import sqlalchemy as sa
-
-from tests.support import temporary_database
 
 REVISION = "0004"
 FEEDBACK_TABLES = {"prediction_labels", "feedback_evaluations"}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'data.db'}"
-        return
-    with temporary_database(request.getfixturevalue("pg_server"), "rk_feedback_mig") as url:
-        yield url
 
 
 def revision_below() -> str:

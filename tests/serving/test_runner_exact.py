@@ -88,3 +88,21 @@ def test_each_awkward_product_alone_is_scored_as_in_a_batch(pipeline):
         alone, alone_features = compiled.run([designations[i]], [descriptions[i]])
         np.testing.assert_array_equal(alone[0], proba[i])
         assert alone_features[0] == features[i]
+
+
+def test_word_runs_are_the_default_token_pattern_s_tokens():
+    """The runner scans ``\\w\\w+`` for scikit-learn's ``(?u)\\b\\w\\w+\\b``: the same tokens on
+    every kind of character (letters, digits of other scripts, marks, underscores, symbols)."""
+    import random
+    import re
+
+    from rakuten_mlops.model.runner import DEFAULT_TOKEN_PATTERN, WORD_RUNS
+
+    alphabet = list("aZé_0 '-.,\t\n") + ["\u0301", "\u0663", "\u00b2", "\u00bd", "\u4e2d", "\U0001f600",
+                                          "\u2d63", "\u00a0", "\u0130", "\u00df", "\u02b0"]  # fmt: skip
+    rng = random.Random(11)
+    texts = ["", "a", "ab", "a b", "_", "__", "l'été 2x3", "e\u0301te\u0301", "\u0663\u0664 x\u00b2y"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(3000)]
+    default = re.compile(DEFAULT_TOKEN_PATTERN)
+    for text in texts:
+        assert WORD_RUNS.findall(text) == default.findall(text), repr(text)

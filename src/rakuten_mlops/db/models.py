@@ -94,7 +94,7 @@ class Prediction(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     prediction_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    model_version: Mapped[str] = mapped_column(String(32), index=True)
+    model_version: Mapped[str] = mapped_column(String(32))  # read inside created_at windows only
     prdtypecode: Mapped[int] = mapped_column(Integer)
     confidence: Mapped[float] = mapped_column(Float)
     text_length: Mapped[int] = mapped_column(Integer)
@@ -231,5 +231,10 @@ class FeedbackEvaluation(Base):
     accuracy: Mapped[float] = mapped_column(Float)
 
 
-# ``POST /feedback`` finds the latest prediction of a productid.
-Index("ix_predictions_productid", Prediction.productid)
+# ``POST /feedback`` finds the latest prediction of a productid; rows without one stay out.
+Index(
+    "ix_predictions_productid",
+    Prediction.productid,
+    postgresql_where=Prediction.productid.is_not(None),
+    sqlite_where=Prediction.productid.is_not(None),
+)

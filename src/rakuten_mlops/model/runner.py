@@ -14,6 +14,7 @@ the pipeline itself.
 from __future__ import annotations
 
 import logging
+import re
 from itertools import repeat
 from typing import Any
 
@@ -43,6 +44,9 @@ SEPARATOR = (
     "\u2d63\u2d63"  # Tifinagh letter yaz twice: a word, unchanged by lower(), foreign to the catalogue
 )
 JOIN = f" {SEPARATOR} "
+# the default token pattern's tokens: a scan finds the same maximal runs without testing \b
+# before and after each (a failed match at a run of one character resumes at a non-word one)
+WORD_RUNS = re.compile(r"\w\w+")
 
 
 class WholePipeline:
@@ -210,6 +214,8 @@ class _Column:
         )
         self.preprocess = str.lower if plain_lowercase else vectorizer.build_preprocessor()
         self.tokenize = vectorizer.build_tokenizer()
+        if vectorizer.tokenizer is None and vectorizer.token_pattern == DEFAULT_TOKEN_PATTERN:
+            self.tokenize = WORD_RUNS.findall
         self.joined = (
             plain_lowercase
             and vectorizer.tokenizer is None
@@ -265,7 +271,7 @@ class _Column:
         between two texts."""
         if self.joined and len(texts) > 1:
             tokens = self.tokenize(JOIN.join([text.lower() for text in texts]))
-            ids = np.array(list(map(self.joined_ids.get, tokens, repeat(-1))), dtype=np.int64)
+            ids = np.fromiter(map(self.joined_ids.get, tokens, repeat(-1)), np.int64, len(tokens))
             if np.count_nonzero(ids == -2) == len(texts) - 1:
                 return ids
         get, preprocess, tokenize = self.word_ids.get, self.preprocess, self.tokenize

@@ -16,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import math
 import os
 import re
 import time
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -29,7 +32,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from rakuten_mlops.monitoring import SEVERITY_LEVEL
@@ -86,13 +89,13 @@ class ApiMetrics:
         self.predictions = Counter(
             "rakuten_predictions_total", "Predictions served, by predicted prdtypecode.", ["prdtypecode"]
         )
-        self.confidence = Histogram(
-            "rakuten_prediction_confidence", "Probability of the predicted class.", buckets=CONFIDENCE_BUCKETS
+        self.confidence = BatchHistogram(
+            "rakuten_prediction_confidence", "Probability of the predicted class.", CONFIDENCE_BUCKETS
         )
-        self.input_length = Histogram(
+        self.input_length = BatchHistogram(
             "rakuten_input_length_chars",
             "Characters of designation + description per product.",
-            buckets=LENGTH_BUCKETS,
+            LENGTH_BUCKETS,
         )
         self.model_info = Gauge(
             MODEL_INFO,
@@ -199,6 +202,102 @@ class ApiMetrics:
 
     def record_reload(self, success: bool) -> None:
         self.reloads.labels("success" if success else "failure").inc()
+
+
+class BatchHistogram:
+    """A histogram observed a request batch at a time, through prometheus-client's public API.
+
+    ``Histogram.observe`` takes one value, so a batch of n products costs n calls, and with
+    ``PROMETHEUS_MULTIPROC_DIR`` each call writes two mmap'ed values under a lock. Here a batch's
+    values are counted per bucket first; then each bucket that got values, and the sum, get one
+    ``Counter.inc``: at most ``len(buckets) + 2`` writes per batch, whatever its size. The counts
+    live in one counter, ``<name>_parts`` (label ``part``: a bucket's upper bound, or ``sum``),
+    which :func:`as_histograms` turns back into the histogram ``name`` when ``/metrics`` is
+    rendered: cumulative ``_bucket{le=...}`` samples, ``_count`` and ``_sum``, what a
+    ``Histogram`` with these buckets exposes. Values are non-negative (the sum is a counter).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None = None,
+    ):
+        bounds = sorted(float(b) for b in buckets)
+        if bounds[-1] != math.inf:
+            bounds.append(math.inf)
+        self.name, self.documentation = name, documentation
+        self.bounds = bounds
+        self._bounds = np.asarray(bounds)
+        self.parts = Counter(
+            f"{name}_parts",
+            f"Per-bucket counts and sum of the histogram {name} (shown as that histogram).",
+            ["part"],
+            **({} if registry is None else {"registry": registry}),
+        )
+        self._buckets = [self.parts.labels(_le(bound)) for bound in bounds]  # series exist from 0
+        self._sum = self.parts.labels("sum")
+        _BATCHED[f"{name}_parts"] = self
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        """Observe every value of ``values`` (NaN counts in the +Inf bucket, where numpy sorts it)."""
+        n = len(values)
+        if n == 1:  # a single prediction: the two writes Histogram.observe makes
+            value = values[0]
+            if value < 0:
+                raise ValueError(f"{self.name} observes non-negative values only")
+            self._buckets[bisect_left(self.bounds, value) if value == value else -1].inc(1)
+            self._sum.inc(value)
+            return
+        if not n:
+            return
+        if n <= 16:  # a few values: bisect costs less than building arrays
+            bounds, last = self.bounds, len(self.bounds) - 1
+            counts: dict[int, int] = {}
+            for value in values:
+                i = bisect_left(bounds, value) if value == value else last
+                counts[i] = counts.get(i, 0) + 1
+            total, negative = math.fsum(values), min(values) < 0
+        else:
+            array = np.asarray(values, dtype=np.float64)
+            per_bucket = np.bincount(np.searchsorted(self._bounds, array), minlength=len(self.bounds))
+            counts = {int(i): int(per_bucket[i]) for i in np.flatnonzero(per_bucket)}
+            total, negative = float(array.sum()), bool(array.min() < 0)
+        if negative:  # before any write: a batch is counted whole or not at all
+            raise ValueError(f"{self.name} observes non-negative values only")
+        for i, count in counts.items():
+            self._buckets[i].inc(count)
+        self._sum.inc(total)
+
+    def family(self, parts_family) -> HistogramMetricFamily:
+        """The histogram from the ``_parts`` counter's family (summed over workers)."""
+        values = {s.labels.get("part"): s.value for s in parts_family.samples if s.name.endswith("_total")}
+        cumulative, buckets = 0.0, []
+        for bound in self.bounds:
+            cumulative += values.get(_le(bound), 0.0)
+            buckets.append((_le(bound), cumulative))
+        return HistogramMetricFamily(
+            self.name, self.documentation, buckets=buckets, sum_value=values.get("sum", 0.0)
+        )
+
+
+_BATCHED: dict[str, BatchHistogram] = {}
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus-client writes ``le`` (Go's float formatting)."""
+    return "+Inf" if bound == math.inf else repr(float(bound))
+
+
+def as_histograms(families: Iterable) -> Iterable:
+    """``families`` with each :class:`BatchHistogram`'s counter shown as its histogram."""
+    for family in families:
+        batched = _BATCHED.get(family.name)
+        yield batched.family(family) if batched is not None else family
 
 
 def _info_labels(model) -> tuple[str, str, str]:
@@ -334,7 +433,7 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterable:
         reap_dead_workers(self.path)
-        for family in self._merged.collect():
+        for family in as_histograms(self._merged.collect()):
             if family.name in (MODEL_INFO, SHADOW_INFO):
                 family.samples = [s for s in family.samples if s.value != 0]
             yield family
@@ -378,7 +477,7 @@ class _Forward(Collector):
         self.source = source
 
     def collect(self) -> Iterable:
-        return self.source.collect()
+        return as_histograms(self.source.collect())
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:

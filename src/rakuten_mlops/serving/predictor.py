@@ -196,9 +196,5 @@ class PredictionService:
             if counter is None:
                 counter = counters[code] = m.predictions.labels(str(code))
             counter.inc(count)
-        observe = m.confidence.observe
-        for row in probabilities:
-            observe(row[0])
-        observe = m.input_length.observe
-        for row in features:
-            observe(row[0])
+        m.confidence.observe_many([row[0] for row in probabilities])
+        m.input_length.observe_many([row[0] for row in features])

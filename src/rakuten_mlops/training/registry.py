@@ -235,8 +235,10 @@ def promote(
         with registry.locked() as txn:
             if txn.current != expected:
                 continue  # production moved while we scored: score again against the new one
-            _apply(registry, txn, decision)
-            return decision
+            _apply(txn, decision)
+        if decision.production_version != decision.version:
+            registry.tag(version, _gate_tags(decision))  # after the commit: see _gate_tags
+        return decision
     raise PromotionRefused(
         f"production changed {MAX_GATE_ATTEMPTS} times while version {version} was being scored; try again"
     )
@@ -293,13 +295,11 @@ def _decide(
     return GateDecision(decision="promoted" if passes else "rejected", reasons=reasons, **common)
 
 
-def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecision) -> None:
-    """Version tags, the model_events row and the alias move, last (inside the registry lock)."""
-    if decision.production_version == decision.version:
-        return
-    label = "forced" if decision.forced else decision.decision
-    tags = {
-        "gate_decision": label,
+def _gate_tags(decision: GateDecision) -> dict[str, str]:
+    """The decision as version tags, set once its ``model_events`` row (and alias move) committed,
+    ``gate_decision`` last: a job killed on the way leaves the earlier tag (``registered``), never
+    a version tagged promoted whose promotion is not recorded."""
+    return {
         "gate_reason": "; ".join(decision.reasons)[:4900],
         "gate_candidate_f1": _fmt(decision.candidate_f1),
         "gate_production_version": decision.production_version or "",
@@ -308,8 +308,15 @@ def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecisio
         "gate_test_digest": decision.test_digest,
         "gate_actor": decision.actor,
         "gate_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "gate_decision": "forced" if decision.forced else decision.decision,
     }
-    registry.tag(decision.version, tags)
+
+
+def _apply(txn: AliasTransaction, decision: GateDecision) -> None:
+    """The model_events row and the alias move, last (inside the registry lock)."""
+    if decision.production_version == decision.version:
+        return
+    label = "forced" if decision.forced else decision.decision
     txn.record(
         label,
         version=decision.version,

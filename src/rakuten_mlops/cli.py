@@ -222,14 +222,29 @@ def doctor(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the machine-readable result on stdout.")
     ] = False,
+    record_alias: Annotated[
+        bool,
+        typer.Option(
+            "--record-alias",
+            help="First record the production alias where it is if its move was never recorded "
+            "(a job killed between the move and its row); the alias itself is not moved.",
+        ),
+    ] = False,
 ) -> None:
     """Check that load batches, the registry, the production alias and the reports agree (after a crash).
 
     Exit 0 when consistent (leftovers of interrupted jobs are listed), 1 on any violation."""
     from rakuten_mlops.doctor import check
 
+    settings = get_settings()
     print_backends(quiet=as_json)
-    result = check(get_settings())
+    if record_alias:
+        from rakuten_mlops.training.registry import record_unrecorded_move
+
+        recorded = record_unrecorded_move(settings, actor="cli")
+        if recorded is not None:
+            err_console.print(f"recorded the production alias on version {recorded} (event 'recovered')")
+    result = check(settings)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:

@@ -29,7 +29,8 @@ from rakuten_mlops.settings import Settings
 from rakuten_mlops.training.dataset import LabelledSplit, load_test_set
 
 MAX_GATE_ATTEMPTS = 5
-HISTORY_EVENTS = ("promoted", "forced", "rollback")
+HISTORY_EVENTS = ("promoted", "forced", "rollback", "recovered")
+RESTORING_EVENTS = ("rollback", "recovered")  # they name the version found or put back in production
 VERSION_TAGS = (
     "f1_weighted",
     "f1_macro",
@@ -361,9 +362,9 @@ def production_history(conn, model_name: str) -> list[str]:
     ).all()
     stack: list[str] = []
     for event_type, version, decision in rows:
-        if not version or (event_type != "rollback" and decision != "promoted"):
+        if not version or (event_type not in RESTORING_EVENTS and decision != "promoted"):
             continue
-        if event_type == "rollback" and version in stack:
+        if event_type in RESTORING_EVENTS and version in stack:
             del stack[len(stack) - stack[::-1].index(version) :]
         elif not stack or stack[-1] != version:
             stack.append(version)
@@ -413,6 +414,31 @@ def rollback(
             continue  # another writer moved production meanwhile: decide again from the new state
         return RollbackResult(from_version=current, to_version=target, reason=reason, actor=actor)
     raise PromotionRefused(f"production changed {MAX_GATE_ATTEMPTS} times during the rollback; try again")
+
+
+def record_unrecorded_move(settings: Settings, actor: str = "doctor") -> str | None:
+    """Record the alias where it is when the production history ends elsewhere: the trace of a
+    job killed after moving the alias and before committing its ``model_events`` row.
+
+    Under the registry lock; the alias is not moved (it is what the API serves), the history is
+    brought level with it by a ``recovered`` row. Returns the version recorded, or None when the
+    history already agrees (or the alias is unset)."""
+    registry = ModelRegistry(settings)
+    with registry.locked() as txn:
+        stack = production_history(txn.conn, registry.name)
+        top = stack[-1] if stack else None
+        if txn.current is None or txn.current == top:
+            return None
+        txn.record(
+            "recovered",
+            version=txn.current,
+            previous_version=top,
+            decision="recovered",
+            reason=f"@{registry.alias} was found on version {txn.current} without the row of its move "
+            f"(the history ended at {top or 'nothing'}): recorded as found",
+            actor=actor,
+        )
+        return txn.current  # the lock's transaction commits the row
 
 
 def _history(settings: Settings) -> list[str]:

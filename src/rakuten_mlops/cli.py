@@ -39,6 +39,20 @@ def print_backends(quiet: bool = False) -> None:
     (err_console if quiet else console).print(f"[dim]{get_settings().backends_line()}[/dim]")
 
 
+def write_result_file(path: Path, text: str) -> None:
+    """Write a command's ``--output`` file whole or not at all (a temporary name beside it, then a
+    rename): a workflow step reading it after a crash never sees half a JSON document."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _print_version(value: bool) -> None:
     if value:
         console.print(__version__)
@@ -201,6 +215,43 @@ def retention(
     else:
         for line in result.describe():
             console.print(line)
+
+
+@app.command("doctor")
+def doctor(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the machine-readable result on stdout.")
+    ] = False,
+    record_alias: Annotated[
+        bool,
+        typer.Option(
+            "--record-alias",
+            help="First record the production alias where it is if its move was never recorded "
+            "(a job killed between the move and its row); the alias itself is not moved.",
+        ),
+    ] = False,
+) -> None:
+    """Check that load batches, the registry, the production alias and the reports agree (after a crash).
+
+    Exit 0 when consistent (leftovers of interrupted jobs are listed), 1 on any violation."""
+    from rakuten_mlops.doctor import check
+
+    settings = get_settings()
+    print_backends(quiet=as_json)
+    if record_alias:
+        from rakuten_mlops.training.registry import record_unrecorded_move
+
+        recorded = record_unrecorded_move(settings, actor="cli")
+        if recorded is not None:
+            err_console.print(f"recorded the production alias on version {recorded} (event 'recovered')")
+    result = check(settings)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        for line in result.describe():
+            console.print(line, markup=False)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def _register_areas() -> None:

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     production_alias: str = "production"
     training_experiment: str = "rakuten_model_training"
     drift_experiment: str = "rakuten_drift"
+    estimate_experiment: str = "rakuten_estimate"
 
     # Promotion gate
     min_f1: float = Field(default=0.75, ge=0.0, le=1.0)

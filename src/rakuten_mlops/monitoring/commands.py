@@ -17,8 +17,9 @@ OutputFile = Annotated[Path | None, typer.Option("--output", help="Also write th
 def _write(payload: dict, output: Path | None, as_json: bool) -> None:
     text = json.dumps(payload, indent=2, default=str)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text + "\n")
+        from rakuten_mlops.cli import write_result_file
+
+        write_result_file(output, text + "\n")
     if as_json:
         sys.stdout.write(text + "\n")
 
@@ -142,7 +143,7 @@ def render_estimate(summary: dict, console) -> None:
     for reason in summary.get("untrusted_reasons", []):
         console.print(f"[yellow]not trusted: {reason}[/yellow]")
     if summary.get("mlflow_run_id"):
-        console.print(f"recorded: MLflow run {summary['mlflow_run_id']} (experiment rakuten_estimate)")
+        console.print(f"recorded: MLflow run {summary['mlflow_run_id']} (experiment {summary['experiment']})")
 
 
 def decide(as_json: JsonFlag = False, output: OutputFile = None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -266,14 +267,19 @@ def current_frame(settings: Settings, start: datetime, end: datetime, model_vers
     return current_window(settings, start, end, model_version).frame
 
 
-def _report_dir(settings: Settings, now: datetime) -> Path:
+def _report_dir(settings: Settings, now: datetime) -> tuple[Path, Path]:
+    """(staging folder, final folder) of a new report: the files are written in the staging
+    folder (hidden, named after this process) and appear under the final name in one rename."""
+    import os
+
     base = settings.reports_dir / "drift"
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     folder, n = base / stamp, 1
     while folder.exists():
         folder, n = base / f"{stamp}-{n}", n + 1
-    folder.mkdir(parents=True)
-    return folder
+    staging = base / f".{folder.name}.{os.getpid()}.partial"
+    staging.mkdir(parents=True)
+    return staging, folder
 
 
 def run_drift_check(
@@ -331,20 +337,30 @@ def run_drift_check(
         },
         "created_at": datetime.now(UTC).isoformat(),
     }
-    folder = _report_dir(settings, end)
+    staging, folder = _report_dir(settings, end)
     summary["json_path"] = str(folder / "summary.json")
-    if comparison.snapshot is not None:
-        comparison.snapshot.save_html(str(folder / "report.html"))
-        summary["html_path"] = str(folder / "report.html")
-    else:
-        summary["html_path"] = None
-    summary["mlflow_run_id"] = _log_to_mlflow(settings, summary, folder)
-    summary["report_id"] = _record(settings, summary, start, end)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary["html_path"] = str(folder / "report.html") if comparison.snapshot is not None else None
+    try:
+        if comparison.snapshot is not None:
+            comparison.snapshot.save_html(str(staging / "report.html"))
+        _log_and_record(settings, summary, staging, folder, start, end)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed check leaves no folder behind
+        raise
     return DriftCheck(summary, folder)
 
 
-def _log_to_mlflow(settings: Settings, summary: dict[str, Any], folder: Path) -> str:
+def _log_and_record(
+    settings: Settings, summary: dict[str, Any], staging: Path, folder: Path, start: datetime, end: datetime
+) -> None:
+    """The MLflow run (artifacts from the staging folder), the folder renamed into place, then the
+    ``drift_reports`` row, then the run's end.
+
+    The row is the commit point: a check killed before it leaves a run still marked running and
+    a staging or unrecorded folder, which no reader takes for a report (``rakuten-mlops doctor``
+    lists them); the row never names files that are not all in place, and a run is marked
+    finished only once its row exists.
+    """
     import mlflow
 
     from rakuten_mlops.registry import connect, registry_errors
@@ -374,9 +390,14 @@ def _log_to_mlflow(settings: Settings, summary: dict[str, Any], folder: Path) ->
                 }
                 | {f"{t['feature']}_{t['test']}": t["score"] for t in summary["tests"]}
             )
-            (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-            mlflow.log_artifacts(str(folder), artifact_path="drift_report")
-            return run.info.run_id
+            (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            mlflow.log_artifacts(str(staging), artifact_path="drift_report")
+            staging.rename(folder)
+            try:
+                summary["report_id"] = _record(settings, summary, start, end)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
 
 
 def _record(settings: Settings, summary: dict[str, Any], start: datetime, end: datetime) -> int:

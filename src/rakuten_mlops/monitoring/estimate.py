@@ -4,7 +4,7 @@ Reads the prediction log of each window (the probability vector of every predict
 :mod:`rakuten_mlops.model.probabilities`), estimates weighted F1, macro F1 and accuracy with a
 90 % interval (:mod:`.performance`), checks whether the estimate can be trusted, adds the
 realized scores when labels exist for the window's predictions, and records the result (table
-``performance_estimates``, an MLflow run in experiment ``rakuten_estimate``).
+``performance_estimates``, an MLflow run in experiment ``rakuten_estimate``, setting ``estimate_experiment``).
 
 Trust: the estimate assumes the probabilities are as calibrated on the window as on the test
 split they were measured on. That fails when the inputs leave what the model learnt; a model
@@ -31,7 +31,6 @@ import pandas as pd
 from rakuten_mlops.settings import Settings
 
 DEFAULT_WINDOW = "1d"
-ESTIMATE_EXPERIMENT = "rakuten_estimate"
 
 OOV_TOLERANCE = 0.05
 CONFIDENCE_TOLERANCE = 0.05
@@ -271,8 +270,8 @@ def run_estimate(
     }  # fmt: skip
     summary = json.loads(json.dumps(summary, default=_plain))
     if record:
-        summary["mlflow_run_id"] = _log_to_mlflow(settings, summary, entries)
-        summary["estimate_ids"] = _record(settings, mv.version, entries, summary["mlflow_run_id"])
+        summary["experiment"] = settings.estimate_experiment
+        _log_and_record(settings, mv.version, summary, entries)
     return EstimateRun(summary)
 
 
@@ -316,7 +315,12 @@ def _record(settings: Settings, version: str, entries: list[dict], run_id: str |
     return ids
 
 
-def _log_to_mlflow(settings: Settings, summary: dict[str, Any], entries: list[dict]) -> str:
+def _log_and_record(settings: Settings, version: str, summary: dict[str, Any], entries: list[dict]) -> None:
+    """Log the MLflow run, then commit the rows naming it, then end the run.
+
+    The rows are the commit point: a job killed before them leaves only a run still marked
+    running (no reader takes it for an estimate); a run is marked finished only once its rows exist.
+    """
     import mlflow
 
     from rakuten_mlops.registry import connect, registry_errors
@@ -325,10 +329,11 @@ def _log_to_mlflow(settings: Settings, summary: dict[str, Any], entries: list[di
     connect(settings)
     # MLflow writes "View run ... at: URL" to stdout when a run ends: keep stdout for --json
     with registry_errors(settings), contextlib.redirect_stdout(sys.stderr):
-        experiment_id = ensure_experiment(settings, ESTIMATE_EXPERIMENT)
+        experiment_id = ensure_experiment(settings, settings.estimate_experiment)
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=f"estimate-v{summary['model_version']}"
         ) as run:
+            summary["mlflow_run_id"] = run.info.run_id
             mlflow.set_tags({"model_version": summary["model_version"], "trusted": str(summary["trusted"])})
             mlflow.log_params({"window": summary["window"], "windows": len(entries)})
             for step, e in enumerate(entries):
@@ -341,7 +346,7 @@ def _log_to_mlflow(settings: Settings, summary: dict[str, Any], entries: list[di
                     {k: float(v) for k, v in values.items() if _finite(v) is not None}, step=step
                 )
             mlflow.log_dict(summary, "estimate/summary.json")
-            return run.info.run_id
+            summary["estimate_ids"] = _record(settings, version, entries, run.info.run_id)
 
 
 def latest_estimate(settings: Settings, model_version: str):

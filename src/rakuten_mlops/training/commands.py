@@ -53,8 +53,9 @@ def train(
     )
     console.print(result.describe(), markup=False)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+        from rakuten_mlops.cli import write_result_file
+
+        write_result_file(output, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
         console.print(f"decision written to {output}", markup=False)
 
 

@@ -29,7 +29,8 @@ from rakuten_mlops.settings import Settings
 from rakuten_mlops.training.dataset import LabelledSplit, load_test_set
 
 MAX_GATE_ATTEMPTS = 5
-HISTORY_EVENTS = ("promoted", "forced", "rollback")
+HISTORY_EVENTS = ("promoted", "forced", "rollback", "recovered")
+RESTORING_EVENTS = ("rollback", "recovered")  # they name the version found or put back in production
 VERSION_TAGS = (
     "f1_weighted",
     "f1_macro",
@@ -235,8 +236,10 @@ def promote(
         with registry.locked() as txn:
             if txn.current != expected:
                 continue  # production moved while we scored: score again against the new one
-            _apply(registry, txn, decision)
-            return decision
+            _apply(txn, decision)
+        if decision.production_version != decision.version:
+            registry.tag(version, _gate_tags(decision))  # after the commit: see _gate_tags
+        return decision
     raise PromotionRefused(
         f"production changed {MAX_GATE_ATTEMPTS} times while version {version} was being scored; try again"
     )
@@ -293,13 +296,11 @@ def _decide(
     return GateDecision(decision="promoted" if passes else "rejected", reasons=reasons, **common)
 
 
-def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecision) -> None:
-    """Version tags, the model_events row and the alias move, last (inside the registry lock)."""
-    if decision.production_version == decision.version:
-        return
-    label = "forced" if decision.forced else decision.decision
-    tags = {
-        "gate_decision": label,
+def _gate_tags(decision: GateDecision) -> dict[str, str]:
+    """The decision as version tags, set once its ``model_events`` row (and alias move) committed,
+    ``gate_decision`` last: a job killed on the way leaves the earlier tag (``registered``), never
+    a version tagged promoted whose promotion is not recorded."""
+    return {
         "gate_reason": "; ".join(decision.reasons)[:4900],
         "gate_candidate_f1": _fmt(decision.candidate_f1),
         "gate_production_version": decision.production_version or "",
@@ -308,8 +309,15 @@ def _apply(registry: ModelRegistry, txn: AliasTransaction, decision: GateDecisio
         "gate_test_digest": decision.test_digest,
         "gate_actor": decision.actor,
         "gate_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "gate_decision": "forced" if decision.forced else decision.decision,
     }
-    registry.tag(decision.version, tags)
+
+
+def _apply(txn: AliasTransaction, decision: GateDecision) -> None:
+    """The model_events row and the alias move, last (inside the registry lock)."""
+    if decision.production_version == decision.version:
+        return
+    label = "forced" if decision.forced else decision.decision
     txn.record(
         label,
         version=decision.version,
@@ -354,9 +362,9 @@ def production_history(conn, model_name: str) -> list[str]:
     ).all()
     stack: list[str] = []
     for event_type, version, decision in rows:
-        if not version or (event_type != "rollback" and decision != "promoted"):
+        if not version or (event_type not in RESTORING_EVENTS and decision != "promoted"):
             continue
-        if event_type == "rollback" and version in stack:
+        if event_type in RESTORING_EVENTS and version in stack:
             del stack[len(stack) - stack[::-1].index(version) :]
         elif not stack or stack[-1] != version:
             stack.append(version)
@@ -406,6 +414,31 @@ def rollback(
             continue  # another writer moved production meanwhile: decide again from the new state
         return RollbackResult(from_version=current, to_version=target, reason=reason, actor=actor)
     raise PromotionRefused(f"production changed {MAX_GATE_ATTEMPTS} times during the rollback; try again")
+
+
+def record_unrecorded_move(settings: Settings, actor: str = "doctor") -> str | None:
+    """Record the alias where it is when the production history ends elsewhere: the trace of a
+    job killed after moving the alias and before committing its ``model_events`` row.
+
+    Under the registry lock; the alias is not moved (it is what the API serves), the history is
+    brought level with it by a ``recovered`` row. Returns the version recorded, or None when the
+    history already agrees (or the alias is unset)."""
+    registry = ModelRegistry(settings)
+    with registry.locked() as txn:
+        stack = production_history(txn.conn, registry.name)
+        top = stack[-1] if stack else None
+        if txn.current is None or txn.current == top:
+            return None
+        txn.record(
+            "recovered",
+            version=txn.current,
+            previous_version=top,
+            decision="recovered",
+            reason=f"@{registry.alias} was found on version {txn.current} without the row of its move "
+            f"(the history ended at {top or 'nothing'}): recorded as found",
+            actor=actor,
+        )
+        return txn.current  # the lock's transaction commits the row
 
 
 def _history(settings: Settings) -> list[str]:

@@ -142,7 +142,7 @@ def run_training(
     if model not in MODEL_KINDS:
         raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODEL_KINDS)}")
     with registry_errors(settings):
-        client = connect(settings)  # fail fast when the registry is down
+        connect(settings)  # fail fast when the registry is down
     data = load_training_data(settings)  # fail fast on too few rows
     say(
         f"data: {len(data.train):,} training and {len(data.test):,} test rows, "
@@ -171,10 +171,9 @@ def run_training(
     with registry_errors(settings), warnings.catch_warnings():
         # MLflow hints that int64 columns cannot hold missing values: ours (labels, ids) never do
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
-        version, run_id = _log_and_register(settings, client, experiment_id, model, pipeline, data, evaluation, params, trials)  # fmt: skip
+        version, run_id = _log_and_register(settings, experiment_id, model, pipeline, data, evaluation, params, trials, actor)  # fmt: skip
     metrics = evaluation.metrics
     lineage = data.lineage()
-    _record_trained(settings, version, run_id, model, metrics, lineage, actor)
     result = TrainingResult(
         version, run_id, model, metrics, seconds, lineage, _logged_params(pipeline, params), pipeline=pipeline
     )
@@ -207,7 +206,9 @@ def _logged_params(pipeline, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _log_and_register(settings, client, experiment_id, model, pipeline, data, evaluation, params, trials):
+def _log_and_register(settings, experiment_id, model, pipeline, data, evaluation, params, trials, actor):
+    """Log the run and the model, then create the registered version WITH its tags in one call
+    (a version exists complete or not at all), record its ``trained`` row, and only then end the run."""
     import mlflow
     import mlflow.data
     from mlflow.data.code_dataset_source import CodeDatasetSource
@@ -277,12 +278,10 @@ def _log_and_register(settings, client, experiment_id, model, pipeline, data, ev
             name="model",
             signature=signature,
             input_example=example,
-            registered_model_name=settings.registered_model,
             skops_trusted_types=trusted_types(),
             pip_requirements=_requirements(),
             tags={"model_kind": model},
         )
-        version = str(info.registered_model_version)
         tags = {
             "f1_weighted": f"{evaluation.f1_weighted:.6f}",
             "f1_macro": f"{evaluation.f1_macro:.6f}",
@@ -304,8 +303,8 @@ def _log_and_register(settings, client, experiment_id, model, pipeline, data, ev
             "gate_decision": "registered",
             "gate_reason": "not submitted to the gate yet",
         }
-        for key, value in tags.items():
-            client.set_model_version_tag(settings.registered_model, version, key, value)
+        version = str(mlflow.register_model(info.model_uri, settings.registered_model, tags=tags).version)
+        _record_trained(settings, version, run.info.run_id, model, evaluation.metrics, lineage, actor)
         return version, run.info.run_id
 
 

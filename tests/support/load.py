@@ -280,7 +280,7 @@ async def _one(pool: _Connections, request: bytes, timeout: float) -> tuple[floa
                 if not status_line:
                     raise ConnectionResetError("the server closed the connection")
                 status = int(status_line.split(b" ", 2)[1])
-                length, close = 0, False
+                length, close = 0, status_line.startswith(b"HTTP/1.0")
                 while True:
                     line = await reader.readline()
                     if line in (b"\r\n", b"\n", b""):

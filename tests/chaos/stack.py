@@ -84,6 +84,11 @@ class Stack:
         wait_until(lambda: self.served_version() == version, timeout, 0.05, f"the API serving {version}")
         return time.time()
 
+    def model_copies_on_disk(self) -> tuple[int, int]:
+        """(downloaded models, bytes) under the API's temporary directory."""
+        tmp = self.root / "api-tmp"
+        return len(list(tmp.rglob("MLmodel"))), sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+
     def logged_ids(self) -> list[str]:
         """Every prediction id in the prediction log."""
         engine = sa.create_engine(self.database_url)
@@ -181,7 +186,9 @@ def cluster_stack(root: Path, *, versions: int = 2, **api_env: str) -> Iterator[
                 register_logged(mlflow.uri, name, logged, alias="production" if variant == 0 else None)
             )
         database_url = f"{base}/rakuten"
+        (root / "api-tmp").mkdir()
         env = {
+            "TMPDIR": str(root / "api-tmp"),  # what the API leaves on disk, counted apart
             "RAKUTEN_HOME": str(root / "api-home"),
             "RAKUTEN_DATABASE_URL": database_url,
             "MLFLOW_TRACKING_URI": mlflow.uri,

@@ -59,27 +59,30 @@ def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
         record("load (70 % of capacity, req/s)", rate)
 
         load = start_load(LoadPlan(f"{stack.api.url}/predict", SINGLE_BODIES, rate, total), tmp_path, fault)
-        begun = time.time()
-        time.sleep(max(0.0, begun + fault_at - time.time()))
-        down = time.time()
-        up = None
-        if fault == "postgres":
-            stack.pg.stop("fast")
-        elif fault == "mlflow":
-            kill(stack.mlflow.process)
-        else:
-            kill(stack.s3.process)
-        if fault == "s3":
-            time.sleep(0.1 * total)  # the API's poll now finds a version it cannot download
-            stack.promote(v2, v1, "chaos: promoted while the object store is down")
-        else:
-            time.sleep(max(0.0, down + outage - time.time()))
+        try:
+            begun = time.time()
+            time.sleep(max(0.0, begun + fault_at - time.time()))
+            down = time.time()
+            up = None
             if fault == "postgres":
-                stack.pg.start()
+                stack.pg.stop("fast")
+            elif fault == "mlflow":
+                kill(stack.mlflow.process)
             else:
-                stack.mlflow.start()
-            up = time.time()
-        result = load.result()
+                kill(stack.s3.process)
+            if fault == "s3":
+                time.sleep(0.1 * total)  # the API's poll now finds a version it cannot download
+                stack.promote(v2, v1, "chaos: promoted while the object store is down")
+            else:
+                time.sleep(max(0.0, down + outage - time.time()))
+                if fault == "postgres":
+                    stack.pg.start()
+                else:
+                    stack.mlflow.start()
+                up = time.time()
+            result = load.result()
+        finally:
+            load.stop(grace=5)
         end = result.started + result.wall_seconds
         record("machine load at end (1/5/15 min)", machine_load())
 
@@ -117,6 +120,9 @@ def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
             followed = stack.wait_served(v2, timeout=90) - promoted
             record("promotion followed after the fault (s)", followed)
 
+        copies = stack.model_copies_on_disk()[0]
+        record("model copies left on the API's disk", copies, goal="0", met=copies == 0)
+
         # the prediction log, after a graceful shutdown wrote what was queued
         assert stack.api.terminate() in (0, -signal.SIGTERM), stack.api.log()  # uvicorn re-raises it
         if fault == "postgres" and not stack.pg.running():
@@ -134,5 +140,6 @@ def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
     assert whole.failed == 0, result.failures()
     assert lost <= bound, f"{lost} predictions missing from the log (bound {bound})"
     assert growth <= RSS_GROWTH_LIMIT, f"RSS grew {growth:+.1%}"
+    assert copies == 0, f"{copies} downloaded models left in the API's temporary directory"
     if fault == "s3":
         assert served == {v1}, f"answers came from {served}, expected only {v1}"

@@ -50,25 +50,31 @@ def test_soak_with_hot_swaps(tmp_path, chaos_figures):
 
         plan = LoadPlan(f"{stack.api.url}/predict/batch", BATCH_BODIES, rate, total, collect_ids=False)
         load = start_load(plan, tmp_path, "soak")
-        begun = time.time()
-        # (version, promoted at, replaced in the API at): the first was promoted before the run
-        held: list[list] = [[versions[0], 0.0, float("inf")]]
-        swap_seconds: list[float] = []
-        swap = 1
-        while begun + (swap + 1) * every <= begun + total:
-            time.sleep(max(0.0, begun + swap * every - time.time()))
-            current, target = held[-1][0], versions[swap % len(versions)]
-            promoted = time.time()
-            stack.promote(target, current, f"chaos soak: hot swap {swap}")
-            held.append([target, promoted, float("inf")])
-            served = stack.wait_served(target, timeout=0.8 * every)
-            held[-2][2] = served
-            swap_seconds.append(served - promoted)
-            swap += 1
-        warm = held[2][2] if len(held) > 3 else held[-2][2]  # after the third swap
-        result = load.result(extra_timeout=300)
+        try:
+            begun = time.time()
+            # (version, promoted at, replaced in the API at): the first was promoted before the run
+            held: list[list] = [[versions[0], 0.0, float("inf")]]
+            swap_seconds: list[float] = []
+            swap = 1
+            while begun + (swap + 1) * every <= begun + total:
+                time.sleep(max(0.0, begun + swap * every - time.time()))
+                current, target = held[-1][0], versions[swap % len(versions)]
+                promoted = time.time()
+                stack.promote(target, current, f"chaos soak: hot swap {swap}")
+                held.append([target, promoted, float("inf")])
+                served = stack.wait_served(target, timeout=0.8 * every)
+                held[-2][2] = served
+                swap_seconds.append(served - promoted)
+                swap += 1
+            warm = held[2][2] if len(held) > 3 else held[-2][2]  # after the third swap
+            result = load.result(extra_timeout=300)
+        finally:
+            load.stop(grace=5)
         end = result.started + result.wall_seconds
         record("machine load at end (1/5/15 min)", machine_load())
+        copies, disk_bytes = stack.model_copies_on_disk()
+        record("model copies left on the API's disk", copies, goal="0", met=copies == 0)
+        record("API temporary files (MiB)", disk_bytes / 2**20)
 
     whole = result.window()
     record("requests sent", whole.requests)
@@ -108,3 +114,4 @@ def test_soak_with_hot_swaps(tmp_path, chaos_figures):
     assert mixed == 0
     assert not foreign, foreign[:10]
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew {growth:+.1%}"
+    assert copies == 0, f"{copies} downloaded models left in the API's temporary directory"

@@ -23,7 +23,7 @@ import pytest
 
 from tests.chaos.conftest import scaled
 from tests.chaos.stack import SINGLE_BODIES, cluster_stack, machine_load
-from tests.support.load import LoadPlan, closed_loop_capacity, start_load
+from tests.support.load import LoadPlan, LoadResult, closed_loop_capacity, percentile, start_load
 
 LOAD_SHARE = 0.5
 RSS_GROWTH_LIMIT = 0.05
@@ -80,6 +80,9 @@ def test_soak_with_hot_swaps(tmp_path, chaos_figures):
     record("requests sent", whole.requests)
     record("failed requests", whole.failed, goal="0", met=whole.failed == 0)
     record("p99 over the run (ms)", whole.p99 * 1000)
+    swaps_at = [promoted - result.started for _, promoted, _ in held[1:]]
+    record("p99 within 10 s of a promotion (ms)", p99_near(result, swaps_at, 10.0, near=True) * 1000)
+    record("p99 away from promotions (ms)", p99_near(result, swaps_at, 10.0, near=False) * 1000)
     record("hot swaps", len(swap_seconds))
     record("slowest swap, promotion to served (s)", max(swap_seconds))
     record("generator CPU (share of one core)", result.cpu_share())
@@ -115,3 +118,14 @@ def test_soak_with_hot_swaps(tmp_path, chaos_figures):
     assert not foreign, foreign[:10]
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew {growth:+.1%}"
     assert copies == 0, f"{copies} downloaded models left in the API's temporary directory"
+
+
+def p99_near(result: LoadResult, instants: list[float], seconds: float, *, near: bool) -> float:
+    """p99 of the successful requests due within ``seconds`` of one of ``instants`` (or, with
+    ``near=False``, of those due farther from all of them)."""
+    latencies = sorted(
+        done - due
+        for due, done, status in zip(result.due, result.done, result.status, strict=True)
+        if status // 100 == 2 and any(abs(due - t) <= seconds for t in instants) == near
+    )
+    return percentile(latencies, 99) or 0.0

@@ -196,6 +196,10 @@ def cluster_stack(root: Path, *, versions: int = 2, **api_env: str) -> Iterator[
             "RAKUTEN_MODEL_POLL_SECONDS": "1",
             "RAKUTEN_ADMIN_TOKEN": ADMIN_TOKEN,
             "RAKUTEN_LOG_LEVEL": "INFO",
+            # no admission control: these scenarios measure what a backend fault or a swap does to
+            # requests the API accepts; beyond its capacity is the overload scenario's subject
+            "RAKUTEN_MAX_INFLIGHT": "0",
+            "RAKUTEN_MAX_INFLIGHT_BATCHES": "0",
             **{k.upper(): str(v) for k, v in api_env.items()},
         }
         api = ApiProcess(env, root / "api.log")

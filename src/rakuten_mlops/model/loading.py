@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 
 def model_uri(name: str, *, version: str | None = None, alias: str = "production") -> str:
@@ -17,8 +18,13 @@ def load_pipeline(uri: str):
     ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is true. Our own registry is a trusted source, so
     it is switched on here unless the operator set it explicitly (set it to ``false`` to forbid).
     The skops allow-list saved with the model still limits which types can be loaded.
+
+    The artifacts are downloaded into a scratch directory removed once the pipeline is in
+    memory: left to itself MLflow downloads every load into a new temporary directory and keeps
+    it, so a server that follows its alias would fill its disk one model copy per swap.
     """
     import mlflow.sklearn
 
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    return mlflow.sklearn.load_model(uri)
+    with tempfile.TemporaryDirectory(prefix="rakuten-model-") as scratch:
+        return mlflow.sklearn.load_model(uri, dst_path=scratch)

@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 log = logging.getLogger("rakuten_mlops.serving")
 
+MAX_RETRY_DELAY_SECONDS = 10.0  # a failed write is retried after 0.5 s, doubling up to this
+
 
 class PredictionRecord(NamedTuple):
     """One row of ``predictions`` (a plain tuple: cheap to make on the request path)."""
@@ -234,7 +236,7 @@ class PredictionLog:
                 insert_predictions(self.database_url, rows, self.sample_rate)
         except Exception as exc:
             self.last_error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            self._retry_delay = min(max(self._retry_delay * 2, 0.5), 10.0)
+            self._retry_delay = min(max(self._retry_delay * 2, 0.5), MAX_RETRY_DELAY_SECONDS)
             log.warning("prediction log: %d rows not written yet (%s)", count, self.last_error)
             return False
         self._retry_delay = 0.0

@@ -1,4 +1,4 @@
-"""The API under load while a backend fails (issue 18, point 1).
+"""The API under load while a backend fails.
 
 Each scenario runs the cluster-like stack (``tests.chaos.stack``: private Postgres, SeaweedFS
 S3, MLflow server on both, ``rakuten-mlops serve``), measures the API's capacity with ``wrk``

@@ -1,4 +1,4 @@
-"""Soak with hot swaps (issue 18, point 3).
+"""Soak with hot swaps.
 
 Thirty minutes (``scaled(1800)``) of batch requests (four products each) at half the API's
 measured capacity, on the cluster-like stack of ``tests.chaos.stack``, while every two minutes

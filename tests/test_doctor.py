@@ -5,12 +5,13 @@ would take it for the truth) or a leftover (clearly unfinished); a consistent pl
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import insert
 from typer.testing import CliRunner
+
+from tests.support.paths import isolated_platform_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -21,16 +22,7 @@ TAGS = {"f1_weighted": "0.9", "batch_ids": "1", "dataset_digest": "d", "gate_dec
 def settings(pg_url, mlflow_server, tmp_path, monkeypatch):
     from rakuten_mlops.settings import Settings, get_settings
 
-    tag = uuid.uuid4().hex[:8]
-    env = {
-        "RAKUTEN_HOME": str(tmp_path / "home"),
-        "RAKUTEN_DATABASE_URL": pg_url,
-        "MLFLOW_TRACKING_URI": mlflow_server.uri,
-        "RAKUTEN_REGISTERED_MODEL": f"doctor_{tag}",
-        "RAKUTEN_TRAINING_EXPERIMENT": f"doctor_training_{tag}",
-        "RAKUTEN_DRIFT_EXPERIMENT": f"doctor_drift_{tag}",
-        "RAKUTEN_ESTIMATE_EXPERIMENT": f"doctor_estimate_{tag}",
-    }
+    env = isolated_platform_env("doctor", tmp_path / "home", pg_url, mlflow_server.uri)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()

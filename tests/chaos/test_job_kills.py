@@ -21,7 +21,6 @@ import random
 import re
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import pytest
 
 from tests.chaos.conftest import chaos_scale
 from tests.support import MlflowServer, temporary_database
+from tests.support.paths import isolated_platform_env
 from tests.support.processes import CLI, ManagedProcess
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.slow]
@@ -71,16 +71,9 @@ def platform(pg_server: str, mlflow_server: MlflowServer, tmp_path_factory) -> I
     from tests.monitoring.test_monitoring_estimate import log_window
 
     root = tmp_path_factory.mktemp("job-kills")
-    tag = uuid.uuid4().hex[:8]
     with temporary_database(pg_server, "rk_kills") as url:
         env = {
-            "RAKUTEN_HOME": str(root / "home"),
-            "RAKUTEN_DATABASE_URL": url,
-            "MLFLOW_TRACKING_URI": mlflow_server.uri,
-            "RAKUTEN_REGISTERED_MODEL": f"rakuten_kills_{tag}",
-            "RAKUTEN_TRAINING_EXPERIMENT": f"kills_training_{tag}",
-            "RAKUTEN_DRIFT_EXPERIMENT": f"kills_drift_{tag}",
-            "RAKUTEN_ESTIMATE_EXPERIMENT": f"kills_estimate_{tag}",
+            **isolated_platform_env("kills", root / "home", url, mlflow_server.uri),
             # every finished training promotes: the alias moves in every train run
             "RAKUTEN_MIN_F1": "0",
             "RAKUTEN_MIN_GAIN": "-1",

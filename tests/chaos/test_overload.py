@@ -247,14 +247,6 @@ def overload_side(api: ApiProcess, bodies: list[bytes], capacity: float, workdir
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a refusal costs about a third of a served single prediction, so at 3x capacity one worker"
-        " spends its core refusing and admitted requests wait as long as without a limit"
-        " (docs/serving.md, Overload); strict: the scenario fails once the goal is met, to drop this"
-    ),
-)
 def test_three_times_capacity_is_shed_with_bounded_latency_and_recovers(
     start_api, bodies, chaos_figures, tmp_path
 ):

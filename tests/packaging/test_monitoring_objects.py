@@ -249,7 +249,7 @@ def test_alerts_fire_on_a_failing_api_and_stay_quiet_on_a_healthy_one(rules_file
                                 "exp_labels": {"severity": "critical"},
                                 "exp_annotations": {
                                     "summary": "More than 5% of API requests fail",
-                                    "description": "25% of requests answered 5xx over the last 5 minutes.",
+                                    "description": "25% of requests answered 5xx over the last 5 minutes (not counting the requests refused by admission control).",
                                 },
                             }
                         ],
@@ -284,6 +284,87 @@ def test_alerts_fire_on_a_failing_api_and_stay_quiet_on_a_healthy_one(rules_file
         ],
     }
     path = tmp_path / "rules_test.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    proc = promtool("test", "rules", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_refusals_of_admission_control_are_shedding_not_errors(rules_file, tmp_path):
+    """The same 503s a minute, refused by admission control or failed: only the failures count
+    as errors (the refusals fire RakutenApiShedding), and failures among refusals still do."""
+    sel = f'namespace="{NAMESPACE}", service="{API}", pod="api-a"'
+
+    def api(shed_per_min: int) -> list[dict]:
+        # 100 served and 50 answered 503 a minute, of which ``shed_per_min`` refused
+        return [
+            {
+                "series": f'rakuten_http_requests_total{{{sel}, route="/predict", method="POST", status="200"}}',
+                "values": "0+100x40",
+            },
+            {
+                "series": f'rakuten_http_requests_total{{{sel}, route="/predict", method="POST", status="503"}}',
+                "values": "0+50x40",
+            },
+            {
+                "series": f'rakuten_http_requests_shed_total{{{sel}, route="/predict"}}',
+                "values": f"0+{shed_per_min}x40",
+            },
+        ]
+
+    def expect(name: str, series: list[dict], error_rate: str | None, shedding: str | None) -> dict:
+        def alerts(summary: str, description: str | None, severity: str) -> list[dict]:
+            if description is None:
+                return []
+            return [
+                {
+                    "exp_labels": {"severity": severity},
+                    "exp_annotations": {"summary": summary, "description": description},
+                }
+            ]
+
+        return {
+            "name": name,
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                {
+                    "eval_time": "20m",
+                    "alertname": "RakutenApiHighErrorRate",
+                    "exp_alerts": alerts(
+                        "More than 5% of API requests fail",
+                        error_rate
+                        and f"{error_rate} of requests answered 5xx over the last 5 minutes"
+                        " (not counting the requests refused by admission control).",
+                        "critical",
+                    ),
+                },
+                {
+                    "eval_time": "20m",
+                    "alertname": "RakutenApiShedding",
+                    "exp_alerts": alerts(
+                        "The API refuses more than 1% of prediction requests (overload)",
+                        shedding
+                        and f"{shedding} of prediction requests were refused with 503 by admission"
+                        " control over the last 5 minutes: the pods are at their in-flight limit. Add"
+                        " replicas (check the HPA's maxReplicas and CPU) or find the client sending the"
+                        " surge.",
+                        "warning",
+                    ),
+                },
+            ],
+        }
+
+    tests = {
+        "rule_files": [str(rules_file)],
+        "evaluation_interval": "1m",
+        "tests": [
+            expect("every 503 a refusal", api(50), None, "33.33%"),
+            # 10 failures a minute among the 110 requests not refused
+            expect("refusals and failures", api(40), "9.091%", "26.67%"),
+            expect("every 503 a failure", api(0), "33.33%", None),
+        ],
+    }
+    path = tmp_path / "shed_vs_errors_test.yaml"
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     proc = promtool("test", "rules", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr

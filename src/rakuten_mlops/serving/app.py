@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from rakuten_mlops import __version__
-from rakuten_mlops.serving.admission import AdmissionControl
+from rakuten_mlops.serving.admission import Admission, AdmissionControl, serve_in_this_worker
 from rakuten_mlops.serving.deps import ServingState
 from rakuten_mlops.serving.errors import install_error_handlers
 from rakuten_mlops.serving.fastpath import PredictionEndpoints
@@ -103,6 +103,12 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
 
     known = frozenset(app.openapi()["paths"]) | {"/docs", "/openapi.json"}
+    admission = (
+        Admission(settings.max_inflight, settings.max_inflight_batches, metrics_)
+        if settings.max_inflight or settings.max_inflight_batches
+        else None
+    )
+    app.state.admission = admission
 
     def outer_layers(fastapi_stack: ASGIApp) -> ASGIApp:
         inner = fastapi_stack
@@ -110,13 +116,8 @@ def create_app(settings: Settings | None = None, *, prediction_log: bool = True)
             inner = PredictionEndpoints(
                 inner, state.service, product_model, batch_model, settings.max_body_bytes
             )
-        if settings.max_inflight or settings.max_inflight_batches:
-            inner = AdmissionControl(
-                inner,
-                max_single=settings.max_inflight,
-                max_batch=settings.max_inflight_batches,
-                metrics=metrics_,
-            )
+        if admission is not None:
+            inner = AdmissionControl(inner, admission)
         return RequestMetrics(inner, metrics=metrics_, known_paths=known, version_of=served_version)
 
     def served_version() -> str | None:
@@ -163,9 +164,12 @@ class _Unavailable:
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` (what ``rakuten-mlops serve`` runs in each worker)."""
+    """Factory for ``uvicorn --factory`` (what ``rakuten-mlops serve`` runs in each worker); its
+    in-flight limits are the ones the worker's HTTP protocol checks (``protocol.py``)."""
     logging.basicConfig(
         level=os.environ.get("RAKUTEN_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return create_app(get_settings())
+    app = create_app(get_settings())
+    serve_in_this_worker(app.state.admission)
+    return app

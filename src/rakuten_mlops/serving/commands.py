@@ -44,6 +44,9 @@ def serve(
         uvicorn.run(
             "rakuten_mlops.serving.app:create_app_from_env",
             factory=True,
+            # uvicorn's httptools protocol, refusing prediction requests beyond the in-flight
+            # limits before the ASGI app (an import string: each worker process imports it)
+            http="rakuten_mlops.serving.protocol:AdmissionHttpProtocol",
             host=host,
             port=port,
             workers=workers,

@@ -69,14 +69,16 @@ class RequestMetrics:
                     self.metrics.requests.labels(*labels),
                     self.metrics.latency.labels(*labels),
                 )
-            elapsed = time.perf_counter() - started
             children[0].inc()
-            children[1].observe(elapsed)
-            # a request refused by admission control says nothing about the model version
-            if self.version_of is not None and path in PREDICTION_PATHS and SHED not in scope:
-                version = self.version_of()
-                if version:
-                    self.metrics.record_model_request(version, status >= 500, elapsed)
+            # a request refused by admission control is counted, not timed (the latency is of
+            # requests served, as when the HTTP protocol refuses), and says nothing of the model
+            if SHED not in scope:
+                elapsed = time.perf_counter() - started
+                children[1].observe(elapsed)
+                if self.version_of is not None and path in PREDICTION_PATHS:
+                    version = self.version_of()
+                    if version:
+                        self.metrics.record_model_request(version, status >= 500, elapsed)
 
 
 class BodyRejected(Exception):

@@ -86,6 +86,8 @@ def test_doctor_tells_violations_from_leftovers(settings):
     record_model_event(settings.database_url, "trained", settings.registered_model, version=first)
     client.set_registered_model_alias(settings.registered_model, "production", first)  # moved, never recorded
     second = _version(client, settings.registered_model, {**TAGS, "gate_decision": "promoted"})
+    # tagged as rolled back to, never recorded as such
+    client.set_model_version_tag(settings.registered_model, second, "rollback_reason", "x")
     _version(client, settings.registered_model, {"f1_weighted": "0.9"})  # half the tags
     experiment = client.create_experiment(settings.drift_experiment)
     client.set_terminated(client.create_run(experiment).info.run_id)  # finished, never recorded
@@ -108,6 +110,7 @@ def test_doctor_tells_violations_from_leftovers(settings):
         "drift: drift report 1 names /",
         "registry: @production points to version 1",
         f"registry: version {second} is tagged promoted",
+        f"registry: version {second} is tagged rolled back to",
         "registry: version 3 lacks its training tags ['batch_ids', 'dataset_digest', 'gate_decision']",
     ]
     assert len(violations) == len(expected), violations

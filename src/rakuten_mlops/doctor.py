@@ -9,7 +9,9 @@ or absent. This command checks that, reading what the platform's readers read:
   product belongs to a batch that did not succeed (no half batch);
 - the production alias: the version behind it is the top of the production history replayed
   from ``model_events`` (no alias moved without its recorded decision), and every version whose
-  gate tag says promoted has that decision recorded;
+  gate tag says promoted, or whose rollback tag says it was rolled back to, has that decision
+  recorded (both tags are set after the commit; a recorded rollback whose tag is missing is not
+  reported, since its reason is read from ``model_events``, never from the tag);
 - registered versions carry their training tags (scores, lineage, gate decision);
 - drift reports and performance estimates: every recorded report's files and MLflow run exist
   with their artifacts, and no finished MLflow run of those experiments lacks its record.
@@ -159,6 +161,8 @@ def _registry(settings: Settings):
 
 
 def _check_registry(registry, events, history: list[str], result: Consistency) -> None:
+    from rakuten_mlops.training.registry import ROLLBACK_TAG
+
     alias = registry.production_version()
     top = history[-1] if history else None
     if alias != top:
@@ -182,6 +186,11 @@ def _check_registry(registry, events, history: list[str], result: Consistency) -
         if gate in ("promoted", "forced") and (gate, mv.version) not in decided:
             result.violation(
                 "registry", f"version {mv.version} is tagged {gate} but model_events has no such decision"
+            )
+        if mv.tags.get(ROLLBACK_TAG) and ("rollback", mv.version) not in decided:
+            result.violation(
+                "registry",
+                f"version {mv.version} is tagged rolled back to but model_events has no such rollback",
             )
         if mv.version not in trained:
             result.leftover("registry", f"version {mv.version} has no 'trained' row in model_events")

@@ -86,7 +86,10 @@ def connect(settings: Settings):
     """
     import mlflow
 
+    from rakuten_mlops.db.engine import serialize_mlflow_migrations
+
     apply_http_policy(settings.s3_endpoint_url)
+    serialize_mlflow_migrations()  # before MLflow opens a SQL store of this process
     uri = settings.mlflow_tracking_uri
     if settings.embedded_mlflow:
         settings.ensure_home()

@@ -11,7 +11,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-MLFLOW_STORES = 2  # fresh MLflow stores created while our migrations run in a loop
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MLFLOW_STORES = 1  # a fresh MLflow store created while our migrations run in a loop
 DEADLINE_SECONDS = 300
 
 

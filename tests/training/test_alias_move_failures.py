@@ -15,7 +15,7 @@ import pytest
 from tests.support import MlflowServer
 from tests.support.paths import isolated_platform_env
 
-pytestmark = [pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 @pytest.fixture

@@ -368,7 +368,7 @@ class ModelRegistry:
         if tags:
             try:
                 self.tag(to, tags)
-            except RegistryUnavailableError as exc:
+            except (RegistryUnavailableError, ModelNotFoundError) as exc:
                 log.warning(
                     "@%s moved to version %s and recorded, but its tags were not set: %s", self.alias, to, exc
                 )

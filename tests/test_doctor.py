@@ -5,7 +5,7 @@ would take it for the truth) or a leftover (clearly unfinished); a consistent pl
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert
@@ -86,6 +86,8 @@ def test_doctor_tells_violations_from_leftovers(settings):
     record_model_event(settings.database_url, "trained", settings.registered_model, version=first)
     client.set_registered_model_alias(settings.registered_model, "production", first)  # moved, never recorded
     second = _version(client, settings.registered_model, {**TAGS, "gate_decision": "promoted"})
+    # tagged as rolled back to, never recorded as such
+    client.set_model_version_tag(settings.registered_model, second, "rollback_reason", "x")
     _version(client, settings.registered_model, {"f1_weighted": "0.9"})  # half the tags
     experiment = client.create_experiment(settings.drift_experiment)
     client.set_terminated(client.create_run(experiment).info.run_id)  # finished, never recorded
@@ -108,6 +110,7 @@ def test_doctor_tells_violations_from_leftovers(settings):
         "drift: drift report 1 names /",
         "registry: @production points to version 1",
         f"registry: version {second} is tagged promoted",
+        f"registry: version {second} is tagged rolled back to",
         "registry: version 3 lacks its training tags ['batch_ids', 'dataset_digest', 'gate_decision']",
     ]
     assert len(violations) == len(expected), violations
@@ -124,3 +127,86 @@ def test_doctor_tells_violations_from_leftovers(settings):
     from rakuten_mlops.training.registry import _history
 
     assert _history(settings) == [first]
+
+
+def _aged(path, seconds: float) -> None:
+    """Date ``path`` and everything in it ``seconds`` back, as a job killed that long ago left it."""
+    import os
+    import time
+
+    stamp = time.time() - seconds
+    for item in [path, *path.rglob("*")]:
+        os.utime(item, (stamp, stamp))
+
+
+def _leftover_folder(settings, name: str, age_seconds: float = 0):
+    folder = settings.reports_dir / "drift" / name
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text("{}")
+    if age_seconds:
+        _aged(folder, age_seconds)
+    return folder
+
+
+def test_clean_clears_abandoned_leftovers_and_keeps_fresh_ones(settings):
+    """Old leftovers of every kind are cleared by `doctor --clean`; ones younger than
+    --older-than (a job may still be at work) are kept until they are old enough."""
+    import time
+
+    from sqlalchemy import select, update
+
+    from rakuten_mlops.db import engine_for, record_model_event, upgrade
+    from rakuten_mlops.db.models import LiveEvaluation, LoadBatch
+    from rakuten_mlops.registry import connect
+    from rakuten_mlops.training.registry import record_unrecorded_move
+    from tests.serving.factories import register_version
+
+    two_hours = 2 * 3600
+    upgrade(settings.database_url)
+    # production: a real model (trained on batch 1), recorded; batch 2 was loaded after it and
+    # its live evaluation never ran (the load was killed after its commit)
+    version = register_version(settings.mlflow_tracking_uri, settings.registered_model)
+    client = connect(settings)
+    for key, value in TAGS.items():
+        client.set_model_version_tag(settings.registered_model, version, key, value)
+    record_model_event(settings.database_url, "trained", settings.registered_model, version=version)
+    record_unrecorded_move(settings)
+    with engine_for(settings.database_url).begin() as conn:
+        _batch(conn, 1, "succeeded", 2, 2)
+        _batch(conn, 2, "succeeded", 3, 3)
+        long_ago = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=two_hours)
+        conn.execute(update(LoadBatch).values(started_at=long_ago, finished_at=long_ago))
+    # runs left running two hours ago and one just started; staging and unrecorded folders
+    old_ms = int((time.time() - two_hours) * 1000)
+    drift = client.create_experiment(settings.drift_experiment)
+    training = client.create_experiment(settings.training_experiment)
+    old_runs = [client.create_run(e, start_time=old_ms).info.run_id for e in (drift, training)]
+    fresh_run = client.create_run(training).info.run_id
+    old_folders = [
+        _leftover_folder(settings, ".20260101T000000Z.111.partial", two_hours),
+        _leftover_folder(settings, "20260101T000000Z", two_hours),
+    ]
+    fresh_folder = _leftover_folder(settings, ".20260101T000001Z.222.partial")
+    assert len(_doctor()[1]["leftovers"]) == 7  # a batch, three runs, three folders
+
+    code, found = _doctor("--clean")
+    assert code == 0, found
+    done = found["cleaned"]["done"]
+    assert sorted(line.split()[0] for line in done) == ["live", "marked", "marked", "removed", "removed"], (
+        done
+    )
+    assert [f["what"].split()[:3] for f in found["leftovers"]] == [
+        ["training", "run", fresh_run],
+        [str(fresh_folder), "is", "the"],
+    ]
+    assert all("less than 1:00:00 ago" in line for line in found["cleaned"]["kept"]), found["cleaned"]
+    assert not any(folder.exists() for folder in old_folders) and fresh_folder.exists()
+    assert [client.get_run(r).info.status for r in (*old_runs, fresh_run)] == ["KILLED", "KILLED", "RUNNING"]
+    with engine_for(settings.database_url).connect() as conn:
+        measured = conn.execute(select(LiveEvaluation.batch_id, LiveEvaluation.model_version)).all()
+    assert measured == [(2, version)]
+
+    time.sleep(1.5)  # the fresh leftovers are now older than --older-than 1s
+    code, found = _doctor("--clean", "--older-than", "1s")
+    assert code == 0 and len(found["cleaned"]["done"]) == 2 and found["leftovers"] == [], found
+    assert _doctor() == (0, {"ok": True, "violations": [], "leftovers": []})

@@ -230,12 +230,34 @@ def doctor(
             "(a job killed between the move and its row); the alias itself is not moved.",
         ),
     ] = False,
+    clean: Annotated[
+        bool,
+        typer.Option(
+            "--clean",
+            help="Then clear the leftovers older than --older-than: remove staging and unrecorded report "
+            "folders, mark runs left running KILLED, measure a batch's missing live evaluation.",
+        ),
+    ] = False,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="With --clean: only leftovers their job last wrote this long ago (90s, 30m, 1h, 2d); "
+            "younger ones may belong to a job still running.",
+        ),
+    ] = "1h",
 ) -> None:
     """Check that load batches, the registry, the production alias and the reports agree (after a crash).
 
     Exit 0 when consistent (leftovers of interrupted jobs are listed), 1 on any violation."""
     from rakuten_mlops.doctor import check
+    from rakuten_mlops.doctor import clean as clean_leftovers
+    from rakuten_mlops.monitoring.drift import parse_window
 
+    try:
+        age = parse_window(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from exc
     settings = get_settings()
     print_backends(quiet=as_json)
     if record_alias:
@@ -245,10 +267,15 @@ def doctor(
         if recorded is not None:
             err_console.print(f"recorded the production alias on version {recorded} (event 'recovered')")
     result = check(settings)
+    cleaning = None
+    if clean:
+        cleaning = clean_leftovers(settings, result, older_than=age)
+        result = check(settings)  # what is left
     if as_json:
-        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        document = result.to_dict() | ({"cleaned": cleaning.to_dict()} if cleaning else {})
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        for line in result.describe():
+        for line in (cleaning.describe() if cleaning else []) + result.describe():
             console.print(line, markup=False)
     if not result.ok:
         raise typer.Exit(1)

@@ -17,6 +17,7 @@ operator. This module owns
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from typing import Any
 
 from rakuten_mlops.errors import ModelNotFoundError, PlatformError, RegistryUnavailableError
 from rakuten_mlops.settings import Settings, redact_url
+
+log = logging.getLogger(__name__)
 
 #: MLflow's HTTP policy, set as the defaults of MLflow's own settings (a deployment that sets
 #: the ``MLFLOW_HTTP_REQUEST_*`` variables still overrides them).
@@ -83,7 +86,10 @@ def connect(settings: Settings):
     """
     import mlflow
 
+    from rakuten_mlops.db.engine import serialize_mlflow_migrations
+
     apply_http_policy(settings.s3_endpoint_url)
+    serialize_mlflow_migrations()  # before MLflow opens a SQL store of this process
     uri = settings.mlflow_tracking_uri
     if settings.embedded_mlflow:
         settings.ensure_home()
@@ -341,12 +347,12 @@ class ModelRegistry:
         Compare-and-set under the registry lock: raises :class:`AliasChanged` (nothing moved,
         nothing recorded) when another writer moved the alias first. ``also_record`` rows
         (event type, columns) are written before the move's own row, in the same transaction.
+        ``tags`` go on ``to`` once the move and its rows committed (a failed move leaves no tag
+        claiming it happened); setting them is best-effort, as the recorded row is the account.
         """
         with self.locked() as txn:
             if txn.current != expect:
                 raise AliasChanged(self.alias, expect, txn.current)
-            if tags:
-                self.tag(to, tags)
             for event_type, columns in also_record:
                 txn.record(event_type, **columns)
             txn.record(
@@ -359,6 +365,13 @@ class ModelRegistry:
                 details=details,
             )
             txn.move(to)  # last: a failed move rolls the rows back with it
+        if tags:
+            try:
+                self.tag(to, tags)
+            except (RegistryUnavailableError, ModelNotFoundError) as exc:
+                log.warning(
+                    "@%s moved to version %s and recorded, but its tags were not set: %s", self.alias, to, exc
+                )
 
 
 @dataclass

@@ -33,6 +33,7 @@ class ContractRun:
     checks: Counter = field(default_factory=Counter)  # check name -> evaluations
     failed_checks: Counter = field(default_factory=Counter)  # check name -> failures
     modes: Counter = field(default_factory=Counter)  # positive / negative cases sent
+    sent: Counter = field(default_factory=Counter)  # (mode, "METHOD /path") -> cases sent
     failures: list[str] = field(default_factory=list)  # the tool's report of each failure
     output: str = ""
     exit_code: int = 0
@@ -85,9 +86,11 @@ def run_contract(
         if event is None:
             continue
         for case in (event.get("recorder") or {}).get("cases", {}).values():
-            mode = case["value"].get("meta", {}).get("generation", {}).get("mode")
+            value = case["value"]
+            mode = value.get("meta", {}).get("generation", {}).get("mode")
             if mode:
                 run.modes[mode] += 1
+                run.sent[(mode, f"{value['method']} {value['path']}")] += 1
         for case_checks in (event.get("recorder") or {}).get("checks", {}).values():
             for check in case_checks:
                 run.checks[check["name"]] += 1

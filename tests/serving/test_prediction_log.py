@@ -3,11 +3,13 @@ and counts when full, rows kept while the database is down, and the CSV that COP
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
 
+from rakuten_mlops.db import engine as db_engine
 from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
 from tests.support import free_port, wait_until
 
@@ -39,26 +41,30 @@ def test_prediction_log_writes_batches_and_drops_when_full(sqlite_url):
 def test_prediction_log_keeps_rows_while_the_database_is_down():
     down = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing"
     log = PredictionLog(down, max_queue=50, flush_rows=10, flush_seconds=0.1)
-    log.start()
+    dropped: list[int] = []
+    with db_engine._upgrade_lock:  # the writer is held before its first migration attempt ...
+        log.start()
+        writer = log._thread
+        appender = threading.Thread(target=lambda: dropped.append(log.append(_records(30))))
+        appender.start()
+        appender.join(60)
     try:
-        started = time.monotonic()
-        assert log.append(_records(30)) == 0
-        assert time.monotonic() - started < 0.1  # the request path never waits on the database
-        # the writer fails to migrate first, then takes the 30 rows into its batch and fails to write them
+        assert dropped == [0]  # ... and the request path queued the rows meanwhile: it never waits on it
+        # the writer fails to migrate (an error recorded before it takes any row), then takes the
+        # 30 rows into its batch and fails to write them: only a failed write sets a retry delay
         wait_until(
-            lambda: log.last_error and log.depth == 30 and log._pending_rows == 30,
-            timeout=10,
+            lambda: log._retry_delay > 0 and log._pending_rows == 30,
+            timeout=120,
             what="the writer's first failed write of the queued rows",
         )
-        assert log.written == 0  # kept, not lost
+        assert log.written == 0 and log.depth == 30 and log.last_error  # kept, not lost
         # bounded: the 30 rows of the failed write stay pending in the writer, the queue holds 50 more
         assert log.append(_records(40)) == 0
         assert log.append(_records(40)) == 30
         assert log.dropped == 30 and log.depth == 80
     finally:
-        t0 = time.monotonic()
-        log.close(timeout=10)  # a writer left running would retry its migration in later tests
-    assert time.monotonic() - t0 < 10
+        log.close(timeout=120)  # a writer left running would retry its migration in later tests
+    assert not writer.is_alive()  # the shutdown's few write attempts are bounded
 
 
 @pytest.mark.parametrize("version", ["12", 'odd,"version"'])

@@ -31,6 +31,8 @@ from rakuten_mlops.training.dataset import LabelledSplit, load_test_set
 MAX_GATE_ATTEMPTS = 5
 HISTORY_EVENTS = ("promoted", "forced", "rollback", "recovered")
 RESTORING_EVENTS = ("rollback", "recovered")  # they name the version found or put back in production
+#: Tag of a version a rollback put back in production, set once the rollback is recorded.
+ROLLBACK_TAG = "rollback_reason"
 VERSION_TAGS = (
     "f1_weighted",
     "f1_macro",
@@ -407,7 +409,7 @@ def rollback(
                 current,
                 reason,
                 actor,
-                tags={"rollback_reason": reason[:4900]},
+                tags={ROLLBACK_TAG: reason[:4900]},
                 details={"requested": None if to is None else str(to)},
             )
         except AliasChanged:

@@ -5,13 +5,9 @@ from rakuten_mlops.db.engine import MIGRATION_LOCK_KEY
 from rakuten_mlops.db.models import Base
 
 config = context.config
-engine = config.attributes.get("engine")
-if engine is None:  # plain `alembic` invocation
-    from sqlalchemy import create_engine
 
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
 
-with engine.connect() as connection:
+def run_migrations(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
@@ -25,3 +21,15 @@ with engine.connect() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         context.run_migrations()
     connection.commit()
+
+
+if config.attributes.get("connection") is not None:  # db.engine.upgrade: connected already
+    run_migrations(config.attributes["connection"])
+else:
+    engine = config.attributes.get("engine")
+    if engine is None:  # plain `alembic` invocation
+        from sqlalchemy import create_engine
+
+        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    with engine.connect() as connection:
+        run_migrations(connection)

@@ -134,3 +134,24 @@ def test_ascii_texts_joined_give_the_default_token_pattern_s_tokens(pipeline):
         expected = [column.word_ids.get(token, -1) for token in default.findall(text.lower())]
         assert ids[rows == i].tolist() == expected, repr(text)
     assert np.count_nonzero(ids >= 0) > 200  # known words were looked up, not only unknown ones
+
+
+def test_a_batch_is_cleaned_as_each_text_alone():
+    """``clean_texts`` (the runner's: folding and whitespace over the batch joined) gives every
+    field ``clean_text``'s result: accents (one folding into another), entities, tags, mojibake,
+    every kind of whitespace, the separator inside a text, empty and missing fields."""
+    import random
+
+    from rakuten_mlops.model.pipeline import clean_texts
+
+    pieces = ["a", "Zé", "Ǣ", "Æ", "œuf", "ß", "&amp;", "&amp;eacute;", "<b>", "</p>", "Ã©", "â€™", "\x00",
+              " ", "  ", "\t", "\n", "\u00a0", "\u3000", "\x1c", "\u2028", "°", "中", "x"]  # fmt: skip
+    rng = random.Random(3)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+    for fold in (True, False):
+        values = [text for text in texts if "\x00" not in text] + ["", " ", None, float("nan"), 12]
+        assert clean_texts(values, fold) == [clean_text(value, fold) for value in values]
+        assert clean_texts(texts, fold) == [clean_text(text, fold) for text in texts]  # one by one
+        accents = [text for text in values if isinstance(text, str) and "Ǣ" not in text]
+        assert clean_texts(accents, fold) == [clean_text(text, fold) for text in accents]
+    assert clean_texts([]) == []

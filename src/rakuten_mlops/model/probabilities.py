@@ -31,6 +31,19 @@ def encode(codes: Sequence[int], probabilities: Sequence[float]) -> bytes:
     return _PACK.pack(*codes, *[0] * pad, *probabilities, *[0.0] * pad)
 
 
+def encode_many(codes: Sequence[Sequence[int]], probabilities: Sequence[Sequence[float]]) -> list[bytes]:
+    """:func:`encode` of every row (rows of at least ``LOGGED_TOP_K`` entries are packed column by
+    column, without a Python call per row)."""
+    if not codes:
+        return []
+    if min(map(len, codes)) < LOGGED_TOP_K:
+        return [encode(c, p) for c, p in zip(codes, probabilities, strict=True)]
+    columns = [*zip(*codes, strict=False)][:LOGGED_TOP_K] + [*zip(*probabilities, strict=False)][
+        :LOGGED_TOP_K
+    ]
+    return list(map(_PACK.pack, *columns))
+
+
 def decode_many(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Codes (rows x k, int64) and probabilities (rows x k, float64) of encoded rows."""
     if not blobs:

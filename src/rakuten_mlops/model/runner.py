@@ -24,7 +24,7 @@ from scipy import sparse
 from sklearn.compose import ColumnTransformer
 
 from rakuten_mlops.model.features import prediction_features
-from rakuten_mlops.model.pipeline import TEXT_COLUMNS, SoftmaxLinearClassifier, TextPreparer, clean_text
+from rakuten_mlops.model.pipeline import TEXT_COLUMNS, SoftmaxLinearClassifier, TextPreparer, clean_texts
 
 log = logging.getLogger("rakuten_mlops.serving")
 
@@ -153,8 +153,7 @@ class CompiledLinearPipeline:
 
     def _matrix_and_features(self, designations: list[str], descriptions: list[str]) -> tuple[Any, Features]:
         fold, n = self.fold_accents, len(designations)
-        des = [clean_text(value, fold) for value in designations]
-        desc = [clean_text(value, fold) for value in descriptions]
+        des, desc = clean_texts(designations, fold), clean_texts(descriptions, fold)
         keys, words, unknown = [], np.zeros(n, np.int64), np.zeros(n, np.int64)
         for column, texts in zip(self.columns, (des, desc), strict=True):
             column_keys, column_words, column_unknown = column.features(texts, self.n_features)

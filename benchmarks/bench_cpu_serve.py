@@ -14,7 +14,8 @@ BENCH_CPU_BASE=<a src directory> adds a side "base": this API served from that s
 (``PYTHONPATH``), e.g. ``git archive main src | tar -x -C /tmp/base`` then
 ``BENCH_CPU_BASE=/tmp/base/src``, to compare a change with the code before it in the same rounds.
 
-Run: ``python -m benchmarks.bench_cpu_serve`` (needs wrk and Postgres; about 2 minutes).
+Run: ``python -m benchmarks.run cpu_serve`` or ``python -m benchmarks.bench_cpu_serve`` (needs wrk
+and Postgres; about 2 minutes).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -138,6 +140,9 @@ def run(work: Path, databases: dict[str, str | None]) -> dict[str, list[dict]]:
 
 
 def main() -> None:
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk (or run .ci/setup.d/40-serving.sh)")
+        return
     start_load = os.getloadavg()[0]
     print(
         f"load average {start_load:.1f}; {ROUNDS} rounds of {SECONDS}s per side, 1 worker, batches of {BATCH:,}"

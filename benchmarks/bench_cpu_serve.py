@@ -163,6 +163,11 @@ def main() -> None:
         ["side", "server CPU ms / 1,000", "Postgres CPU ms / 1,000", "total", "rounds (total)", "items/s"],
         rows,
     )
+    for side, rounds in results.items():
+        print(
+            f"{side} per round (server + Postgres):",
+            ", ".join(f"{r['server_ms'] + r['postgres_ms']:.1f}" for r in rounds),
+        )
     peer = results["peer"]
     for side in results:
         if side != "peer":

@@ -80,10 +80,9 @@ def test_copy_text_is_the_csv_copy_reads(version, blobs):
         PredictionRecord("a1-001", now, version, 1280, 0.1234567890123, 7, 1, False, 0.5, 42, second),
         PredictionRecord("a1-002", now, version, 10, 1e-05, 0, 0, True, 1.0, None, first),
     ]
-    parsed = list(csv.reader(io.StringIO(copy_text(rows, 0.2))))
     stamp = "2026-01-02 03:04:05.678901+00:00"
     hexed = ["\\x" + blob.hex() if blob else "" for blob in (first, second, first)]
-    assert parsed == [
+    expected = [
         ["a1-000", stamp, version, "10", "0.25", "20", "3", "True", "", "", hexed[0], "0.2"],
         [
             "a1-001",
@@ -101,3 +100,6 @@ def test_copy_text_is_the_csv_copy_reads(version, blobs):
         ],
         ["a1-002", stamp, version, "10", "1e-05", "0", "0", "True", "1.0", "", hexed[2], "0.2"],
     ]
+    for copies in (1, 4):  # a few rows are formatted one by one, a request batch column by column
+        parsed = list(csv.reader(io.StringIO(copy_text(rows * copies, 0.2))))
+        assert parsed == expected * copies

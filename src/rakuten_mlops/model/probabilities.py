@@ -20,6 +20,7 @@ import numpy as np
 LOGGED_TOP_K = 5
 _PACK = struct.Struct(f"<{LOGGED_TOP_K}H{LOGGED_TOP_K}e")
 ENCODED_BYTES = _PACK.size
+FEW_ROWS = 8  # fewer rows are packed one by one: the columns' set-up costs more than it saves
 
 
 def encode(codes: Sequence[int], probabilities: Sequence[float]) -> bytes:
@@ -32,11 +33,9 @@ def encode(codes: Sequence[int], probabilities: Sequence[float]) -> bytes:
 
 
 def encode_many(codes: Sequence[Sequence[int]], probabilities: Sequence[Sequence[float]]) -> list[bytes]:
-    """:func:`encode` of every row (rows of at least ``LOGGED_TOP_K`` entries are packed column by
-    column, without a Python call per row)."""
-    if not codes:
-        return []
-    if min(map(len, codes)) < LOGGED_TOP_K:
+    """:func:`encode` of every row (a batch of rows of at least ``LOGGED_TOP_K`` entries is packed
+    column by column, without a Python call per row)."""
+    if len(codes) < FEW_ROWS or min(map(len, codes)) < LOGGED_TOP_K:
         return [encode(c, p) for c, p in zip(codes, probabilities, strict=True)]
     columns = [*zip(*codes, strict=False)][:LOGGED_TOP_K] + [*zip(*probabilities, strict=False)][
         :LOGGED_TOP_K

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from itertools import repeat
 from typing import Any
 
@@ -283,11 +284,11 @@ class _Column:
         """The word id of every token of the texts (-1: not a known word) and the text (row) it
         belongs to; a text's tokens are adjacent and in order, the texts may come in any order.
 
-        In joined mode the ASCII texts are tokenized together by :data:`_ASCII_WORDS` (one
-        translate and one split for the batch), the others one by one; when a text holds the
-        separator itself (the separator count tells), every text is tokenized one by one.
+        In joined mode the ASCII texts of a batch are tokenized together by :data:`_ASCII_WORDS`
+        (one translate and one split), the others one by one; when a text holds the separator
+        itself (the separator count tells), every text is tokenized one by one, as is a single one.
         """
-        if self.joined:
+        if self.joined and len(texts) > 1:
             plain = [text if text.isascii() else "" for text in texts]
             joined = JOIN.join(plain)
             if joined.count(SEPARATOR) == len(texts) - 1:
@@ -303,17 +304,17 @@ class _Column:
                 return np.concatenate([ids, more_ids]), np.concatenate([row, more_rows])
         return self._word_ids_each(texts, range(len(texts)))
 
-    def _word_ids_each(self, texts: list[str], rows) -> tuple[np.ndarray, np.ndarray]:
+    def _word_ids_each(self, texts: list[str], rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """``_word_ids`` of texts tokenized one by one (``rows``: their row numbers)."""
         get, preprocess, tokenize = self.word_ids.get, self.preprocess, self.tokenize
         ids: list[int] = []
-        row: list[int] = []
-        for i, text in zip(rows, texts, strict=True):
+        lengths: list[int] = []
+        for text in texts:
+            before = len(ids)
             if text:
-                before = len(ids)
                 ids.extend(map(get, tokenize(preprocess(text)), repeat(-1)))
-                row.extend(repeat(i, len(ids) - before))
-        return np.array(ids, dtype=np.int64), np.array(row, dtype=np.int64)
+            lengths.append(len(ids) - before)
+        return np.array(ids, dtype=np.int64), np.repeat(np.asarray(rows, dtype=np.int64), lengths)
 
 
 Runner = WholePipeline | CompiledLinearPipeline

@@ -54,6 +54,7 @@ class PredictionRecord(NamedTuple):
 COLUMNS = ", ".join([*PredictionRecord._fields, "sample_rate"])
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 _BYTEA_HEX = "\\x"  # bytea's hex input prefix
+_FEW_ROWS = 8  # fewer rows are formatted one by one: the columns' set-up costs more than it saves
 _ROW = "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,\\x%s,%s\n"  # one row of copy_text, the blob in bytea's hex
 
 
@@ -89,8 +90,8 @@ def copy_text(rows: list[PredictionRecord], sample_rate: float = 1.0) -> str:
             ]
         )
         return buffer.getvalue()
-    columns = [*zip(*rows, strict=True)]
-    if len(stamps) == 1 and None not in columns[10]:
+    columns = [*zip(*rows, strict=True)] if len(rows) >= _FEW_ROWS and len(stamps) == 1 else None
+    if columns and None not in columns[10]:
         # the request path's batches (one timestamp, every blob): each row is one %-format of a
         # tuple zipped from the columns, without a Python call per row
         oov, productid = (

@@ -90,9 +90,10 @@ class WholePipeline:
 class CompiledLinearPipeline:
     """Our pipeline shape computed from its fitted arrays (see the module docstring).
 
-    Per product, only what needs Python runs in Python: the text cleaning, the vectorizer's own
-    preprocessor and tokenizer, and one dictionary lookup per token (word -> word id, through
-    ``map``). Everything else is numpy over the whole batch: the n-grams are pairs of adjacent
+    Per product, only what needs Python runs in Python: the repairs of the text cleaning
+    (:func:`~rakuten_mlops.model.pipeline.clean_texts`), the tokenizing (one translate and split for
+    a batch's ASCII texts, the vectorizer's own preprocessor and tokenizer for the others), and
+    one dictionary lookup per token (word -> word id, through ``map``). Everything else is numpy over the whole batch: the n-grams are pairs of adjacent
     word ids looked up in the sorted bigram table, a stable sort counts each (product, feature),
     and the TF-IDF steps of ``TfidfVectorizer.transform`` (float32: sublinear tf, idf, l2 norm per
     column) and the column weights give the CSR matrix the features step would give, with sorted

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from benchmarks.common import print_table, throwaway_postgres
+from benchmarks.common import print_table, process_cpu, throwaway_postgres
 
 ROUNDS = int(os.environ.get("BENCH_LOGWRITE_ROUNDS", "5"))
 BATCHES = int(os.environ.get("BENCH_LOGWRITE_BATCHES", "20"))
@@ -74,13 +74,6 @@ def _batch(rng: random.Random, productids: bool) -> str:
     return copy_text(records)
 
 
-def _backend_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a Postgres backend on this host, from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _timed_copies(url: str, texts: list[str]) -> tuple[float, float]:
     """Median wall milliseconds of one COPY of 1,000 rows, committed, as the writer sends it
     (``copy_predictions``'s statement), and the Postgres backend's CPU milliseconds per COPY."""
@@ -93,7 +86,7 @@ def _timed_copies(url: str, texts: list[str]) -> tuple[float, float]:
             cursor.execute("SELECT pg_backend_pid()")
             pid = cursor.fetchone()[0]
         raw.commit()
-        times, cpu = [], _backend_cpu(pid)
+        times, cpu = [], process_cpu(pid)
         for text in texts:
             started = time.perf_counter()
             with raw.cursor() as cursor:
@@ -102,7 +95,7 @@ def _timed_copies(url: str, texts: list[str]) -> tuple[float, float]:
                 )
             raw.commit()
             times.append((time.perf_counter() - started) * 1000)
-        cpu = (_backend_cpu(pid) - cpu) * 1000 / len(texts)
+        cpu = (process_cpu(pid) - cpu) * 1000 / len(texts)
     finally:
         raw.close()
     return statistics.median(times), cpu

@@ -176,7 +176,9 @@ def _workers_holding(port: int | None) -> int | None:
 
 
 @contextlib.contextmanager
-def _server(cmd: list[str], env: dict, ready_url: str, log: Path) -> Iterator[None]:
+def _server(cmd: list[str], env: dict, ready_url: str, log: Path) -> Iterator[subprocess.Popen]:
+    """The server started in a session of its own (its processes share the session id
+    ``proc.pid``), once ``ready_url`` answers 200; stopped with its whole process group."""
     with open(log, "ab") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -190,7 +192,7 @@ def _server(cmd: list[str], env: dict, ready_url: str, log: Path) -> Iterator[No
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{ready_url} not ready; see {log}")
             time.sleep(0.3)
-        yield
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)

@@ -67,22 +67,45 @@ def test_prediction_log_keeps_rows_while_the_database_is_down():
     assert not writer.is_alive()  # the shutdown's few write attempts are bounded
 
 
+@pytest.mark.parametrize("blobs", [False, True], ids=["no-probabilities", "probabilities"])
 @pytest.mark.parametrize("version", ["12", 'odd,"version"'])
-def test_copy_text_is_the_csv_copy_reads(version):
-    """Rows as COPY's CSV: NULL for a missing oov_rate or productid, quoted only where needed."""
+def test_copy_text_is_the_csv_copy_reads(version, blobs):
+    """Rows as COPY's CSV: NULL for a missing oov_rate or productid, quoted only where needed,
+    probabilities in bytea's hex form (the request path's batches, formatted column by column)."""
     import csv
     import io
 
+    from rakuten_mlops.model.probabilities import encode
     from rakuten_mlops.serving.prediction_log import copy_text
 
     now = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    first = encode([10, 40, 50, 60, 1140], [0.25, 0.2, 0.1, 0.05, 0.01]) if blobs else None
+    second = encode([1280, 10, 40, 50, 60], [0.1234567890123, 0.1, 0.1, 0.05, 1e-7]) if blobs else None
     rows = [
-        PredictionRecord("a1-000", now, version, 10, 0.25, 20, 3, True, None, None),
-        PredictionRecord("a1-001", now, version, 1280, 0.1234567890123, 7, 1, False, 0.5, 42),
+        PredictionRecord("a1-000", now, version, 10, 0.25, 20, 3, True, None, None, first),
+        PredictionRecord("a1-001", now, version, 1280, 0.1234567890123, 7, 1, False, 0.5, 42, second),
+        PredictionRecord("a1-002", now, version, 10, 1e-05, 0, 0, True, 1.0, None, first),
     ]
-    parsed = list(csv.reader(io.StringIO(copy_text(rows, 0.2))))
     stamp = "2026-01-02 03:04:05.678901+00:00"
-    assert parsed == [
-        ["a1-000", stamp, version, "10", "0.25", "20", "3", "True", "", "", "", "0.2"],
-        ["a1-001", stamp, version, "1280", "0.1234567890123", "7", "1", "False", "0.5", "42", "", "0.2"],
+    hexed = ["\\x" + blob.hex() if blob else "" for blob in (first, second, first)]
+    expected = [
+        ["a1-000", stamp, version, "10", "0.25", "20", "3", "True", "", "", hexed[0], "0.2"],
+        [
+            "a1-001",
+            stamp,
+            version,
+            "1280",
+            "0.1234567890123",
+            "7",
+            "1",
+            "False",
+            "0.5",
+            "42",
+            hexed[1],
+            "0.2",
+        ],
+        ["a1-002", stamp, version, "10", "1e-05", "0", "0", "True", "1.0", "", hexed[2], "0.2"],
     ]
+    for copies in (1, 4):  # a few rows are formatted one by one, a request batch column by column
+        parsed = list(csv.reader(io.StringIO(copy_text(rows * copies, 0.2))))
+        assert parsed == expected * copies

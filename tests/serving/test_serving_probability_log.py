@@ -30,3 +30,20 @@ def test_every_logged_prediction_carries_its_top_five_probabilities(registered_m
         assert row_p[0] == pytest.approx(answer["confidence"], abs=1e-3)  # float16
         assert list(row_p) == sorted(row_p, reverse=True) and row_p.sum() <= 1.0 + 1e-3
         assert len(set(row_codes.tolist())) == LOGGED_TOP_K
+
+
+@pytest.mark.parametrize("k", [2, 5, 8], ids=["two-classes", "five", "eight"])
+def test_a_batch_is_encoded_as_each_row_alone(k):
+    """``encode_many`` (the request path's, column by column) gives each row ``encode``'s bytes,
+    padding included for a model with fewer classes than the log keeps."""
+    import random
+
+    from rakuten_mlops.model.probabilities import encode, encode_many
+
+    rng = random.Random(k)
+    codes = [rng.sample([10, 40, 50, 60, 1140, 1160, 1180, 1280, 2583], k) for _ in range(300)]
+    probabilities = [sorted((rng.random() ** 4 for _ in range(k)), reverse=True) for _ in range(300)]
+    assert encode_many(codes, probabilities) == [
+        encode(c, p) for c, p in zip(codes, probabilities, strict=True)
+    ]
+    assert encode_many([], []) == []

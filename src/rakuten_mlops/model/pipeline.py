@@ -76,6 +76,14 @@ def fold_accented_letters(text: str) -> str:
 
 def clean_text(value: Any, fold_accents: bool = True) -> str:
     """Readable plain text from one raw catalogue field (HTML, entities, mojibake, NaN)."""
+    text = _repaired(value)
+    if fold_accents and not text.isascii():
+        text = fold_accented_letters(text)
+    return " ".join(text.split())  # split() and re's \s agree on what whitespace is
+
+
+def _repaired(value: Any) -> str:
+    """The text of a raw field with mojibake repaired, entities decoded and tags stripped."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
     text = str(value)
@@ -90,9 +98,37 @@ def clean_text(value: Any, fold_accents: bool = True) -> str:
         text = html.unescape(html.unescape(text))  # the catalogue holds some double-escaped entities
     if "<" in text:
         text = _TAG_RE.sub(" ", text)
-    if fold_accents and not text.isascii():
-        text = fold_accented_letters(text)
-    return " ".join(text.split())  # split() and re's \s agree on what whitespace is
+    return text
+
+
+_BATCH_SEPARATOR = "\x00"  # neither whitespace nor an accented letter: both steps leave it alone
+# letters whose folded form is itself folded (Ǣ -> Æ -> AE): one pass folds them once, so where
+# they occur the letters are not replaced one after the other
+_FOLDED_TWICE = frozenset(c for c, base in _FOLD_ACCENTS.items() if any(b in _FOLD_ACCENTS for b in base))
+
+
+def clean_texts(values: list, fold_accents: bool = True) -> list[str]:
+    """``[clean_text(value, fold_accents) for value in values]``: the fields that need a repair
+    get it one by one; the accent folding and the whitespace collapsing, which act on each
+    letter and each run of whitespace alone, run once over the batch's texts joined by a
+    separator that neither touches (a text holding the separator is cleaned one by one)."""
+    texts = [
+        value
+        if type(value) is str and value.isascii() and "&" not in value and "<" not in value
+        else _repaired(value)
+        for value in values
+    ]
+    joined = _BATCH_SEPARATOR.join(texts)
+    if joined.count(_BATCH_SEPARATOR) != len(texts) - 1:
+        return [clean_text(value, fold_accents) for value in values]
+    if fold_accents and not joined.isascii():
+        found = set(_ACCENTED_RE.findall(joined))
+        if found & _FOLDED_TWICE:
+            joined = fold_accented_letters(joined)
+        else:
+            for letter in found:
+                joined = joined.replace(letter, _FOLD_ACCENTS[letter])
+    return list(map(str.strip, " ".join(joined.split()).split(_BATCH_SEPARATOR)))
 
 
 def _strings(values: list) -> list[str]:

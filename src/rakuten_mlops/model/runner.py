@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from itertools import repeat
 from typing import Any
 
@@ -24,7 +25,7 @@ from scipy import sparse
 from sklearn.compose import ColumnTransformer
 
 from rakuten_mlops.model.features import prediction_features
-from rakuten_mlops.model.pipeline import TEXT_COLUMNS, SoftmaxLinearClassifier, TextPreparer, clean_text
+from rakuten_mlops.model.pipeline import TEXT_COLUMNS, SoftmaxLinearClassifier, TextPreparer, clean_texts
 
 log = logging.getLogger("rakuten_mlops.serving")
 
@@ -40,13 +41,21 @@ PROBE_PRODUCTS = [
 Features = list[tuple[int, int, bool, float | None]]
 
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's: maximal runs of 2+ word characters
-SEPARATOR = (
-    "\u2d63\u2d63"  # Tifinagh letter yaz twice: a word, unchanged by lower(), foreign to the catalogue
-)
-JOIN = f" {SEPARATOR} "
 # the default token pattern's tokens: a scan finds the same maximal runs without testing \b
 # before and after each (a failed match at a run of one character resumes at a non-word one)
 WORD_RUNS = re.compile(r"\w\w+")
+# ASCII texts of a batch are joined with this control character between them (a token of its
+# own below; not a word character, so never part of a vocabulary term)
+SEPARATOR = "\x01"
+JOIN = f" {SEPARATOR} "
+_WORD_BYTES = frozenset(b"0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# ASCII in one bytes.translate: lowercase (str.lower() of ASCII), every byte that is not a word
+# character (re's \w on ASCII: letters, digits, underscore) to a space, the separator kept; the
+# runs of word bytes left are then split() apart
+_ASCII_WORDS = bytes(
+    b + 32 if 65 <= b <= 90 else b if b in _WORD_BYTES or b == ord(SEPARATOR) else 32 for b in range(256)
+)
+_SEPARATOR_ID, _SHORT_ID = -2, -3  # ids of the separator and of one-character runs (not tokens)
 
 
 class WholePipeline:
@@ -81,9 +90,10 @@ class WholePipeline:
 class CompiledLinearPipeline:
     """Our pipeline shape computed from its fitted arrays (see the module docstring).
 
-    Per product, only what needs Python runs in Python: the text cleaning, the vectorizer's own
-    preprocessor and tokenizer, and one dictionary lookup per token (word -> word id, through
-    ``map``). Everything else is numpy over the whole batch: the n-grams are pairs of adjacent
+    Per product, only what needs Python runs in Python: the repairs of the text cleaning
+    (:func:`~rakuten_mlops.model.pipeline.clean_texts`), the tokenizing (one translate and split for
+    a batch's ASCII texts, the vectorizer's own preprocessor and tokenizer for the others), and
+    one dictionary lookup per token (word -> word id, through ``map``). Everything else is numpy over the whole batch: the n-grams are pairs of adjacent
     word ids looked up in the sorted bigram table, a stable sort counts each (product, feature),
     and the TF-IDF steps of ``TfidfVectorizer.transform`` (float32: sublinear tf, idf, l2 norm per
     column) and the column weights give the CSR matrix the features step would give, with sorted
@@ -145,8 +155,7 @@ class CompiledLinearPipeline:
 
     def _matrix_and_features(self, designations: list[str], descriptions: list[str]) -> tuple[Any, Features]:
         fold, n = self.fold_accents, len(designations)
-        des = [clean_text(value, fold) for value in designations]
-        desc = [clean_text(value, fold) for value in descriptions]
+        des, desc = clean_texts(designations, fold), clean_texts(descriptions, fold)
         keys, words, unknown = [], np.zeros(n, np.int64), np.zeros(n, np.int64)
         for column, texts in zip(self.columns, (des, desc), strict=True):
             column_keys, column_words, column_unknown = column.features(texts, self.n_features)
@@ -191,13 +200,16 @@ class _Column:
 
     Its vocabulary is split into words and word pairs: ``word_ids`` numbers every word that is
     a feature or part of one, ``unigram[id]`` is the word's feature (-1 when only part of a
-    bigram, and for the ids -1 of an unknown word and -2 of a text boundary), ``bigram_keys``
-    (``id1 * n_words + id2``, sorted) and ``bigram_features`` the bigrams'.
+    bigram, and for the id -1 of an unknown word), ``bigram_keys`` (``id1 * n_words + id2``,
+    sorted) and ``bigram_features`` the bigrams'.
 
-    With the default token pattern and plain lowercasing, a batch's texts are tokenized in one
-    call: joined by a separator word (a token of its own, which ``lower()`` leaves unchanged), the
-    texts give exactly their own tokens with one separator token between two texts. When a text
-    holds the separator itself (the separator count tells), the texts are tokenized one by one.
+    With the default token pattern and plain lowercasing, a batch's ASCII texts are tokenized
+    together: joined by a separator (a token of its own), translated once (lowercase, every
+    non-word character a space) and split, they give exactly their own tokens with one separator
+    token between two texts; on ASCII, the runs ``\\w\\w+`` finds are the runs of letters,
+    digits and underscores of 2 or more, which is what the split leaves once the one-character
+    runs are dropped. The other texts (``\\w`` is Unicode's there) go through ``findall`` one by
+    one. When a text holds the separator itself (the separator count tells), every text does.
     """
 
     def __init__(self, vectorizer: Any, weight: float, offset: int):
@@ -235,53 +247,75 @@ class _Column:
             ids = [self.word_ids.setdefault(word, len(self.word_ids)) for word in words]
             (unigrams if len(ids) == 1 else pairs).append((*ids, feature + offset))
         self.n_words = len(self.word_ids)
-        self.unigram = np.full(self.n_words + 2, -1, dtype=np.int64)  # the last two answer ids -2, -1
+        self.unigram = np.full(self.n_words + 1, -1, dtype=np.int64)  # the last answers id -1
         for word, feature in unigrams:
             self.unigram[word] = feature
         pairs_array = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
         keys = pairs_array[:, 0] * self.n_words + pairs_array[:, 1]
         order = np.argsort(keys)
         self.bigram_keys, self.bigram_features = keys[order], pairs_array[order, 2]
-        self.joined_ids = {**self.word_ids, SEPARATOR: -2} if self.joined else {}
+        # the joined ASCII tokens' ids (bytes): the words, the separator, and the one-character
+        # runs the split leaves, which are no token of the default pattern
+        self.ascii_ids: dict[bytes, int] = {}
+        if self.joined:
+            self.ascii_ids = {word.encode(): i for word, i in self.word_ids.items() if word.isascii()}
+            self.ascii_ids.update((bytes([b]), _SHORT_ID) for b in _WORD_BYTES)
+            self.ascii_ids[SEPARATOR.encode()] = _SEPARATOR_ID
 
     def features(self, texts: list[str], n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per text: the keys ``row * n_features + feature`` of its n-grams (one per occurrence),
         its token count and its count of tokens that are not a feature (the oov numerator)."""
         n = len(texts)
-        ids = self._word_ids(texts)
-        boundary = ids == -2
-        row = np.cumsum(boundary)  # a boundary token counts in the row it opens
+        ids, row = self._word_ids(texts)
         counts = np.bincount(row, minlength=n)
-        counts[1:] -= 1
         unigram = self.unigram[ids]
         known = unigram >= 0
         unknown = counts - np.bincount(row[known], minlength=n)
         keys = [row[known] * n_features + unigram[known]]
         if len(self.bigram_keys) and len(ids) > 1:
             first, second = ids[:-1], ids[1:]
-            pair = (first >= 0) & (second >= 0)  # never across texts: a boundary (-2) sits between
+            pair = (first >= 0) & (second >= 0) & (row[:-1] == row[1:])  # never across texts
             key = first[pair] * self.n_words + second[pair]
             at = np.minimum(np.searchsorted(self.bigram_keys, key), len(self.bigram_keys) - 1)
             hit = self.bigram_keys[at] == key
             keys.append(row[:-1][pair][hit] * n_features + self.bigram_features[at[hit]])
         return np.concatenate(keys), counts, unknown
 
-    def _word_ids(self, texts: list[str]) -> np.ndarray:
-        """The word id of every token of the texts, in order (-1: not a known word), with -2
-        between two texts."""
+    def _word_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The word id of every token of the texts (-1: not a known word) and the text (row) it
+        belongs to; a text's tokens are adjacent and in order, the texts may come in any order.
+
+        In joined mode the ASCII texts of a batch are tokenized together by :data:`_ASCII_WORDS`
+        (one translate and one split), the others one by one; when a text holds the separator
+        itself (the separator count tells), every text is tokenized one by one, as is a single one.
+        """
         if self.joined and len(texts) > 1:
-            tokens = self.tokenize(JOIN.join([text.lower() for text in texts]))
-            ids = np.fromiter(map(self.joined_ids.get, tokens, repeat(-1)), np.int64, len(tokens))
-            if np.count_nonzero(ids == -2) == len(texts) - 1:
-                return ids
+            plain = [text if text.isascii() else "" for text in texts]
+            joined = JOIN.join(plain)
+            if joined.count(SEPARATOR) == len(texts) - 1:
+                tokens = joined.encode("ascii").translate(_ASCII_WORDS).split()
+                ids = np.fromiter(map(self.ascii_ids.get, tokens, repeat(-1)), np.int64, len(tokens))
+                row = np.cumsum(ids == _SEPARATOR_ID)
+                kept = ids >= -1
+                ids, row = ids[kept], row[kept]
+                others = [i for i, text in enumerate(texts) if text and not plain[i]]
+                if not others:
+                    return ids, row
+                more_ids, more_rows = self._word_ids_each([texts[i] for i in others], others)
+                return np.concatenate([ids, more_ids]), np.concatenate([row, more_rows])
+        return self._word_ids_each(texts, range(len(texts)))
+
+    def _word_ids_each(self, texts: list[str], rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``_word_ids`` of texts tokenized one by one (``rows``: their row numbers)."""
         get, preprocess, tokenize = self.word_ids.get, self.preprocess, self.tokenize
-        ids = []
-        for i, text in enumerate(texts):
-            if i:
-                ids.append(-2)
+        ids: list[int] = []
+        lengths: list[int] = []
+        for text in texts:
+            before = len(ids)
             if text:
                 ids.extend(map(get, tokenize(preprocess(text)), repeat(-1)))
-        return np.array(ids, dtype=np.int64)
+            lengths.append(len(ids) - before)
+        return np.array(ids, dtype=np.int64), np.repeat(np.asarray(rows, dtype=np.int64), lengths)
 
 
 Runner = WholePipeline | CompiledLinearPipeline

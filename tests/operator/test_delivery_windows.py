@@ -1,8 +1,8 @@
 """The analysis window's numbers when pods restart, and when the queries of one look take time.
 
 A real Prometheus scrapes, every second, a stand-in for one API pod: a loopback HTTP server that
-exports the shadow's counters with the values the test sets (what a stable pod that shadows
-version 2 beside version 1 exports), and that the test stops and starts again on the same port
+exports the shadow's counters with the values the test sets (what a stable pod that shadows a
+candidate beside version 1 exports; each test its own candidate version), and that the test stops and starts again on the same port
 as a container restarting in its pod (same ``instance``, counters from 0). The operator's adapter
 (:class:`rakuten_operator.prometheus.Prometheus`) reads the window from that Prometheus.
 """
@@ -23,26 +23,33 @@ from tests.support.prometheus import instant_query, start_prometheus
 
 pytestmark = pytest.mark.slow
 
-SCORED = 'rakuten_shadow_samples_total{model_version="2",result="scored"}'
-AGREED = 'rakuten_shadow_agreements_total{model_version="2"}'
+
+def scored_series(candidate: str) -> str:
+    return f'rakuten_shadow_samples_total{{model_version="{candidate}",result="scored"}}'
+
+
+def agreed_series(candidate: str) -> str:
+    return f'rakuten_shadow_agreements_total{{model_version="{candidate}"}}'
 
 
 class CounterPod:
-    """``/metrics`` with the counters of ``values`` (series -> value), on a fixed loopback port."""
+    """``/metrics`` with a candidate's scored samples and agreements, on a fixed loopback port."""
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.values: dict[str, float] = {}
+        self.candidate, self.scored, self.agreed = "", 0.0, 0.0
         self.server: ThreadingHTTPServer | None = None
 
-    def start(self, **values: float) -> CounterPod:
+    def start(self, candidate: str, scored: float, agreed: float) -> CounterPod:
+        """Start (again: the previous process stops first) exporting ``candidate``'s counters."""
         self.stop()
-        self.values = {SCORED: values.get("scored", 0.0), AGREED: values.get("agreed", 0.0)}
+        self.candidate = candidate
+        self.set(scored, agreed)
         pod = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                body = "".join(f"{series} {value}\n" for series, value in dict(pod.values).items()).encode()
+                body = "".join(f"{series} {value}\n" for series, value in pod.values.items()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -57,7 +64,9 @@ class CounterPod:
         return self
 
     def set(self, scored: float, agreed: float) -> None:
-        self.values = {SCORED: scored, AGREED: agreed}
+        self.scored, self.agreed = scored, agreed
+        # one assignment: a scrape reads both values of one set()
+        self.values = {scored_series(self.candidate): scored, agreed_series(self.candidate): agreed}
 
     def stop(self) -> None:
         if self.server is not None:
@@ -86,11 +95,11 @@ def sel(series: str, window: str = "") -> str:
     return f"{selector}[{window}]" if window else selector
 
 
-def wait_scraped(url: str, scored: float) -> None:
-    """Until Prometheus holds a scrape where the pod exported ``scored``."""
+def wait_scraped(url: str, candidate: str, scored: float) -> None:
+    """Until Prometheus holds a scrape where the pod exported ``scored`` for ``candidate``."""
 
     def latest() -> float | None:
-        rows = instant_query(url, sel(SCORED))
+        rows = instant_query(url, sel(scored_series(candidate)))
         return float(rows[0]["value"][1]) if rows else None
 
     wait_until(lambda: latest() == scored, 30, 0.1, f"a scrape of scored={scored} (now {latest()})")
@@ -106,15 +115,15 @@ def test_a_counter_reset_within_a_series_counts_from_zero(scraped):
     """A container restart keeps the pod's ``instance``: its counters drop to 0 in the same series."""
     pod, url = scraped
     started = time.time()
-    pod.start(scored=2000, agreed=1900)  # counted before the window, at another agreement rate
-    wait_scraped(url, 2000)
+    pod.start("2", scored=2000, agreed=1900)  # counted before the window, at another agreement rate
+    wait_scraped(url, "2", 2000)
     pod.set(scored=2040, agreed=1938)  # 40 samples in the window, 38 agreeing
-    wait_scraped(url, 2040)
+    wait_scraped(url, "2", 2040)
     pod.stop()
-    pod.start(scored=0, agreed=0)  # restarted on the same port: same series, from 0
-    wait_scraped(url, 0)
+    pod.start("2", scored=0, agreed=0)  # restarted on the same port: same series, from 0
+    wait_scraped(url, "2", 0)
     pod.set(scored=40, agreed=38)
-    wait_scraped(url, 40)
+    wait_scraped(url, "2", 40)
     seconds = time.time() - started + 2
 
     signals, results = Prometheus(url).signals("windows", "1", "2", seconds, canary=False)
@@ -123,7 +132,8 @@ def test_a_counter_reset_within_a_series_counts_from_zero(scraped):
 
     # what a max - min over the window reads of the same series: the counts since the pod's start
     w = f"{int(seconds) + 1}s"
-    max_min = instant_query(url, f"max_over_time({sel(SCORED, w)}) - min_over_time({sel(SCORED, w)})")
+    series = scored_series("2")
+    max_min = instant_query(url, f"max_over_time({sel(series, w)}) - min_over_time({sel(series, w)})")
     assert float(max_min[0]["value"][1]) == 2040, "the situation built: max - min misreads the reset"
     pod.stop()
 
@@ -134,20 +144,19 @@ def test_the_numbers_of_one_look_come_from_one_snapshot(scraped, monkeypatch):
     agreements. A burst of scored samples (all agreeing) then a slow trickle: a window that slides
     past the burst's first scrape counts the burst in one number and not in the other."""
     pod, url = scraped
-    pod.start(scored=0, agreed=0)
-    wait_scraped(url, 0)
-    time.sleep(1.5)  # several scrapes at 0
+    pod.start("3", scored=0, agreed=0)  # a candidate of its own: no other test's samples in the window
+    wait_scraped(url, "3", 0)
     pod.set(scored=100, agreed=100)  # the burst: a whole scored batch
-    wait_scraped(url, 100)
+    wait_scraped(url, "3", 100)
     stop = threading.Event()
 
     def trickle() -> None:
         while not stop.wait(0.5):
-            pod.set(scored=pod.values[SCORED] + 2, agreed=pod.values[AGREED] + 2)
+            pod.set(scored=pod.scored + 2, agreed=pod.agreed + 2)
 
     threading.Thread(target=trickle, daemon=True).start()
     try:
-        last_zero = max(t for t, v in sample_times(url, SCORED) if v == 0)
+        last_zero = max(t for t, v in sample_times(url, scored_series("3")) if v == 0)
         # the look starts while the window (5 s) still holds the last scrape before the burst
         time.sleep(max(0.0, last_zero + 3.0 - time.time()))
         real_get = httpx.get
@@ -157,7 +166,7 @@ def test_the_numbers_of_one_look_come_from_one_snapshot(scraped, monkeypatch):
             return real_get(*args, **kwargs)
 
         monkeypatch.setattr(httpx, "get", slow_get)
-        signals, results = Prometheus(url).signals("windows", "1", "2", 5, canary=False)
+        signals, results = Prometheus(url).signals("windows", "1", "3", 5, canary=False)
         monkeypatch.setattr(httpx, "get", real_get)
     finally:
         stop.set()

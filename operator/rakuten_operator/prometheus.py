@@ -15,9 +15,10 @@ growth is computed here (:func:`growth`), for two reasons:
   between; the shadow's counters grow by whole scored batches, so two windows a scrape apart can
   differ by a batch;
 - a counter that drops within a series (the container restarted in the same pod, same
-  ``instance``) counts again from 0. ``max_over_time - min_over_time`` would read a reset as a
-  drop and ``increase()`` extrapolates to the window's edges: the sum of each series' rises is
-  exact, whatever pods come, go or restart during the window.
+  ``instance``) counts again from 0. ``max_over_time - min_over_time`` would span the old
+  process's highest value and the new one's lowest, and ``increase()`` extrapolates to the
+  window's edges: the sum of each series' rises is exact, whatever pods come, go or restart
+  during the window.
 """
 
 from __future__ import annotations

@@ -118,10 +118,13 @@ class Signals:
     """The candidate against the stable version over one window; None = not measured.
 
     ``requests`` is what the stage counts towards ``minRequests``: sampled requests scored by the
-    candidate in the shadow, requests the canary answered in a canary step.
+    candidate in the shadow, requests the canary answered in a canary step. ``inconsistent`` says
+    why the window's numbers cannot all be true (more agreements than scored samples): such a
+    window is not judged.
     """
 
     requests: float = 0.0
+    inconsistent: str = ""
     stable_error_rate: float | None = None
     candidate_error_rate: float | None = None
     stable_p99: float | None = None
@@ -223,11 +226,17 @@ def judge(strategy: Strategy, stage: int, signals: Signals, elapsed_seconds: flo
     - fewer requests, or a canary step younger than ``stepSeconds``: insufficient, until the
       stage's deadline, where ``onInsufficientData`` decides (wait keeps it insufficient);
     - every threshold kept with enough requests and time: continue (promote after the last step).
+
+    A window whose numbers contradict each other (``signals.inconsistent``) is insufficient
+    whatever they say: the next look reads another window.
     """
     name = strategy.stage_name(stage)
     min_requests, min_seconds, deadline = strategy.stage_limits(stage)
     results = checks(signals, strategy.thresholds)
     requests = max(float(signals.requests or 0.0), 0.0)
+    if signals.inconsistent:
+        why = f"window not judged, its numbers disagree: {signals.inconsistent}"
+        return Analysis(Verdict.INSUFFICIENT, name, why, requests, results)
     passed = Verdict.PROMOTE if strategy.is_last(stage) else Verdict.CONTINUE
     enough = requests >= min_requests
     failed = [check for check in results if not check.ok]

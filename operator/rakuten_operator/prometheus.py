@@ -5,11 +5,28 @@ The API pods export, per model version, prediction requests and their latency
 pods that shadow a candidate, the comparison on the sampled requests (``rakuten_shadow_*``).
 :func:`queries` builds the PromQL of one window (pure, so the Events can show it) and
 :meth:`Prometheus.signals` runs it and turns the results into :class:`analysis.Signals`.
+
+The counters of one window are read in a single query that returns their raw samples, and their
+growth is computed here (:func:`growth`), for two reasons:
+
+- one query reads one snapshot of the TSDB: numerator and denominator of a ratio (agreements and
+  scored samples, errors and requests) come from the same scrapes. Queries run one after the other
+  each see their own window, shifted by the time between them and by any scrape committed in
+  between; the shadow's counters grow by whole scored batches, so two windows a scrape apart can
+  differ by a batch;
+- a counter that drops within a series (the container restarted in the same pod, same
+  ``instance``) counts again from 0. ``max_over_time - min_over_time`` would span the old
+  process's highest value and the new one's lowest, and ``increase()`` extrapolates to the
+  window's edges: the sum of each series' rises is exact, whatever pods come, go or restart
+  during the window.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,46 +52,96 @@ def window(seconds: float) -> str:
     return f"{max(MIN_WINDOW_SECONDS, math.ceil(seconds))}s"
 
 
-def queries(namespace: str, stable: str, candidate: str, seconds: float) -> dict[str, str]:
-    """The PromQL of one analysis window (the last ``seconds``), by signal name.
+#: The counters the analysis reads (histogram ``_sum``/``_count`` are counters too).
+COUNTERS = (
+    "rakuten_model_requests_total",
+    "rakuten_shadow_agreements_total",
+    "rakuten_shadow_confidence_count",
+    "rakuten_shadow_confidence_sum",
+    "rakuten_shadow_predictions_total",
+    "rakuten_shadow_samples_total",
+)
 
-    Scoped by ``namespace`` (the pods' namespace label, as the ServiceMonitor sets it).
+Series = tuple[Mapping[str, str], Sequence[float]]
+
+
+def queries(namespace: str, stable: str, candidate: str, seconds: float) -> dict[str, str]:
+    """The PromQL of one analysis window (the last ``seconds``), by name.
+
+    ``counters`` returns the raw samples of every counter series of both versions in the window
+    (scoped by ``namespace``, the pods' namespace label as the ServiceMonitor sets it);
+    :func:`counter_results` turns them into the signals' numbers. The p99 latencies are PromQL's.
     """
     w = window(seconds)
-
-    def total(metric: str, **labels: str) -> str:
-        # growth of each counter series over the window, summed: exact for counters (increase()
-        # would extrapolate to the window's edges); a series that appears in the window counts
-        # from its first scrape, which is 0 for the series the API creates up front
-        series = f"{metric}{_sel(namespace, **labels)}[{w}]"
-        return f"sum(max_over_time({series}) - min_over_time({series}))"
+    names = "|".join(COUNTERS)
+    versions = "|".join(re.escape(version) for version in (stable, candidate))
+    counters = f'{{__name__=~"{names}", namespace="{namespace}", model_version=~"{versions}"}}[{w}]'
 
     def p99(version: str) -> str:
         buckets = f"rakuten_model_request_duration_seconds_bucket{_sel(namespace, model_version=version)}"
         return f"histogram_quantile(0.99, sum by (le) (increase({buckets}[{w}])))"
 
-    def classes(version: str, role: str) -> str:
-        metric = f"rakuten_shadow_predictions_total{_sel(namespace, model_version=version, role=role)}"
-        return f"sum by (prdtypecode) (max_over_time({metric}[{w}]) - min_over_time({metric}[{w}]))"
+    return {"counters": counters, "stable_p99": p99(stable), "candidate_p99": p99(candidate)}
 
+
+def growth(values: Sequence[float]) -> float:
+    """What one counter series counted between its first and last sample in the window.
+
+    The sum of its rises; a value below the previous one is a reset (the process started again,
+    its counters from 0), so the value itself is what it counted since. A series that appears in
+    the window counts from its first sample, which is 0 for the series the API creates up front.
+    """
+    total = 0.0
+    for previous, value in zip(values, values[1:], strict=False):
+        total += value - previous if value >= previous else value
+    return total
+
+
+def _total(series: Iterable[Series], metric: str, **labels: str) -> float | None:
+    """The growth of the ``metric`` series with ``labels``, summed; None when there is none."""
+    found = [
+        growth(values)
+        for found_labels, values in series
+        if found_labels.get("__name__") == metric and all(found_labels.get(k) == v for k, v in labels.items())
+    ]
+    return sum(found) if found else None
+
+
+def _classes(series: Iterable[Series], version: str, role: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for labels, values in series:
+        if (labels.get("__name__"), labels.get("model_version"), labels.get("role")) == (
+            "rakuten_shadow_predictions_total", version, role,
+        ):  # fmt: skip
+            code = labels.get("prdtypecode", "")
+            out[code] = out.get(code, 0.0) + growth(values)
+    return out
+
+
+def counter_results(series: Sequence[Series], stable: str, candidate: str) -> dict[str, Any]:
+    """The numbers of one window from the raw samples of its counter series, by signal name."""
     return {
-        "shadow_scored": total("rakuten_shadow_samples_total", model_version=candidate, result="scored"),
-        "shadow_failed": total("rakuten_shadow_samples_total", model_version=candidate, result="failed"),
-        "shadow_agreements": total("rakuten_shadow_agreements_total", model_version=candidate),
-        "stable_classes": classes(stable, "stable"),
-        "candidate_classes": classes(candidate, "candidate"),
-        "stable_confidence_sum": total("rakuten_shadow_confidence_sum", model_version=stable, role="stable"),
-        "stable_confidence_count": total("rakuten_shadow_confidence_count", model_version=stable, role="stable"),
-        "candidate_confidence_sum": total("rakuten_shadow_confidence_sum", model_version=candidate, role="candidate"),
-        "candidate_confidence_count": total(
-            "rakuten_shadow_confidence_count", model_version=candidate, role="candidate"
+        "shadow_scored": _total(series, "rakuten_shadow_samples_total", model_version=candidate, result="scored"),
+        "shadow_failed": _total(series, "rakuten_shadow_samples_total", model_version=candidate, result="failed"),
+        "shadow_agreements": _total(series, "rakuten_shadow_agreements_total", model_version=candidate),
+        "stable_classes": _classes(series, stable, "stable"),
+        "candidate_classes": _classes(series, candidate, "candidate"),
+        "stable_confidence_sum": _total(series, "rakuten_shadow_confidence_sum", model_version=stable, role="stable"),
+        "stable_confidence_count": _total(
+            series, "rakuten_shadow_confidence_count", model_version=stable, role="stable"
         ),
-        "stable_requests": total("rakuten_model_requests_total", model_version=stable),
-        "stable_errors": total("rakuten_model_requests_total", model_version=stable, outcome="error"),
-        "candidate_requests": total("rakuten_model_requests_total", model_version=candidate),
-        "candidate_errors": total("rakuten_model_requests_total", model_version=candidate, outcome="error"),
-        "stable_p99": p99(stable),
-        "candidate_p99": p99(candidate),
+        "candidate_confidence_sum": _total(
+            series, "rakuten_shadow_confidence_sum", model_version=candidate, role="candidate"
+        ),
+        "candidate_confidence_count": _total(
+            series, "rakuten_shadow_confidence_count", model_version=candidate, role="candidate"
+        ),
+        "stable_requests": _total(series, "rakuten_model_requests_total", model_version=stable),
+        "stable_errors": _total(series, "rakuten_model_requests_total", model_version=stable, outcome="error"),
+        "candidate_requests": _total(series, "rakuten_model_requests_total", model_version=candidate),
+        "candidate_errors": _total(
+            series, "rakuten_model_requests_total", model_version=candidate, outcome="error"
+        ),
     }  # fmt: skip
 
 
@@ -95,8 +162,14 @@ def to_signals(results: dict[str, Any], canary: bool) -> Signals:
     failed = results.get("shadow_failed") or 0.0
     stable_classes = results.get("stable_classes") or {}
     candidate_classes = results.get("candidate_classes") or {}
+    agreements = results.get("shadow_agreements")
     common = dict(
-        agreement=_ratio(results.get("shadow_agreements"), scored),
+        inconsistent=(
+            f"{agreements:g} agreements counted on {scored:g} scored samples"
+            if agreements is not None and agreements > scored
+            else ""
+        ),
+        agreement=_ratio(agreements, scored),
         stable_classes=stable_classes,
         candidate_classes=candidate_classes,
         stable_confidence=_ratio(
@@ -145,15 +218,10 @@ class Prometheus:
         """Raise PrometheusUnavailable unless Prometheus answers a query."""
         self.query("vector(1)")
 
-    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
-        """(labels, value) of each series of an instant query; NaN values are left out."""
-        rsp = self._get("/api/v1/query", query=expr)
-        body = rsp.json() if rsp.headers.get("content-type", "").startswith("application/json") else {}
-        if rsp.status_code != 200 or body.get("status") != "success":
-            raise ValueError(
-                f"Prometheus refused {expr!r}: HTTP {rsp.status_code} {body.get('error', rsp.text[:200])}"
-            )
-        data = body["data"]
+    def query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of each series of an instant query (at ``at``, a Unix time, or now);
+        NaN values are left out."""
+        data = self._data(expr, at)
         if data["resultType"] == "scalar":
             rows = [({}, data["result"][1])]
         else:
@@ -165,18 +233,38 @@ class Prometheus:
                 out.append((labels, value))
         return out
 
-    def scalar(self, expr: str) -> float | None:
-        rows = self.query(expr)
+    def samples(self, expr: str, at: float | None = None) -> list[Series]:
+        """(labels, values oldest first) of each series of a range selector (``metric[5m]``)."""
+        data = self._data(expr, at)
+        if data["resultType"] != "matrix":
+            raise ValueError(f"{expr!r} is not a range selector (got a {data['resultType']})")
+        return [(item["metric"], [float(value) for _, value in item["values"]]) for item in data["result"]]
+
+    def _data(self, expr: str, at: float | None) -> dict[str, Any]:
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        rsp = self._get("/api/v1/query", **params)
+        body = rsp.json() if rsp.headers.get("content-type", "").startswith("application/json") else {}
+        if rsp.status_code != 200 or body.get("status") != "success":
+            raise ValueError(
+                f"Prometheus refused {expr!r}: HTTP {rsp.status_code} {body.get('error', rsp.text[:200])}"
+            )
+        return body["data"]
+
+    def scalar(self, expr: str, at: float | None = None) -> float | None:
+        rows = self.query(expr, at)
         return rows[0][1] if rows else None
 
     def signals(
         self, namespace: str, stable: str, candidate: str, seconds: float, *, canary: bool
     ) -> tuple[Signals, dict[str, Any]]:
-        """Run :func:`queries` for the window; returns the signals and every raw result by name."""
-        results: dict[str, Any] = {}
-        for name, expr in queries(namespace, stable, candidate, seconds).items():
-            if name.endswith("_classes"):
-                results[name] = {labels.get("prdtypecode", ""): value for labels, value in self.query(expr)}
-            else:
-                results[name] = self.scalar(expr)
+        """Run :func:`queries` for the window ending now; returns the signals and every number by name.
+
+        The counters come from one query (one snapshot); the p99 queries are evaluated at the same
+        instant.
+        """
+        at = time.time()
+        exprs = queries(namespace, stable, candidate, seconds)
+        results = counter_results(self.samples(exprs["counters"], at), stable, candidate)
+        for name in ("stable_p99", "candidate_p99"):
+            results[name] = self.scalar(exprs[name], at)
         return to_signals(results, canary), results

@@ -16,6 +16,7 @@ from rakuten_operator.analysis import (
     judge,
     total_variation,
 )
+from rakuten_operator.prometheus import growth, to_signals
 
 ISSUE_SPEC = {
     "shadow": {"sampleRate": 0.2, "minRequests": 500, "maxSeconds": 600},
@@ -204,3 +205,25 @@ def test_summary_and_status_carry_the_numbers():
     status = analysis.as_status()
     assert status["verdict"] == "abort" and status["stage"] == "shadow"
     assert {c["name"]: c["ok"] for c in status["checks"]}["agreement"] is False
+
+
+def test_growth_of_a_counter_series_counts_a_reset_from_zero():
+    assert growth([]) == 0 and growth([7.0]) == 0
+    assert growth([10.0, 12.0, 15.0]) == 5
+    assert growth([100.0, 140.0, 0.0, 30.0]) == 70, "restarted after 140: 40 before, 30 since"
+    assert growth([100.0, 140.0, 5.0, 30.0]) == 70, "the first scrape after the restart counts from 0"
+
+
+def test_a_window_with_more_agreements_than_samples_is_not_judged():
+    results = {"shadow_scored": 60.0, "shadow_agreements": 81.0, "shadow_failed": 0.0}
+    signals = to_signals(results, canary=False)
+    assert signals.inconsistent == "81 agreements counted on 60 scored samples"
+    analysis = judge(Strategy(shadow_min_requests=40), -1, signals, 30)
+    assert analysis.verdict == Verdict.INSUFFICIENT and "not judged" in analysis.reason
+    assert "81 agreements" in analysis.summary()
+    # at the deadline too: the next look reads another window
+    abort_on_deadline = Strategy(shadow_min_requests=40, on_insufficient_data=OnInsufficientData.ABORT)
+    assert judge(abort_on_deadline, -1, signals, 10_000).verdict == Verdict.INSUFFICIENT
+    consistent = to_signals({**results, "shadow_agreements": 60.0}, canary=False)
+    assert not consistent.inconsistent and consistent.agreement == 1.0
+    assert judge(Strategy(shadow_min_requests=40), -1, consistent, 30).verdict == Verdict.CONTINUE

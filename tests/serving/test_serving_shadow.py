@@ -6,6 +6,11 @@ tested in tests/operator/test_delivery_signals.py.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -14,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from rakuten_mlops.model.runner import plan_for
-from rakuten_mlops.serving.metrics import api_metrics
+from rakuten_mlops.serving.metrics import CUT, api_metrics, build_registry, render
 from rakuten_mlops.serving.model_store import LoadedModel
 from rakuten_mlops.serving.shadow import ShadowScorer
 from tests.serving.factories import REALISTIC_PRODUCTS
@@ -96,3 +101,58 @@ def test_sampling_rate_and_no_candidate(versions):
     for _ in range(300):
         shadow.offer(served.version, *rows)
     assert 0.25 < shadow.queue.qsize() / (300 * len(REALISTIC_PRODUCTS)) < 0.35
+
+
+def test_no_scrape_shows_part_of_a_scored_batch(versions):
+    """A scrape reads each counter in turn while the scorer thread counts its batches: a scrape
+    between a batch's agreements and its samples would show agreements the samples do not cover.
+    Thread switches are forced every 10 µs so that such an interleaving happens within seconds."""
+    served, candidate = versions  # the same fit: every sample agrees
+    shadow = ShadowScorer(None, api_metrics(), 1.0, queue_size=10_000)
+    shadow._stop.set()
+    shadow._set_candidate(candidate, served)
+    rows = answers(served, REALISTIC_PRODUCTS)
+    scored = re.compile(
+        rf'rakuten_shadow_samples_total\{{model_version="{candidate.version}",result="scored"\}} (\S+)'
+    )
+    agreed = re.compile(rf'rakuten_shadow_agreements_total\{{model_version="{candidate.version}"\}} (\S+)')
+    stop = threading.Event()
+
+    def score_batches() -> None:
+        while not stop.is_set():
+            shadow.offer(served.version, *rows)
+            shadow.score([shadow.queue.get_nowait() for _ in range(shadow.queue.qsize())])
+
+    registry, split, scrapes = build_registry(None), [], 0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    worker = threading.Thread(target=score_batches, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            text = render(registry)[0].decode()
+            counts = float(scored.search(text).group(1)), float(agreed.search(text).group(1))
+            scrapes += 1
+            if counts[0] != counts[1]:
+                split.append(counts)
+    finally:
+        stop.set()
+        worker.join(10)
+        sys.setswitchinterval(interval)
+    counted = value("rakuten_shadow_samples_total", model_version=candidate.version, result="scored")
+    assert scrapes > 100 and counted > 0
+    assert not split, f"{len(split)} of {scrapes} scrapes split a batch (scored, agreements): {split[:5]}"
+
+
+def test_across_workers_the_cut_is_a_lock_on_a_file_of_their_directory(tmp_path, monkeypatch):
+    """In multiprocess mode another worker's scrape (another process) waits while a batch is counted."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    take = "import fcntl, sys; fcntl.flock(open(sys.argv[1], 'a'), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    lock_file = str(tmp_path / CUT.FILE)
+    with CUT.held():
+        held = subprocess.run([sys.executable, "-c", take, lock_file], capture_output=True, text=True)
+    released = subprocess.run([sys.executable, "-c", take, lock_file], capture_output=True, text=True)
+    assert held.returncode != 0 and "BlockingIOError" in held.stderr
+    assert released.returncode == 0, released.stderr
+    assert not list(tmp_path.glob("*.db")), "prometheus-client reads *.db files only: the lock is not one"

@@ -14,14 +14,16 @@ scrape time.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import glob
 import math
 import os
 import re
+import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from prometheus_client import (
@@ -64,6 +66,39 @@ _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class _Cut:
+    """A lock between groups of related metric updates and ``/metrics``.
+
+    The shadow scorer counts a scored batch (samples, agreements, classes, confidences) under it
+    and a scrape reads every value under it, so no scrape shows part of a batch: agreements
+    counted and their samples not yet would make the analysis's ratio wrong at a window's edge.
+    Across the workers of a multiprocess server it is also a lock on a file of their directory.
+    """
+
+    FILE = "metrics-cut.lock"  # not *.db: prometheus-client reads only those
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            path = multiprocess_dir()
+            if path is None:
+                yield
+                return
+            with open(os.path.join(path, self.FILE), "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: Held by the shadow scorer while it counts a batch, and by ``/metrics`` while it reads the values.
+CUT = _Cut()
 
 
 class ApiMetrics:
@@ -433,7 +468,9 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterable:
         reap_dead_workers(self.path)
-        for family in as_histograms(self._merged.collect()):
+        with CUT.held():
+            merged = list(self._merged.collect())
+        for family in as_histograms(merged):
             if family.name in (MODEL_INFO, SHADOW_INFO):
                 family.samples = [s for s in family.samples if s.value != 0]
             yield family
@@ -477,7 +514,9 @@ class _Forward(Collector):
         self.source = source
 
     def collect(self) -> Iterable:
-        return as_histograms(self.source.collect())
+        with CUT.held():
+            families = list(self.source.collect())
+        return as_histograms(families)
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:

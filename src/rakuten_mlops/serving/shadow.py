@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from rakuten_mlops.registry import SHADOW_TAG
-from rakuten_mlops.serving.metrics import multiprocess_dir
+from rakuten_mlops.serving.metrics import CUT, multiprocess_dir
 from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
 
 log = logging.getLogger("rakuten_mlops.serving.shadow")
@@ -199,20 +199,19 @@ class ShadowScorer:
             log.warning("shadow: candidate %s failed on %d samples: %s", version, len(batch), exc)
             return
         per_row = (time.perf_counter() - started) / len(batch)
-        agreements = 0
-        stable_classes: Counter[tuple[str, int]] = Counter()
-        candidate_classes: Counter[int] = Counter()
-        for sample, row_codes, row_p in zip(batch, codes, probabilities, strict=True):
-            code = int(row_codes[0])
-            agreements += code == sample.code
-            stable_classes[sample.version, sample.code] += 1
-            candidate_classes[code] += 1
-            m.shadow_confidence.labels(sample.version, "stable").observe(sample.confidence)
-            m.shadow_confidence.labels(version, "candidate").observe(float(row_p[0]))
-            m.shadow_latency.labels(version).observe(per_row)
-        for (stable, code), count in stable_classes.items():
-            m.shadow_predictions.labels(stable, "stable", str(code)).inc(count)
-        for code, count in candidate_classes.items():
-            m.shadow_predictions.labels(version, "candidate", str(code)).inc(count)
-        m.shadow_agreements.labels(version).inc(agreements)
-        m.shadow_samples.labels(version, "scored").inc(len(batch))
+        candidate_codes = [int(row_codes[0]) for row_codes in codes]
+        agreements = sum(code == sample.code for code, sample in zip(candidate_codes, batch, strict=True))
+        stable_classes = Counter((sample.version, sample.code) for sample in batch)
+        candidate_classes = Counter(candidate_codes)
+        # One batch is counted whole between two scrapes (CUT): a window's edge never splits it.
+        with CUT.held():
+            for sample, row_p in zip(batch, probabilities, strict=True):
+                m.shadow_confidence.labels(sample.version, "stable").observe(sample.confidence)
+                m.shadow_confidence.labels(version, "candidate").observe(float(row_p[0]))
+                m.shadow_latency.labels(version).observe(per_row)
+            for (stable, code), count in stable_classes.items():
+                m.shadow_predictions.labels(stable, "stable", str(code)).inc(count)
+            for code, count in candidate_classes.items():
+                m.shadow_predictions.labels(version, "candidate", str(code)).inc(count)
+            m.shadow_agreements.labels(version).inc(agreements)
+            m.shadow_samples.labels(version, "scored").inc(len(batch))

@@ -1,0 +1,178 @@
+"""The analysis window's numbers when pods restart, and when the queries of one look take time.
+
+A real Prometheus scrapes, every second, a stand-in for one API pod: a loopback HTTP server that
+exports the shadow's counters with the values the test sets (what a stable pod that shadows a
+candidate beside version 1 exports; each test its own candidate version), and that the test stops and starts again on the same port
+as a container restarting in its pod (same ``instance``, counters from 0). The operator's adapter
+(:class:`rakuten_operator.prometheus.Prometheus`) reads the window from that Prometheus.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from rakuten_operator.analysis import Strategy, Verdict, judge
+from rakuten_operator.prometheus import Prometheus
+from tests.support import free_port, wait_until
+from tests.support.prometheus import instant_query, start_prometheus
+
+pytestmark = pytest.mark.slow
+
+
+def scored_series(candidate: str) -> str:
+    return f'rakuten_shadow_samples_total{{model_version="{candidate}",result="scored"}}'
+
+
+def agreed_series(candidate: str) -> str:
+    return f'rakuten_shadow_agreements_total{{model_version="{candidate}"}}'
+
+
+class CounterPod:
+    """``/metrics`` with a candidate's scored samples and agreements, on a fixed loopback port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.candidate, self.scored, self.agreed = "", 0.0, 0.0
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self, candidate: str, scored: float, agreed: float) -> CounterPod:
+        """Start (again: the previous process stops first) exporting ``candidate``'s counters."""
+        self.stop()
+        self.candidate = candidate
+        self.set(scored, agreed)
+        pod = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                body = "".join(f"{series} {value}\n" for series, value in pod.values.items()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def set(self, scored: float, agreed: float) -> None:
+        self.scored, self.agreed = scored, agreed
+        # one assignment: a scrape reads both values of one set()
+        self.values = {scored_series(self.candidate): scored, agreed_series(self.candidate): agreed}
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory):
+    """A counter pod (namespace ``windows``) and the Prometheus scraping it: (pod, Prometheus URL)."""
+    pod = CounterPod(free_port())
+    prometheus, url = start_prometheus(
+        tmp_path_factory.mktemp("windows-prometheus"),
+        f"127.0.0.1:{pod.port}",
+        labels={"namespace": "windows"},
+    )
+    yield pod, url
+    pod.stop()
+    prometheus.stop()
+
+
+def sel(series: str, window: str = "") -> str:
+    """``series`` in the pod's namespace, as a range selector when ``window`` is given."""
+    selector = series.replace("{", '{namespace="windows",')
+    return f"{selector}[{window}]" if window else selector
+
+
+def wait_scraped(url: str, candidate: str, scored: float) -> None:
+    """Until Prometheus holds a scrape where the pod exported ``scored`` for ``candidate``."""
+
+    def latest() -> float | None:
+        rows = instant_query(url, sel(scored_series(candidate)))
+        return float(rows[0]["value"][1]) if rows else None
+
+    wait_until(lambda: latest() == scored, 30, 0.1, f"a scrape of scored={scored} (now {latest()})")
+
+
+def sample_times(url: str, series: str) -> list[tuple[float, float]]:
+    """(timestamp, value) of every scrape of ``series`` in the last minute."""
+    rows = instant_query(url, sel(series, "1m"))
+    return [(float(t), float(v)) for t, v in rows[0]["values"]] if rows else []
+
+
+def test_a_counter_reset_within_a_series_counts_from_zero(scraped):
+    """A container restart keeps the pod's ``instance``: its counters drop to 0 in the same series."""
+    pod, url = scraped
+    started = time.time()
+    pod.start("2", scored=2000, agreed=1900)  # counted before the window, at another agreement rate
+    wait_scraped(url, "2", 2000)
+    pod.set(scored=2040, agreed=1938)  # 40 samples in the window, 38 agreeing
+    wait_scraped(url, "2", 2040)
+    pod.stop()
+    pod.start("2", scored=0, agreed=0)  # restarted on the same port: same series, from 0
+    wait_scraped(url, "2", 0)
+    pod.set(scored=40, agreed=38)
+    wait_scraped(url, "2", 40)
+    seconds = time.time() - started + 2
+
+    signals, results = Prometheus(url).signals("windows", "1", "2", seconds, canary=False)
+    assert results["shadow_scored"] == 80 and results["shadow_agreements"] == 76
+    assert signals.requests == 80 and signals.agreement == pytest.approx(0.95)
+
+    # what a max - min over the window reads of the same series: the counts since the pod's start
+    w = f"{int(seconds) + 1}s"
+    series = scored_series("2")
+    max_min = instant_query(url, f"max_over_time({sel(series, w)}) - min_over_time({sel(series, w)})")
+    assert float(max_min[0]["value"][1]) == 2040, "the situation built: max - min misreads the reset"
+    pod.stop()
+
+
+def test_the_numbers_of_one_look_come_from_one_snapshot(scraped, monkeypatch):
+    """Each query of a look reaches Prometheus 0.75 s after the previous answer (a slow network, a
+    loaded Prometheus): a window read query by query slides between the scored samples and the
+    agreements. A burst of scored samples (all agreeing) then a slow trickle: a window that slides
+    past the burst's first scrape counts the burst in one number and not in the other."""
+    pod, url = scraped
+    pod.start("3", scored=0, agreed=0)  # a candidate of its own: no other test's samples in the window
+    wait_scraped(url, "3", 0)
+    pod.set(scored=100, agreed=100)  # the burst: a whole scored batch
+    wait_scraped(url, "3", 100)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.5):
+            pod.set(scored=pod.scored + 2, agreed=pod.agreed + 2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        last_zero = max(t for t, v in sample_times(url, scored_series("3")) if v == 0)
+        # the look starts while the window (5 s) still holds the last scrape before the burst
+        time.sleep(max(0.0, last_zero + 3.0 - time.time()))
+        real_get = httpx.get
+
+        def slow_get(*args, **kwargs):
+            time.sleep(0.75)
+            return real_get(*args, **kwargs)
+
+        monkeypatch.setattr(httpx, "get", slow_get)
+        signals, results = Prometheus(url).signals("windows", "1", "3", 5, canary=False)
+        monkeypatch.setattr(httpx, "get", real_get)
+    finally:
+        stop.set()
+        pod.stop()
+    assert results["shadow_scored"] >= 100, f"the window holds the burst: {results}"
+    assert results["shadow_agreements"] == results["shadow_scored"], f"an identical candidate: {results}"
+    assert signals.agreement == 1.0
+    verdict = judge(Strategy(shadow_min_requests=50), -1, signals, 60)
+    assert verdict.verdict == Verdict.CONTINUE, verdict.summary()

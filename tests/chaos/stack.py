@@ -2,7 +2,8 @@
 (so a scenario may stop or kill any of them): a private Postgres (the API's data database and
 MLflow's backend store, as in the chart), SeaweedFS S3 for the artifacts, an MLflow server
 proxying them, a registered model with a few versions (``production`` on the first), and
-``rakuten-mlops serve`` pointed at all of it.
+``rakuten-mlops serve`` pointed at all of it, with the settings a user gets by default (admission
+control included) but for its temporary directory, a one-second alias poll and an admin token.
 
 Also what the scenarios measure on it: the API's resident memory (sampled in the background),
 the prediction log's rows, and the version the API serves.
@@ -196,10 +197,8 @@ def cluster_stack(root: Path, *, versions: int = 2, **api_env: str) -> Iterator[
             "RAKUTEN_MODEL_POLL_SECONDS": "1",
             "RAKUTEN_ADMIN_TOKEN": ADMIN_TOKEN,
             "RAKUTEN_LOG_LEVEL": "INFO",
-            # no admission control: these scenarios measure what a backend fault or a swap does to
-            # requests the API accepts; beyond its capacity is the overload scenario's subject
-            "RAKUTEN_MAX_INFLIGHT": "0",
-            "RAKUTEN_MAX_INFLIGHT_BATCHES": "0",
+            # admission control as a user gets it (the defaults): a stall can make the API refuse
+            # requests (503 with Retry-After), which the scenarios count apart from failures
             **{k.upper(): str(v) for k, v in api_env.items()},
         }
         api = ApiProcess(env, root / "api.log")

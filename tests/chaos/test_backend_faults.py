@@ -1,22 +1,32 @@
 """The API under load while a backend fails.
 
 Each scenario runs the cluster-like stack (``tests.chaos.stack``: private Postgres, SeaweedFS
-S3, MLflow server on both, ``rakuten-mlops serve``), measures the API's capacity with ``wrk``
-(single predictions, closed loop), then drives 70 % of it as a constant open-loop rate for five
-minutes (``scaled(300)``) while one backend fails 30 % of the way in:
+S3, MLflow server on both, ``rakuten-mlops serve`` with the default settings, admission control
+included), measures the API's capacity with ``wrk`` (single predictions, closed loop), then drives
+70 % of it as a constant open-loop rate for five minutes (``scaled(300)``) while one backend fails
+30 % of the way in:
 
 - ``postgres``: ``pg_ctl stop -m fast`` (the API's prediction log and MLflow's store go away),
   started again a minute later (20 % of the run);
+- ``postgres-twice``: the same, twice in one run (down from 20 % to 40 % and from 60 % to 80 %):
+  whether the memory an outage leaves in the API is taken again by the next one or added to;
 - ``mlflow``: the MLflow server is SIGKILLed, restarted a minute later on the same port;
 - ``s3``: SeaweedFS is SIGKILLed and stays down; meanwhile a new version is promoted, which
   the API cannot download.
 
+The client honours ``Retry-After`` as HTTP clients do: a 503 from the API's admission control
+(a worker at its in-flight limit during a stall) is sent again after the delay, up to
+``RETRIES`` times. A refused request that a retry gets through is not failed, and is counted (the
+refusals, and when they came, are figures of the table); a client that runs out of retries is a
+failed request.
+
 What a user checks, and the table prints: no request fails; the prediction log loses no more
 than its documented bound (docs/prediction-log.md: what a full queue drops during an outage);
 the API's memory is flat (median RSS of the last tenth of the run within 10 % of the median
-before the fault); p99 latency while the backend is down next to the p99 before it. After the
-fault the API follows a promotion again (postgres, mlflow), or keeps serving the version it has
-(s3: a model that cannot be downloaded never replaces the served one).
+before the fault; with two outages, also within 2 % of the median between them: what the first
+outage left is reused, not grown); p99 latency while the backend is down next to the p99 before
+it. After the fault the API follows a promotion again (postgres, mlflow), or keeps serving the
+version it has (s3: a model that cannot be downloaded never replaces the served one).
 """
 
 from __future__ import annotations
@@ -30,10 +40,19 @@ import pytest
 from rakuten_mlops.serving.prediction_log import MAX_RETRY_DELAY_SECONDS
 from tests.chaos.conftest import scaled
 from tests.chaos.stack import SINGLE_BODIES, SINGLE_BODY, cluster_stack, kill, machine_load
-from tests.support.load import LoadPlan, closed_loop_capacity, start_load
+from tests.support.load import LoadPlan, LoadResult, closed_loop_capacity, start_load
 
 LOAD_SHARE = 0.7
 RSS_GROWTH_LIMIT = 0.10
+RSS_GROWTH_ACROSS_OUTAGES = 0.02
+RETRIES = 3
+# (share of the run when the backend goes down, share it stays down; None: to the end)
+OUTAGES = {
+    "postgres": [(0.3, 0.2)],
+    "postgres-twice": [(0.2, 0.2), (0.6, 0.2)],
+    "mlflow": [(0.3, 0.2)],
+    "s3": [(0.3, None)],
+}
 
 
 def lost_bound(rate: float, outage: float, queue_size: int) -> int:
@@ -43,12 +62,24 @@ def lost_bound(rate: float, outage: float, queue_size: int) -> int:
     return max(0, math.ceil(rate * (outage + MAX_RETRY_DELAY_SECONDS) - queue_size))
 
 
+def refusals_by_time(result: LoadResult, bucket: float, limit: int = 12) -> str:
+    """When the refusals came: ``start-end s: count`` per ``bucket`` seconds of the run that had any."""
+    counts: dict[int, int] = {}
+    for t in result.refusal_times():
+        counts[int(t // bucket)] = counts.get(int(t // bucket), 0) + 1
+    parts = [f"{k * bucket:.0f}-{(k + 1) * bucket:.0f} s: {n}" for k, n in sorted(counts.items())]
+    return (
+        "; ".join(parts[:limit] + ([f"... {len(parts) - limit} more"] if len(parts) > limit else []))
+        or "none"
+    )
+
+
 @pytest.mark.chaos
 @pytest.mark.long
-@pytest.mark.parametrize("fault", ["postgres", "mlflow", "s3"])
+@pytest.mark.parametrize("fault", list(OUTAGES))
 def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
     total = scaled(300, floor=30)
-    fault_at, outage = 0.3 * total, 0.2 * total
+    backend = fault.split("-")[0]
     record = chaos_figures.record
     with cluster_stack(tmp_path / "stack") as stack:
         v1, v2 = stack.versions
@@ -58,49 +89,69 @@ def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
         record("capacity (wrk, 16 connections, req/s)", capacity)
         record("load (70 % of capacity, req/s)", rate)
 
-        load = start_load(LoadPlan(f"{stack.api.url}/predict", SINGLE_BODIES, rate, total), tmp_path, fault)
+        plan = LoadPlan(f"{stack.api.url}/predict", SINGLE_BODIES, rate, total, retries=RETRIES)
+        load = start_load(plan, tmp_path, fault)
+        downs: list[tuple[float, float | None]] = []  # (down, up) as time.time()
         try:
             begun = time.time()
-            time.sleep(max(0.0, begun + fault_at - time.time()))
-            down = time.time()
-            up = None
-            if fault == "postgres":
-                stack.pg.stop("fast")
-            elif fault == "mlflow":
-                kill(stack.mlflow.process)
-            else:
-                kill(stack.s3.process)
-            if fault == "s3":
-                time.sleep(0.1 * total)  # the API's poll now finds a version it cannot download
-                stack.promote(v2, v1, "chaos: promoted while the object store is down")
-            else:
-                time.sleep(max(0.0, down + outage - time.time()))
-                if fault == "postgres":
+            for at, length in OUTAGES[fault]:
+                time.sleep(max(0.0, begun + at * total - time.time()))
+                down = time.time()
+                if backend == "postgres":
+                    stack.pg.stop("fast")
+                elif backend == "mlflow":
+                    kill(stack.mlflow.process)
+                else:
+                    kill(stack.s3.process)
+                if length is None:
+                    time.sleep(0.1 * total)  # the API's poll now finds a version it cannot download
+                    stack.promote(v2, v1, "chaos: promoted while the object store is down")
+                    downs.append((down, None))
+                    continue
+                time.sleep(max(0.0, down + length * total - time.time()))
+                if backend == "postgres":
                     stack.pg.start()
                 else:
                     stack.mlflow.start()
-                up = time.time()
+                downs.append((down, time.time()))
             result = load.result()
         finally:
             load.stop(grace=5)
         end = result.started + result.wall_seconds
         record("machine load at end (1/5/15 min)", machine_load())
 
-        # requests: none fails, before, during or after the fault
+        # requests: none fails, before, during or after the fault; refusals retried are counted apart
         whole = result.window()
+        first_down = downs[0][0] - result.started
         record("requests sent", whole.requests)
-        record("failed requests", whole.failed, goal="0", met=whole.failed == 0)
-        before = result.window(0.1 * total, down - result.started)
-        during = result.window(down - result.started, (up or end) - result.started)
+        record(
+            "failed requests (a client out of retries counts)", whole.failed, goal="0", met=whole.failed == 0
+        )
+        record(f"refused (503 + Retry-After; client retries up to {RETRIES}x)", whole.refusals)
+        record("requests that got through on a retry", whole.retried)
+        record("refusals before / during / after the fault", _by_phase(result, downs, end))
+        record("refusals, when (s since the load began)", refusals_by_time(result, bucket=total / 10))
+        before = result.window(0.1 * total, first_down)
         record("p99 before the fault (ms)", before.p99 * 1000)
-        record("p99 during the fault (ms)", during.p99 * 1000)
+        for n, (down, up) in enumerate(downs, 1):
+            during = result.window(down - result.started, (up or end) - result.started)
+            label = "p99 during the fault (ms)" if len(downs) == 1 else f"p99 during outage {n} (ms)"
+            record(label, during.p99 * 1000)
         record("generator CPU (share of one core)", result.cpu_share())
 
-        # memory: flat from before the fault to the end of the run
-        rss_before = stack.memory.median(result.started + 0.15 * total, down)
+        # memory: flat from before the fault to the end of the run (and, with two outages, from
+        # between them to the end: the second reuses what the first left)
+        rss_before = stack.memory.median(
+            max(result.started + 0.1 * total, downs[0][0] - 0.15 * total), downs[0][0]
+        )
         rss_after = stack.memory.median(end - 0.1 * total, end + 1)
         growth = rss_after / rss_before - 1
         record("API RSS before the fault (MiB)", rss_before / 2**20)
+        across = None
+        if len(downs) == 2:
+            rss_between = stack.memory.median(downs[1][0] - 0.1 * total, downs[1][0])
+            across = rss_after / rss_between - 1
+            record("API RSS between the outages (MiB)", rss_between / 2**20)
         record("API RSS at the end (MiB)", rss_after / 2**20)
         record(
             "API RSS growth",
@@ -108,9 +159,16 @@ def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
             goal=f"<= {RSS_GROWTH_LIMIT:.0%}",
             met=growth <= RSS_GROWTH_LIMIT,
         )
+        if across is not None:
+            record(
+                "API RSS growth across the second outage",
+                f"{across:+.1%}",
+                goal=f"<= {RSS_GROWTH_ACROSS_OUTAGES:.0%}",
+                met=across <= RSS_GROWTH_ACROSS_OUTAGES,
+            )
 
         # the registry side: the API follows the registry again, or keeps what it has
-        if fault == "s3":
+        if backend == "s3":
             served = {v for versions in result.versions for v in versions}
             record("versions answered", ",".join(sorted(served)), goal=v1, met=served == {v1})
             assert stack.served_version() == v1
@@ -125,14 +183,13 @@ def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
 
         # the prediction log, after a graceful shutdown wrote what was queued
         assert stack.api.terminate() in (0, -signal.SIGTERM), stack.api.log()  # uvicorn re-raises it
-        if fault == "postgres" and not stack.pg.running():
+        if backend == "postgres" and not stack.pg.running():
             stack.pg.start()
         logged = stack.logged_ids()
         returned = result.returned_ids()
         lost = len(returned - set(logged))
-        bound = (
-            lost_bound(rate, outage, stack.settings().prediction_log_queue_size) if fault == "postgres" else 0
-        )
+        queue = stack.settings().prediction_log_queue_size
+        bound = sum(lost_bound(rate, up - down, queue) for down, up in downs) if backend == "postgres" else 0
         record("predictions returned", len(returned))
         record("predictions lost from the log", lost, goal=f"<= {bound}", met=lost <= bound)
         record("rows logged twice", len(logged) - len(set(logged)))
@@ -140,6 +197,22 @@ def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
     assert whole.failed == 0, result.failures()
     assert lost <= bound, f"{lost} predictions missing from the log (bound {bound})"
     assert growth <= RSS_GROWTH_LIMIT, f"RSS grew {growth:+.1%}"
+    if across is not None:
+        assert across <= RSS_GROWTH_ACROSS_OUTAGES, f"RSS grew {across:+.1%} across the second outage"
     assert copies == 0, f"{copies} downloaded models left in the API's temporary directory"
-    if fault == "s3":
+    if backend == "s3":
         assert served == {v1}, f"answers came from {served}, expected only {v1}"
+
+
+def _by_phase(result: LoadResult, downs: list[tuple[float, float | None]], end: float) -> str:
+    """Refusals before the first fault, while a backend was down, and after (``a / b / c``)."""
+    spans = [(down - result.started, (up or end) - result.started) for down, up in downs]
+    before = during = after = 0
+    for t in result.refusal_times():
+        if t < spans[0][0]:
+            before += 1
+        elif any(start <= t < stop for start, stop in spans):
+            during += 1
+        else:
+            after += 1
+    return f"{before} / {during} / {after}"

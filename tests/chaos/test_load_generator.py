@@ -37,3 +37,53 @@ def test_the_generator_counts_a_server_that_is_not_there(tmp_path):
 
     assert result.window().failed == 50
     assert "ConnectionRefusedError" in result.failures()[0]
+
+
+@pytest.mark.chaos
+def test_the_generator_retries_after_retry_after_and_counts_a_client_that_gives_up(tmp_path):
+    """A 503 with ``Retry-After`` is sent again after that delay; the request counts as retried
+    when a retry gets through and as failed when the retries run out. The server here is a
+    stand-in on loopback that refuses as the API's admission control does (503, ``Retry-After: 1``):
+    body ``n`` 1 once, ``n`` 2 always."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: dict[int, int] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            n = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["n"]
+            seen[n] = seen.get(n, 0) + 1
+            refuse = n == 2 or (n == 1 and seen[n] == 1)
+            data = json.dumps({"detail": "busy"} if refuse else {"prediction_id": f"id-{n}"}).encode()
+            self.send_response(503 if refuse else 200)
+            if refuse:
+                self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bodies = [f'{{"n": {n}}}' for n in range(3)]
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        result = start_load(LoadPlan(url, bodies, rate=3, seconds=1, retries=2), tmp_path).result()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    whole = result.window()
+    assert whole.requests == 3 and whole.ok == 2 and whole.failed == 1 and whole.statuses == {200: 2, 503: 1}
+    assert whole.retried == 1  # n=1: refused once, then answered
+    assert whole.refusals == 1 + 3  # n=2: refused, retried twice, refused each time: the client gives up
+    assert seen == {0: 1, 1: 2, 2: 3}
+    assert result.returned_ids() == {"id-0", "id-1"}
+    assert result.latency[1] >= 1.0  # counted from the due time, through the Retry-After wait
+    assert len(result.refusal_times()) == 4

@@ -67,6 +67,36 @@ def test_prediction_log_keeps_rows_while_the_database_is_down():
     assert not writer.is_alive()  # the shutdown's few write attempts are bounded
 
 
+def test_a_queue_for_postgres_keeps_only_the_copy_text_of_its_rows():
+    """While the database is down the queue fills up; on Postgres it holds each request batch's
+    COPY text, not the records too (a full queue's memory is what an outage adds to the API's).
+    A row as the API makes it: a 36-character id, the top-5 probabilities blob."""
+    import tracemalloc
+
+    from rakuten_mlops.model.probabilities import encode
+
+    down = f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nothing"
+    log = PredictionLog(down, max_queue=20_000)  # not started: everything stays queued
+    now = datetime.now(UTC)
+    codes, probabilities = [10, 40, 50, 60, 1280], [0.6, 0.2, 0.1, 0.05, 0.05]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            blob = encode(codes, probabilities)
+            row = PredictionRecord(
+                f"{i:032x}-000", now, "12", 1280, 0.6 + i * 1e-9, 120, 17, False, 0.1, i, blob
+            )
+            assert log.append([row]) == 0
+        per_row = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+    finally:
+        tracemalloc.stop()
+    assert log.depth == 20_000
+    # the COPY text of one row (a string of about 180 characters) and its chunk, not the record,
+    # its id, its floats and its blob as well
+    assert per_row < 400, f"{per_row:.0f} bytes per queued row"
+
+
 @pytest.mark.parametrize("blobs", [False, True], ids=["no-probabilities", "probabilities"])
 @pytest.mark.parametrize("version", ["12", 'odd,"version"'])
 def test_copy_text_is_the_csv_copy_reads(version, blobs):

@@ -6,7 +6,13 @@ for each request its scheduled time, send and completion times, HTTP status (0 f
 error or a timeout), latency, and, from JSON bodies, the ``model_version`` of the response and of
 each prediction and the ``prediction_id`` of each prediction. ``LoadResult.window(t0, t1)`` gives
 the failures, p99 and versions of the requests scheduled in a time window, so a scenario compares
-the minutes of a fault with the minutes before it. :func:`closed_loop_capacity` measures what a
+the minutes of a fault with the minutes before it.
+
+A plan with ``retries`` behaves as an HTTP client that honours ``Retry-After``: a ``503`` carrying
+the header (the API's admission control refusing a request beyond its in-flight limit) is sent
+again after the delay it names, up to ``retries`` times. The result keeps, per request, when each
+refusal came; a request is failed only by its last answer (a refusal after the last retry is a
+client giving up), and its latency counts from its due time to that last answer. :func:`closed_loop_capacity` measures what a
 server sustains (Debian's ``wrk``), the reference the scenarios take a share of.
 
 Why an asyncio generator in Python and not ``wrk`` for the constant rate:
@@ -59,6 +65,7 @@ class LoadPlan:
     timeout: float = 10.0
     headers: dict[str, str] = field(default_factory=dict)
     collect_ids: bool = True  # keep every prediction id (the prediction-log checks need them)
+    retries: int = 0  # a 503 with Retry-After is sent again after that delay, this many times at most
 
     def to_json(self) -> str:
         return json.dumps(
@@ -71,6 +78,7 @@ class LoadPlan:
                 "timeout": self.timeout,
                 "headers": self.headers,
                 "collect_ids": self.collect_ids,
+                "retries": self.retries,
             }
         )
 
@@ -82,14 +90,16 @@ class Window:
     requests: int
     ok: int
     failed: int
-    statuses: dict[int, int]
+    statuses: dict[int, int]  # of the last answers
+    refusals: int  # 503 answers with Retry-After, including those a retry then got past
+    retried: int  # requests refused at least once that succeeded on a retry
     p50: float | None
     p99: float | None
     max_latency: float | None
 
     def describe(self) -> str:
         p99 = "n/a" if self.p99 is None else f"{self.p99 * 1000:.1f} ms"
-        return f"{self.requests} requests, {self.failed} failed, p99 {p99}"
+        return f"{self.requests} requests, {self.failed} failed, {self.retried} retried, p99 {p99}"
 
 
 @dataclass
@@ -108,6 +118,7 @@ class LoadResult:
     prediction_ids: list[list[str] | int]  # an int (how many) when the plan did not collect them
     cpu_seconds: float
     wall_seconds: float
+    refused: list[list[float]]  # per request: when each 503 with Retry-After answered it
 
     @property
     def latency(self) -> list[float]:
@@ -126,6 +137,8 @@ class LoadResult:
             ok=ok,
             failed=len(picked) - ok,
             statuses=statuses,
+            refusals=sum(len(self.refused[i]) for i in picked),
+            retried=sum(1 for i in picked if self.refused[i] and self.status[i] // 100 == 2),
             p50=percentile(latencies, 50),
             p99=percentile(latencies, 99),
             max_latency=latencies[-1] if latencies else None,
@@ -139,6 +152,10 @@ class LoadResult:
             if self.status[i] // 100 != 2
         ]
         return out[:limit] + ([f"... {len(out) - limit} more"] if len(out) > limit else [])
+
+    def refusal_times(self) -> list[float]:
+        """When each refusal (503 with Retry-After) came, in seconds since the run started, sorted."""
+        return sorted(t for times in self.refused for t in times)
 
     def returned_ids(self) -> set[str]:
         return {pid for i, ids in enumerate(self.prediction_ids) if self.status[i] // 100 == 2 for pid in ids}
@@ -266,8 +283,11 @@ class _Connections:
             writer.close()
 
 
-async def _one(pool: _Connections, request: bytes, timeout: float) -> tuple[float, int, bytes, str | None]:
-    """Send one request on a pooled connection; (send time, status, body, error)."""
+async def _one(
+    pool: _Connections, request: bytes, timeout: float
+) -> tuple[float, int, bytes, str | None, float | None]:
+    """Send one request on a pooled connection; (send time, status, body, error, Retry-After in
+    seconds when the answer has one)."""
     async with pool.slots:
         sent = time.time()
         conn = None
@@ -280,7 +300,7 @@ async def _one(pool: _Connections, request: bytes, timeout: float) -> tuple[floa
                 if not status_line:
                     raise ConnectionResetError("the server closed the connection")
                 status = int(status_line.split(b" ", 2)[1])
-                length, close = 0, status_line.startswith(b"HTTP/1.0")
+                length, close, retry_after = 0, status_line.startswith(b"HTTP/1.0"), None
                 while True:
                     line = await reader.readline()
                     if line in (b"\r\n", b"\n", b""):
@@ -291,16 +311,26 @@ async def _one(pool: _Connections, request: bytes, timeout: float) -> tuple[floa
                         length = int(value)
                     elif name == b"connection" and value.strip().lower() == b"close":
                         close = True
+                    elif name == b"retry-after":
+                        retry_after = _seconds(value)
                 body = await reader.readexactly(length) if length else b""
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             if conn is not None:
                 conn[1].close()
-            return sent, 0, b"", f"{exc.__class__.__name__}: {exc}"[:200]
+            return sent, 0, b"", f"{exc.__class__.__name__}: {exc}"[:200], None
         if close:
             writer.close()
         else:
             pool.give_back(conn)
-        return sent, status, body, None
+        return sent, status, body, None, retry_after
+
+
+def _seconds(value: bytes) -> float | None:
+    """A ``Retry-After`` in delay-seconds (the HTTP-date form is not used by the API)."""
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        return None
 
 
 def _read_predictions(body: bytes) -> tuple[list[str], list[str]]:
@@ -338,8 +368,18 @@ async def _generate(plan: dict) -> dict:
     started = time.time()
 
     async def fire(i: int) -> None:
-        sent, status, body, error = await _one(pool, requests[i % len(requests)], plan["timeout"])
-        done = time.time() - started
+        refused: list[float] = []
+        while True:
+            sent, status, body, error, retry_after = await _one(
+                pool, requests[i % len(requests)], plan["timeout"]
+            )
+            done = time.time() - started
+            if status != 503 or retry_after is None:
+                break
+            refused.append(done)
+            if len(refused) > plan["retries"]:
+                break
+            await asyncio.sleep(retry_after)
         if status // 100 == 2:
             versions, ids = _read_predictions(body)
             if not plan["collect_ids"]:
@@ -347,7 +387,7 @@ async def _generate(plan: dict) -> dict:
         else:
             versions, ids = [], []
             error = error or body[:200].decode(errors="replace")
-        results[i] = (sent - started, done, status, error, versions, ids)
+        results[i] = (sent - started, done, status, error, versions, ids, refused)
 
     tasks = set()
     i = 0
@@ -375,11 +415,12 @@ async def _generate(plan: dict) -> dict:
         "error": [],
         "versions": [],
         "prediction_ids": [],
+        "refused": [],
         "cpu_seconds": (cpu_after.ru_utime + cpu_after.ru_stime)
         - (cpu_before.ru_utime + cpu_before.ru_stime),
         "wall_seconds": wall,
     }
-    for n, (sent, done, status, error, versions, ids) in enumerate(results):
+    for n, (sent, done, status, error, versions, ids, refused) in enumerate(results):
         out["due"].append(n * interval)
         out["sent"].append(sent)
         out["done"].append(done)
@@ -387,6 +428,7 @@ async def _generate(plan: dict) -> dict:
         out["error"].append(error)
         out["versions"].append(versions)
         out["prediction_ids"].append(ids)
+        out["refused"].append(refused)
     return out
 
 

@@ -59,9 +59,12 @@ _ROW = "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,\\x%s,%s\n"  # one row of copy_text, the b
 
 
 class _Chunk(NamedTuple):
-    """The rows of one ``append`` call, and their COPY text when the database is Postgres."""
+    """The rows of one ``append`` call: on Postgres only their count and COPY text (the records
+    are let go once formatted, so a queue filled while the database is down holds one string per
+    request batch, not a dozen objects per row), elsewhere the rows themselves."""
 
-    rows: list[PredictionRecord]
+    count: int
+    rows: list[PredictionRecord] | None
     copy_text: str | None
 
 
@@ -181,7 +184,9 @@ class PredictionLog:
         return dropped
 
     def _chunk(self, rows: list[PredictionRecord]) -> _Chunk:
-        return _Chunk(rows, copy_text(rows, self.sample_rate) if self._copy and rows else None)
+        if self._copy:
+            return _Chunk(len(rows), None, copy_text(rows, self.sample_rate) if rows else "")
+        return _Chunk(len(rows), rows, None)
 
     @property
     def depth(self) -> int:
@@ -239,9 +244,9 @@ class PredictionLog:
             # whole chunks (one per request batch): a write may pass flush_rows by one chunk
             while self._queue and (not self._pending or self._pending_rows < self.flush_rows):
                 chunk = self._queue.popleft()
-                self._queued_rows -= len(chunk.rows)
+                self._queued_rows -= chunk.count
                 self._pending.append(chunk)
-                self._pending_rows += len(chunk.rows)
+                self._pending_rows += chunk.count
 
     def _write_pending(self) -> bool:
         from rakuten_mlops.db.engine import upgrade

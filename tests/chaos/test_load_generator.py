@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import free_port
+from tests.support import StandInHttpServer, free_port
 from tests.support.load import LoadPlan, start_load
 
 
@@ -45,39 +45,20 @@ def test_the_generator_retries_after_retry_after_and_counts_a_client_that_gives_
     when a retry gets through and as failed when the retries run out. The server here is a
     stand-in on loopback that refuses as the API's admission control does (503, ``Retry-After: 1``):
     body ``n`` 1 once, ``n`` 2 always."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     seen: dict[int, int] = {}
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def respond(request):
+        n = request["body"]["n"]
+        seen[n] = seen.get(n, 0) + 1
+        if n == 2 or (n == 1 and seen[n] == 1):
+            return 503, {"detail": "busy"}, {"Retry-After": "1"}
+        return 200, {"prediction_id": f"id-{n}"}
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            n = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["n"]
-            seen[n] = seen.get(n, 0) + 1
-            refuse = n == 2 or (n == 1 and seen[n] == 1)
-            data = json.dumps({"detail": "busy"} if refuse else {"prediction_id": f"id-{n}"}).encode()
-            self.send_response(503 if refuse else 200)
-            if refuse:
-                self.send_header("Retry-After", "1")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with StandInHttpServer(respond, keep_alive=True) as server:
         bodies = [f'{{"n": {n}}}' for n in range(3)]
-        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
-        result = start_load(LoadPlan(url, bodies, rate=3, seconds=1, retries=2), tmp_path).result()
-    finally:
-        server.shutdown()
-        server.server_close()
+        result = start_load(
+            LoadPlan(f"{server.url}/predict", bodies, rate=3, seconds=1, retries=2), tmp_path
+        ).result()
 
     whole = result.window()
     assert whole.requests == 3 and whole.ok == 2 and whole.failed == 1 and whole.statuses == {200: 2, 503: 1}

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from rakuten_operator.analysis import Strategy, Verdict, judge
 from rakuten_operator.prometheus import Prometheus
-from tests.support import free_port, wait_until
+from tests.support import StandInHttpServer, free_port, wait_until
 from tests.support.prometheus import instant_query, start_prometheus
 
 pytestmark = pytest.mark.slow
@@ -38,29 +37,19 @@ class CounterPod:
     def __init__(self, port: int) -> None:
         self.port = port
         self.candidate, self.scored, self.agreed = "", 0.0, 0.0
-        self.server: ThreadingHTTPServer | None = None
+        self.server: StandInHttpServer | None = None
 
     def start(self, candidate: str, scored: float, agreed: float) -> CounterPod:
         """Start (again: the previous process stops first) exporting ``candidate``'s counters."""
         self.stop()
         self.candidate = candidate
         self.set(scored, agreed)
-        pod = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                body = "".join(f"{series} {value}\n" for series, value in pod.values.items()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def metrics(_request):
+            body = "".join(f"{series} {value}\n" for series, value in self.values.items()).encode()
+            return 200, body, {"Content-Type": "text/plain; version=0.0.4"}
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = StandInHttpServer(metrics, lambda r: False, port=self.port).start()
         return self
 
     def set(self, scored: float, agreed: float) -> None:
@@ -70,8 +59,7 @@ class CounterPod:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
             self.server = None
 
 

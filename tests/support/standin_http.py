@@ -11,18 +11,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 RecordedRequest = dict[str, Any]  # {"method", "path", "auth" (Authorization header), "body" (parsed JSON)}
-Respond = Callable[[RecordedRequest], tuple[int, Any]]
+# (status, JSON payload) or (status, payload, headers); a bytes payload is sent as it is
+Respond = Callable[[RecordedRequest], tuple[int, Any] | tuple[int, Any, dict[str, str]]]
 
 
 class StandInHttpServer:
-    """``respond(request) -> (status, JSON payload)`` served on a free loopback port; the requests
-    that ``record`` accepts (all by default) are kept in ``requests``, in arrival order."""
+    """``respond(request)`` served on a loopback port (``port``, a free one by default); the
+    requests that ``record`` accepts (all by default) are kept in ``requests``, in arrival order.
+    ``keep_alive`` speaks HTTP/1.1 with persistent connections (HTTP/1.0 otherwise)."""
 
-    def __init__(self, respond: Respond, record: Callable[[RecordedRequest], bool] = lambda r: True) -> None:
+    def __init__(
+        self,
+        respond: Respond,
+        record: Callable[[RecordedRequest], bool] = lambda r: True,
+        *,
+        port: int = 0,
+        keep_alive: bool = False,
+    ) -> None:
         self.requests: list[RecordedRequest] = []
         recorded, answer, keep = self.requests, respond, record
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -34,10 +45,12 @@ class StandInHttpServer:
                 }
                 if keep(request):
                     recorded.append(request)
-                status, payload = answer(request)
-                data = json.dumps(payload).encode()
+                status, payload, *extra = answer(request)
+                headers = {"Content-Type": "application/json", **(extra[0] if extra else {})}
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -47,7 +60,7 @@ class StandInHttpServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"

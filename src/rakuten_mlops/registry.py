@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,12 +80,11 @@ def apply_http_policy(s3_endpoint_url: str | None = None) -> None:
 
 def connect(settings: Settings):
     """An ``MlflowClient`` for the settings' registry, also set as the process-wide MLflow URI
-    (``models:/`` downloads and run logging use it).
+    (``models:/`` downloads and run logging use it), in this process only (:func:`_use_uri`).
 
     A tracking server that does not answer ``/health`` fails here, in seconds, with
     :class:`RegistryUnavailableError`; the embedded store gets its home directory.
     """
-    import mlflow
 
     from rakuten_mlops.db.engine import serialize_mlflow_migrations
 
@@ -95,9 +95,37 @@ def connect(settings: Settings):
         settings.ensure_home()
     else:
         check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    _use_uri(uri)
     return _client(uri)
+
+
+#: What ``mlflow.set_tracking_uri`` and ``mlflow.set_registry_uri`` write to the environment.
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def _use_uri(uri: str) -> None:
+    """Make ``uri`` MLflow's tracking and registry URI in this process, leaving ``os.environ``
+    as it was.
+
+    MLflow's setters also export the URI as ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``
+    "so that subprocesses inherit it": every process started afterwards (a retraining job, a
+    command the control room or a test runs) would take this process's MLflow instead of
+    deriving its own from its settings (the embedded default comes from ``RAKUTEN_HOME`` only
+    when ``MLFLOW_TRACKING_URI`` is unset). A child gets its URI from its own settings or from
+    the environment its parent gives it explicitly, as ``LocalRetrainer.child_env`` does.
+    """
+    import mlflow
+
+    before = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @functools.lru_cache(maxsize=16)

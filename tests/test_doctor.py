@@ -210,3 +210,30 @@ def test_clean_clears_abandoned_leftovers_and_keeps_fresh_ones(settings):
     code, found = _doctor("--clean", "--older-than", "1s")
     assert code == 0 and len(found["cleaned"]["done"]) == 2 and found["leftovers"] == [], found
     assert _doctor() == (0, {"ok": True, "violations": [], "leftovers": []})
+
+
+def test_clean_keeps_a_long_run_whose_job_still_beats_and_kills_an_abandoned_one(settings):
+    """Two training runs started two hours ago and still RUNNING: one whose job is alive and
+    writes its heartbeat (``registry.heartbeat``, as training, drift and estimate jobs do), one
+    whose job died after its last beat two hours ago. Only the abandoned one is marked KILLED."""
+    import time
+
+    from rakuten_mlops.registry import HEARTBEAT_TAG, connect, heartbeat
+
+    two_hours_ago = time.time() - 2 * 3600
+    client = connect(settings)
+    training = client.create_experiment(settings.training_experiment)
+    live, abandoned = (
+        client.create_run(training, start_time=int(two_hours_ago * 1000)).info.run_id for _ in "ab"
+    )
+    last_beat = datetime.fromtimestamp(two_hours_ago, UTC).isoformat(timespec="seconds")
+    client.set_tag(abandoned, HEARTBEAT_TAG, last_beat)
+
+    with heartbeat(settings, live, every=0.2):
+        code, found = _doctor("--clean", "--older-than", "5m")
+        assert code == 0, found
+        assert client.get_run(live).info.status == "RUNNING"
+    assert client.get_run(abandoned).info.status == "KILLED"
+    assert found["cleaned"]["done"] == [f"marked MLflow run {abandoned} KILLED"], found["cleaned"]
+    assert [line.split()[2] for line in found["cleaned"]["kept"]] == [live], found["cleaned"]
+    assert client.get_run(live).data.tags[HEARTBEAT_TAG] > last_beat

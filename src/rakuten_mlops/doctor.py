@@ -24,7 +24,7 @@ without minding them.
 
 :func:`clean` (``doctor --clean``) clears the leftovers that are provably abandoned: those whose
 job last wrote them longer ago than ``older_than`` (a job still running keeps writing, or is
-younger than that). It removes staging and unrecorded report folders, marks runs left running as
+younger than that; a job's MLflow run carries its heartbeat). It removes staging and unrecorded report folders, marks runs left running as
 ``KILLED`` and measures a batch's missing live evaluation; it never touches a violation.
 """
 
@@ -382,8 +382,13 @@ def _unrecorded_run(run, recorded: set, area: str, result: Consistency) -> None:
 
 
 def _kill(run) -> Cleanup:
+    """Mark ``run`` KILLED once its job last wrote it long enough ago: its start, or its last
+    heartbeat (``registry.heartbeat``), which a live job renews however long it runs."""
+    from rakuten_mlops.registry import last_heartbeat
+
     started = datetime.fromtimestamp((run.info.start_time or 0) / 1000, UTC)
-    return Cleanup("kill-run", run.info.run_id, started)
+    beat = last_heartbeat(run)
+    return Cleanup("kill-run", run.info.run_id, max(started, _utc(beat)) if beat else started)
 
 
 def _check_training_runs(settings: Settings, client, registry, result: Consistency) -> None:

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +82,11 @@ def apply_http_policy(s3_endpoint_url: str | None = None) -> None:
 
 def connect(settings: Settings):
     """An ``MlflowClient`` for the settings' registry, also set as the process-wide MLflow URI
-    (``models:/`` downloads and run logging use it).
+    (``models:/`` downloads and run logging use it), in this process only (:func:`_use_uri`).
 
     A tracking server that does not answer ``/health`` fails here, in seconds, with
     :class:`RegistryUnavailableError`; the embedded store gets its home directory.
     """
-    import mlflow
 
     from rakuten_mlops.db.engine import serialize_mlflow_migrations
 
@@ -95,9 +97,85 @@ def connect(settings: Settings):
         settings.ensure_home()
     else:
         check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    _use_uri(uri)
     return _client(uri)
+
+
+#: The run tag a job's :func:`heartbeat` rewrites with the time (ISO 8601, UTC) while it runs.
+HEARTBEAT_TAG = "rakuten.heartbeat"
+HEARTBEAT_SECONDS = 60.0
+
+
+@contextmanager
+def heartbeat(settings: Settings, run_id: str, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """Write the time to ``run_id``'s :data:`HEARTBEAT_TAG` now and every ``every`` seconds
+    while the block runs.
+
+    A run of a live job is never older than ``every`` by its tag, however long the job takes;
+    a run left ``RUNNING`` by a job that died keeps the time of its last beat, which is what
+    ``doctor --clean`` judges it by. A beat that fails is logged and the job goes on (the next
+    beat may pass): the job's own MLflow calls report an unreachable server.
+    """
+    client = _client(settings.mlflow_tracking_uri)
+
+    def beat() -> None:
+        client.set_tag(run_id, HEARTBEAT_TAG, datetime.now(UTC).isoformat(timespec="seconds"))
+
+    beat()
+    stop = threading.Event()
+
+    def beating() -> None:
+        while not stop.wait(every):
+            try:
+                beat()
+            except Exception as exc:  # the job goes on; a missed beat only ages the run
+                log.warning("heartbeat of MLflow run %s not written: %s", run_id, exc)
+
+    thread = threading.Thread(target=beating, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=HTTP_TIMEOUT_SECONDS)
+
+
+def last_heartbeat(run) -> datetime | None:
+    """The time of ``run``'s last :func:`heartbeat`, if its job wrote one."""
+    value = run.data.tags.get(HEARTBEAT_TAG)
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+#: What ``mlflow.set_tracking_uri`` and ``mlflow.set_registry_uri`` write to the environment.
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def _use_uri(uri: str) -> None:
+    """Make ``uri`` MLflow's tracking and registry URI in this process, leaving ``os.environ``
+    as it was.
+
+    MLflow's setters also export the URI as ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``
+    "so that subprocesses inherit it": every process started afterwards (a retraining job, a
+    command the control room or a test runs) would take this process's MLflow instead of
+    deriving its own from its settings (the embedded default comes from ``RAKUTEN_HOME`` only
+    when ``MLFLOW_TRACKING_URI`` is unset). A child gets its URI from its own settings or from
+    the environment its parent gives it explicitly, as ``LocalRetrainer.child_env`` does.
+    """
+    import mlflow
+
+    before = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @functools.lru_cache(maxsize=16)

@@ -42,6 +42,7 @@ SINGLE = orjson.dumps(REALISTIC_PRODUCTS[0])
 BATCH = orjson.dumps({"items": REALISTIC_PRODUCTS[:3]})
 JSON = {"content-type": "application/json"}
 REFUSAL = {"error": "this API worker is at its limit of requests in flight: retry later"}
+RETRY_AFTER = {"1", "2"}  # seconds, one per refusal in turn
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +224,7 @@ class RawConnection:
 
 def assert_refusal(rsp: Response, *, close: bool = False) -> None:
     assert rsp.status == 503, rsp.body
-    assert rsp.headers["retry-after"] == "1"
+    assert rsp.headers["retry-after"] in RETRY_AFTER
     assert rsp.headers["content-type"] == "application/json"
     assert int(rsp.headers["content-length"]) == len(rsp.body)
     assert rsp.json() == REFUSAL
@@ -246,7 +247,7 @@ def test_a_worker_at_its_limit_sheds_with_503_keeps_its_probes_and_recovers(api,
     shed_single, shed_batch = shed_total(client, "/predict"), shed_total(client, "/predict/batch")
     errors = metric(client, "rakuten_model_requests_total", outcome="error")
     held, rsp = hold(client, "/predict", SINGLE)
-    assert rsp.headers["retry-after"] == "1"
+    assert rsp.headers["retry-after"] in RETRY_AFTER
     assert rsp.headers["content-type"] == "application/json"
     assert rsp.json() == REFUSAL
     shed = shed_total(client, "/predict")
@@ -261,7 +262,7 @@ def test_a_worker_at_its_limit_sheds_with_503_keeps_its_probes_and_recovers(api,
     assert shed_total(client, "/predict") == shed + 1
 
     held_batch, rsp = hold(client, "/predict/batch", BATCH)
-    assert rsp.headers["retry-after"] == "1" and rsp.json() == REFUSAL
+    assert rsp.headers["retry-after"] in RETRY_AFTER and rsp.json() == REFUSAL
     assert shed_total(client, "/predict/batch") >= shed_batch + 1
     # a refusal is a 503 of the route, but not an error of the model version
     assert metric(client, "rakuten_http_requests_total", route="/predict/batch", status="503") >= 1
@@ -373,6 +374,49 @@ def test_a_refusal_closes_the_connection_when_the_client_may_not_go_on(held, raw
     raw.send(body)
     raw.sock.settimeout(3)
     assert raw.closed_by_server()
+
+
+def test_refusals_spread_their_retry_after_so_refused_clients_come_back_apart(client, held, raw):
+    """Consecutive refusals alternate ``Retry-After: 1`` and ``2``, in the protocol and in the ASGI
+    layer alike: half of a burst refused together comes back a second later than the other half."""
+    raw.send(b"".join(request("POST", "/predict", SINGLE) for _ in range(4)))
+    by_protocol = [raw.response().headers["retry-after"] for _ in range(4)]
+    assert set(by_protocol) == RETRY_AFTER, by_protocol
+    assert by_protocol[0::2] != by_protocol[1::2], by_protocol  # in turn
+    by_asgi_layer = [
+        client.post("/predic%74", content=SINGLE, headers=JSON).headers["retry-after"] for _ in range(4)
+    ]
+    assert set(by_asgi_layer) == RETRY_AFTER, by_asgi_layer
+
+
+def test_after_a_refusal_that_closes_no_request_is_processed_and_the_answer_is_not_reset(client, held, raw):
+    """A refused ``Expect: 100-continue`` request ends its connection: the refusal says
+    ``connection: close``, the requests pipelined behind it are neither processed nor answered
+    (the client sends them again elsewhere), and bytes the client still sends are read and dropped
+    rather than answered with a reset, so the refusal always reaches it."""
+    before = (
+        metric(client, "rakuten_http_requests_total", route="/health"),
+        metric(client, "rakuten_model_requests_total"),
+        shed_total(client, "/predict"),
+    )
+    raw.send(
+        request("POST", "/predict", SINGLE, "Expect: 100-continue")
+        + request("GET", "/health")
+        + request("POST", "/predict/batch", BATCH)  # its slot is free: it would be predicted
+    )
+    time.sleep(0.3)  # the server has read it all
+    for _ in range(3):  # a pipelining client writes on before it reads
+        raw.send(request("GET", "/health"))
+        time.sleep(0.1)
+    assert_refusal(raw.response(), close=True)
+    raw.sock.settimeout(3)
+    assert raw.closed_by_server()
+    after = (
+        metric(client, "rakuten_http_requests_total", route="/health"),
+        metric(client, "rakuten_model_requests_total"),
+        shed_total(client, "/predict"),
+    )
+    assert after == (before[0], before[1], before[2] + 1)  # one refusal, nothing else done
 
 
 def test_only_prediction_posts_are_refused(client, held):

@@ -65,6 +65,7 @@ def test_train_promote_then_serve_the_same_predictions(gate_env, products, cli, 
     assert {"f1_macro", "accuracy", "training_seconds"} <= set(run.data.metrics)
     assert any(k.startswith("f1_class_") for k in run.data.metrics)
     assert run.data.params["model"] == "sgd" and run.data.tags["git_sha"]
+    assert run.data.tags["rakuten.heartbeat"]  # what doctor --clean judges a run left RUNNING by
     artifacts = {a.path for a in client.list_artifacts(trained.run_id, "evaluation")}
     assert {"evaluation/confusion_matrix.png", "evaluation/classification_report.txt"} <= artifacts
     contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}

@@ -10,7 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from rakuten_mlops.ui.queries.training import ROLLOUT_QUERIES, VERSION_COLUMNS, rollout_frame
+from rakuten_mlops.ui.queries.training import ROLLOUT_QUERIES, VERSION_COLUMNS, rollout_frame, shadow_counts
 from tests.support import REPO, wait_until
 from tests.support.prometheus import instant_query
 from tests.ui.apptest import main_text, metrics, open_app
@@ -39,7 +39,39 @@ def test_a_candidate_in_shadow_and_a_canary_show_as_a_rollout():
 def test_one_version_and_no_shadow_is_no_rollout():
     assert rollout_frame({"requests": series(**{"6": 3.0})}).empty
     assert rollout_frame({}).empty
-    assert set(ROLLOUT_QUERIES) == {"shadowed", "requests", "agreements", "scored"}
+    assert set(ROLLOUT_QUERIES) == {"shadowed", "requests"}
+
+
+def test_shadow_counts_sum_each_series_rises_across_restarts_and_pods():
+    """The raw samples of one window: version 2's counters on two stable pods, one of which
+    restarted (its counters from 0 again); what was counted is the sum of the rises."""
+
+    def samples(name: str, values: list[float], pod: str, **labels: str) -> dict:
+        return {"labels": {"__name__": name, "model_version": "2", "pod": pod, **labels}, "values": values}
+
+    counts = shadow_counts(
+        [
+            samples("rakuten_shadow_samples_total", [0, 10, 30, 4, 9], "a", result="scored"),  # 30 + 9
+            samples("rakuten_shadow_agreements_total", [0, 9, 27, 4, 8], "a"),  # 27 + 8
+            samples("rakuten_shadow_samples_total", [100, 110], "b", result="scored"),
+            samples("rakuten_shadow_agreements_total", [90, 100], "b"),
+        ]
+    )
+    assert counts == {"agreements": series(**{"2": 45.0}), "scored": series(**{"2": 49.0})}
+    assert rollout_frame({**counts, "shadowed": series(**{"2": 1.0})}).iloc[0]["shadow_agreement"] == 45 / 49
+
+
+def test_an_agreement_never_shows_above_one():
+    """A scrape between a shadow batch's two increments (agreements first) reads more agreements
+    than samples scored; the panel shows 1, not more."""
+    frame = rollout_frame(
+        {
+            "shadowed": series(**{"2": 1.0}),
+            "agreements": series(**{"2": 51.0}),
+            "scored": series(**{"2": 50.0}),
+        }
+    )
+    assert frame.iloc[0]["shadow_agreement"] == 1.0
 
 
 # --- the page, fed by real API processes, a real Prometheus and the (emulated) Kubernetes API ----
@@ -154,8 +186,9 @@ def test_training_page_shows_the_rollout_in_progress(ui_env, rollout_fleet, serv
         rollout_fleet.stable.url, "rakuten_shadow_samples_total", model_version="2", result="scored"
     )
     agreed = exported(rollout_fleet.stable.url, "rakuten_shadow_agreements_total", model_version="2")
-    assert rows["2"]["shadow_agreement"] == pytest.approx(agreed / scored, abs=0.05)
-    assert rows["2"]["shadow_samples_5m"] == pytest.approx(scored, rel=0.25)
+    # the shadow's counters from their raw samples in one window: what was counted, exactly
+    assert rows["2"]["shadow_samples_5m"] == scored
+    assert rows["2"]["shadow_agreement"] == pytest.approx(agreed / scored, rel=1e-12)
     assert pd.isna(rows["1"]["shadow_agreement"])
     assert "No rollout in progress" not in text
 

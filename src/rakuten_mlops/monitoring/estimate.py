@@ -323,16 +323,19 @@ def _log_and_record(settings: Settings, version: str, summary: dict[str, Any], e
     """
     import mlflow
 
-    from rakuten_mlops.registry import connect, registry_errors
+    from rakuten_mlops.registry import connect, heartbeat, registry_errors
     from rakuten_mlops.training.tracking import ensure_experiment
 
     connect(settings)
     # MLflow writes "View run ... at: URL" to stdout when a run ends: keep stdout for --json
     with registry_errors(settings), contextlib.redirect_stdout(sys.stderr):
         experiment_id = ensure_experiment(settings, settings.estimate_experiment)
-        with mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"estimate-v{summary['model_version']}"
-        ) as run:
+        with (
+            mlflow.start_run(
+                experiment_id=experiment_id, run_name=f"estimate-v{summary['model_version']}"
+            ) as run,
+            heartbeat(settings, run.info.run_id),
+        ):
             summary["mlflow_run_id"] = run.info.run_id
             mlflow.set_tags({"model_version": summary["model_version"], "trusted": str(summary["trusted"])})
             mlflow.log_params({"window": summary["window"], "windows": len(entries)})

@@ -25,6 +25,11 @@ Singles and batches have separate limits: a batch is up to ``RAKUTEN_MAX_BATCH_I
 work, whose item count is known only once its body is parsed, and a few batches in flight must
 not lock single predictions out (docs/serving.md, "Overload").
 
+A refusal's ``Retry-After`` is spread over :data:`RETRY_AFTER_SECONDS`, one value per refusal in
+turn: a burst refused in the same instant comes back over two seconds instead of all in the
+same one (a client that honours the header literally, as urllib3's ``Retry`` does, adds no
+jitter of its own). The header is whole seconds (RFC 9110), so the spread is too.
+
 The counters are plain integers: a worker runs one event loop, and nothing awaits between a
 check and its increment.
 """
@@ -41,6 +46,9 @@ from rakuten_mlops.serving.middleware import SHED
 
 ADMITTED = "rakuten.admitted"  # scope key: the gate whose slot the HTTP protocol took for the request
 
+#: The ``Retry-After`` values of refusals, taken in turn.
+RETRY_AFTER_SECONDS = (1, 2)
+
 
 @dataclass(slots=True)
 class Gate:
@@ -54,11 +62,12 @@ class Gate:
 
 @dataclass(slots=True)
 class _Prepared:
-    """The refusal as HTTP/1.1 bytes, for one list of the server's default headers."""
+    """The refusals as HTTP/1.1 bytes, for one list of the server's default headers: one per
+    ``Retry-After`` value, kept open and closing."""
 
     default_headers: object = None
-    keep_alive: bytes = b""
-    close: bytes = b""
+    keep_alive: tuple[bytes, ...] = ()
+    close: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -85,15 +94,27 @@ class Admission:
         )
         self.status = status
         self.body = orjson.dumps(body)
-        self.headers = [
+        fixed = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(self.body)).encode()),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()),
+            *(
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in (headers or {}).items()
+                if k.lower() != "retry-after"
+            ),
         ]
+        #: the response headers of a refusal, one list per ``Retry-After`` value, in turn
+        self.header_sets = [[*fixed, (b"retry-after", b"%d" % s)] for s in RETRY_AFTER_SECONDS]
+        self.turn = 0  # the index in RETRY_AFTER_SECONDS of the last refusal's Retry-After
         self._prepared = _Prepared()
 
+    def next_turn(self) -> int:
+        """The index of the next refusal's ``Retry-After`` value (and header list)."""
+        self.turn = turn = (self.turn + 1) % len(RETRY_AFTER_SECONDS)
+        return turn
+
     def http_refusal(self, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
-        """The whole refusal as HTTP/1.1 bytes, with the server's ``default_headers`` (``date``,
+        """The next refusal as HTTP/1.1 bytes, with the server's ``default_headers`` (``date``,
         ``server``) first, as uvicorn writes them; ``connection: close`` unless ``keep_alive``.
 
         Prepared once per list of default headers: uvicorn replaces the list when the second
@@ -101,18 +122,21 @@ class Admission:
         """
         prepared = self._prepared
         if prepared.default_headers is not default_headers:
-            head = b"".join(
-                [
-                    b"HTTP/1.1 %d Service Unavailable\r\n" % self.status,
-                    *(name + b": " + value + b"\r\n" for name, value in (*default_headers, *self.headers)),
-                ]
-            )
+            heads = [
+                b"".join(
+                    [
+                        b"HTTP/1.1 %d Service Unavailable\r\n" % self.status,
+                        *(name + b": " + value + b"\r\n" for name, value in (*default_headers, *headers)),
+                    ]
+                )
+                for headers in self.header_sets
+            ]
             self._prepared = prepared = _Prepared(
                 default_headers,
-                head + b"\r\n" + self.body,
-                head + b"connection: close\r\n\r\n" + self.body,
+                tuple(head + b"\r\n" + self.body for head in heads),
+                tuple(head + b"connection: close\r\n\r\n" + self.body for head in heads),
             )
-        return prepared.keep_alive if keep_alive else prepared.close
+        return (prepared.keep_alive if keep_alive else prepared.close)[self.next_turn()]
 
 
 _worker_admission: Admission | None = None
@@ -138,12 +162,12 @@ class AdmissionControl:
 
     def __init__(self, app: ASGIApp, admission: Admission) -> None:
         self.app = app
+        self.admission = admission
         self.gates = admission.gates
-        self._start = {
-            "type": "http.response.start",
-            "status": admission.status,
-            "headers": admission.headers,
-        }
+        self._starts = [
+            {"type": "http.response.start", "status": admission.status, "headers": headers}
+            for headers in admission.header_sets
+        ]
         self._body = {"type": "http.response.body", "body": admission.body}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,7 +184,7 @@ class AdmissionControl:
             if gate.inflight >= gate.limit:
                 gate.shed_counter.inc()
                 scope[SHED] = True
-                await send(self._start)
+                await send(self._starts[self.admission.next_turn()])
                 await send(self._body)
                 return
             gate.inflight += 1

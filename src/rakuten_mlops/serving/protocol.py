@@ -20,8 +20,15 @@ What the protocol decides, and what it leaves to ``AdmissionControl`` (the same 
   layer releases it when the request is answered or its client leaves;
 - a refused request's connection stays open for the next request, unless the client asked to
   close it (``Connection: close``, HTTP/1.0) or sent ``Expect: 100-continue``: such a client
-  may or may not send the body it announced, so the refusal says ``connection: close`` and the
-  connection is closed once the body is in, or by the keep-alive timeout.
+  gets a final answer instead of ``100 Continue`` (RFC 9110, 10.1.1), and a connection kept
+  open would oblige it to send a body that is read for nothing (or, if it does not, leave the
+  connection waiting for bytes that never come). Then the refusal says ``connection: close``
+  and is the connection's last answer: no request after it is processed (a pipelining client
+  sends again what was not answered, RFC 9112, 9.3.2), the sending side is shut at once (the
+  client reads the answer, then the end), and what still comes is read and dropped until the
+  client closes its side or the keep-alive timeout passes: a socket closed with unread bytes
+  sends a reset, which fails the client's writes and can destroy the answer in its buffers
+  before it is read (RFC 9112, 9.6).
 
 With uvicorn's ``limit_concurrency`` set, uvicorn may answer a request itself without calling
 the app; the protocol then decides nothing (the ASGI layer still does).
@@ -43,9 +50,15 @@ class AdmissionHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.admission = worker_admission() if self.limit_concurrency is None else None
         self.refusing = False  # the rest of a refused request is still to be read and dropped
-        self.close_after_refusal = False
+        self.ended = False  # a refusal closed the connection: everything after it is dropped
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ended:  # (no parsing, and the keep-alive timeout keeps running)
+            super().data_received(data)
 
     def on_headers_complete(self) -> None:
+        if self.ended:
+            return
         admission = self.admission
         if admission is not None and (self.cycle is None or self.cycle.response_complete):
             # a refused request's keep-alive timer may run (a next request in the same read)
@@ -63,17 +76,19 @@ class AdmissionHttpProtocol(HttpToolsProtocol):
         gate.shed_counter.inc()
         gate.refused_counter.inc()
         self.server_state.total_requests += 1
-        expects_continue = self.expect_100_continue
         keep_alive = (
-            not expects_continue
+            not self.expect_100_continue
             and self.parser.get_http_version() != "1.0"
             and self.parser.should_keep_alive()
         )
         self.transport.write(self.admission.http_refusal(self.server_state.default_headers, keep_alive))
-        self.refusing = True
-        self.close_after_refusal = not keep_alive
-        if expects_continue:  # the body may never come: the keep-alive timeout closes the connection
-            self._arm_keepalive()
+        if keep_alive:
+            self.refusing = True
+            return
+        self.ended = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._arm_keepalive()
 
     def _arm_keepalive(self) -> None:
         self._unset_keepalive_if_required()
@@ -81,16 +96,23 @@ class AdmissionHttpProtocol(HttpToolsProtocol):
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
 
+    def _should_upgrade(self) -> bool:
+        return not self.ended and super()._should_upgrade()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.ended:  # (bytes after the last answer are not parsed as a request)
+            super().send_400_response(msg)
+
     def on_body(self, body: bytes) -> None:
-        if not self.refusing:
+        if not (self.refusing or self.ended):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self.ended:
+            return
         if not self.refusing:
             super().on_message_complete()
             return
         self.refusing = False
-        if self.close_after_refusal:
-            self.transport.close()
-        elif not self.transport.is_closing():
+        if not self.transport.is_closing():
             self._arm_keepalive()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rakuten_mlops.registry import connect, registry_errors
+from rakuten_mlops.registry import connect, heartbeat, registry_errors
 from rakuten_mlops.settings import Settings, redact_url
 from rakuten_mlops.training import registry
 from rakuten_mlops.training.dataset import INPUT_COLUMNS, TrainingData, load_training_data
@@ -220,7 +220,10 @@ def _log_and_register(settings, experiment_id, model, pipeline, data, evaluation
     lineage = data.lineage()
     sha = git_sha()
     run_name = f"{model}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run,
+        heartbeat(settings, run.info.run_id),
+    ):
         mlflow.set_tags(
             {
                 "git_sha": sha,

@@ -199,8 +199,8 @@ PROMETHEUS_PANELS = {  # label -> PromQL over the API's metrics (names in docs/a
 }
 
 
-def prometheus_query(settings: Settings, promql: str) -> list[dict[str, Any]]:
-    """Instant query: one ``{"labels": {...}, "value": float}`` per series (empty when none)."""
+def _instant_query(settings: Settings, promql: str) -> list[dict[str, Any]]:
+    """The ``data.result`` of one instant query on the configured Prometheus."""
     import httpx
 
     if not settings.prometheus_url:
@@ -212,8 +212,23 @@ def prometheus_query(settings: Settings, promql: str) -> list[dict[str, Any]]:
         raise APIError(
             f"Prometheus answered {response.status_code}: {body.get('error', response.text[:200])}"
         )
+    return body["data"].get("result", [])
+
+
+def prometheus_query(settings: Settings, promql: str) -> list[dict[str, Any]]:
+    """Instant query: one ``{"labels": {...}, "value": float}`` per series (empty when none)."""
     return [
-        {"labels": r.get("metric", {}), "value": float(r["value"][1])} for r in body["data"].get("result", [])
+        {"labels": r.get("metric", {}), "value": float(r["value"][1])}
+        for r in _instant_query(settings, promql)
+    ]
+
+
+def prometheus_samples(settings: Settings, promql: str) -> list[dict[str, Any]]:
+    """Instant query of a range vector (``metric[5m]``): one ``{"labels": {...}, "values":
+    [float, ...]}`` per series, its raw samples in the window, oldest first."""
+    return [
+        {"labels": r.get("metric", {}), "values": [float(v) for _, v in r["values"]]}
+        for r in _instant_query(settings, promql)
     ]
 
 

@@ -17,13 +17,16 @@ from rakuten_mlops.ui.queries import ActionRefused, model_events
 #: The model_events the Training page lists (the retrain decisions are on Monitoring).
 TRAINING_EVENTS = ("trained", "promoted", "rejected", "forced", "rollback", "rollout", "rollout_failed")
 
-#: PromQL of the rollout panel: the candidates stable pods shadow, and per-version traffic and agreement.
+#: PromQL of the rollout panel: the candidates stable pods shadow, and per-version traffic.
 ROLLOUT_QUERIES = {
     "shadowed": "max by (model_version) (rakuten_shadow_candidate_info)",
     "requests": "sum by (model_version) (rate(rakuten_model_requests_total[5m]))",
-    "agreements": "sum by (model_version) (increase(rakuten_shadow_agreements_total[5m]))",
-    "scored": 'sum by (model_version) (increase(rakuten_shadow_samples_total{result="scored"}[5m]))',
 }
+#: The raw samples of both counters of the shadow agreement, in one window read at one moment
+#: (``monitoring.counters``): the agreements series have no ``result`` label.
+SHADOW_SAMPLES_QUERY = (
+    '{__name__=~"rakuten_shadow_agreements_total|rakuten_shadow_samples_total", result=~"|scored"}[5m]'
+)
 
 VERSION_COLUMNS = [
     "version", "aliases", "created_at", "f1_weighted", "f1_macro", "accuracy", "train_rows", "test_rows",
@@ -237,11 +240,31 @@ def training_events(settings: Settings) -> pd.DataFrame:
     return model_events(settings, TRAINING_EVENTS)
 
 
+def shadow_counts(samples: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The shadow agreements and scored samples each version counted in the window, from the
+    answer to :data:`SHADOW_SAMPLES_QUERY`, as ``{"agreements": [...], "scored": [...]}`` series."""
+    from rakuten_mlops.monitoring.counters import counted
+
+    names = {"rakuten_shadow_agreements_total": "agreements", "rakuten_shadow_samples_total": "scored"}
+    totals: dict[str, dict[str, float]] = {"agreements": {}, "scored": {}}
+    for series in samples:
+        labels = series["labels"]
+        by_version = totals[names[labels["__name__"]]]
+        version = labels.get("model_version", "")
+        by_version[version] = by_version.get(version, 0.0) + counted(series["values"])
+    return {
+        name: [{"labels": {"model_version": v}, "value": x} for v, x in by_version.items()]
+        for name, by_version in totals.items()
+    }
+
+
 def rollout_frame(results: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     """One row per model version seen in the last 5 minutes: traffic share, shadowed, agreement.
 
-    ``results`` holds the answers to :data:`ROLLOUT_QUERIES` by name. Empty when a single version
-    serves and nothing is shadowed: no rollout in progress.
+    ``results`` holds the answers to :data:`ROLLOUT_QUERIES` by name, and the shadow's
+    ``agreements`` and ``scored`` (:func:`shadow_counts`). Empty when a single version serves and
+    nothing is shadowed: no rollout in progress. An agreement is at most 1: a scrape can fall
+    between a shadow batch's two counter increments.
     """
 
     def by_version(name: str) -> dict[str, float]:
@@ -259,7 +282,7 @@ def rollout_frame(results: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
             "version": v,
             "traffic_share": requests.get(v, 0.0) / total if total else 0.0,
             "in_shadow": v in shadowed,
-            "shadow_agreement": agreements[v] / scored[v] if scored.get(v) else None,
+            "shadow_agreement": min(1.0, agreements.get(v, 0.0) / scored[v]) if scored.get(v) else None,
             "shadow_samples_5m": scored.get(v),
         }
         for v in versions
@@ -269,9 +292,10 @@ def rollout_frame(results: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
 
 def rollout_in_progress(settings: Settings) -> pd.DataFrame:
     """:func:`rollout_frame` from the configured Prometheus."""
-    from rakuten_mlops.ui.queries.monitoring import prometheus_query
+    from rakuten_mlops.ui.queries.monitoring import prometheus_query, prometheus_samples
 
-    return rollout_frame({name: prometheus_query(settings, q) for name, q in ROLLOUT_QUERIES.items()})
+    results = {name: prometheus_query(settings, q) for name, q in ROLLOUT_QUERIES.items()}
+    return rollout_frame({**results, **shadow_counts(prometheus_samples(settings, SHADOW_SAMPLES_QUERY))})
 
 
 #: What the Training page shows of a ServedModel's status (our name: the status field).

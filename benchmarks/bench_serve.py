@@ -20,6 +20,11 @@ in a round). With 2 workers, every measured batch round has wrk's 2 connections 
 on both sides: wrk is restarted until they are (``_wrk``; the report says how often), since a
 server whose connections share one worker serves at half its speed. BENCH_SERVE_WORKERS (default "1,2"), BENCH_SERVE_ROWS (training rows, 20000),
 BENCH_SERVE_SCENARIOS (default "single_c1,single_c32,batch_c2"), BENCH_SERVE_ROUTED (default true).
+
+BENCH_SERVE_BASE=<a src directory> adds a side "base": this API served from that source tree
+(``PYTHONPATH``, its own prediction-log database), e.g. ``git archive main src | tar -x -C
+/tmp/base`` then ``BENCH_SERVE_BASE=/tmp/base/src``, to compare a change with the code before
+it in the same rounds (the report adds base's ratio to the peer and ours / base).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ ROUNDS = int(os.environ.get("BENCH_SERVE_ROUNDS", "3"))
 WORKERS = [int(w) for w in os.environ.get("BENCH_SERVE_WORKERS", "1,2").split(",")]
 TRAIN_ROWS = int(os.environ.get("BENCH_SERVE_ROWS", "20000"))
 ROUTED = os.environ.get("BENCH_SERVE_ROUTED", "true") != "false"  # the third side, FastAPI's routes
+BASE = os.environ.get("BENCH_SERVE_BASE")  # a fourth side: this API from another source tree
 BATCH = 1000
 N_BODIES = 200
 TARGET_RATIO, TARGET_P99_MS, TARGET_ITEMS, TARGET_BATCH_RATIO = 3.0, 20.0, 8000.0, 1.25
@@ -305,7 +311,7 @@ def _placement(ours: dict, peer: dict) -> str:
     )
 
 
-def run(work: Path, database_url: str) -> dict:
+def run(work: Path, database_url: str, base_database_url: str | None = None) -> dict:
     uri, products = _register_model(work)
     singles, batch_items = products[:N_BODIES], products[N_BODIES : N_BODIES + BATCH]
     lua = work / "lua"
@@ -336,13 +342,13 @@ def run(work: Path, database_url: str) -> dict:
     results: dict = {"load_average_start": os.getloadavg()[0], "seconds_per_run": SECONDS, "rounds": ROUNDS,
                      "runs": {}}  # fmt: skip
     for workers in WORKERS:
-        ports = {side: _free_port() for side in ("ours", "routed", "peer")}
+        ports = {side: _free_port() for side in ("ours", "routed", "base", "peer")}
         urls = {side: f"http://127.0.0.1:{port}" for side, port in ports.items()}
 
         ours_cmd = {
             side: [sys.executable, "-m", "rakuten_mlops.cli", "serve", "--host", "127.0.0.1",
                    "--port", str(ports[side]), "--workers", str(workers)]
-            for side in ("ours", "routed")
+            for side in ("ours", "routed", "base")
         }  # fmt: skip
 
         peer_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/rakuten_classifier@production",
@@ -360,12 +366,24 @@ def run(work: Path, database_url: str) -> dict:
                         work / f"routed-{workers}.log",
                     )
                 )
+            if BASE:
+                base_env = {
+                    **env,
+                    "PYTHONPATH": BASE,
+                    "RAKUTEN_HOME": str(work / "home-base"),
+                    "RAKUTEN_DATABASE_URL": base_database_url or f"sqlite:///{work / 'base.db'}",
+                }
+                servers.enter_context(
+                    _server(ours_cmd["base"], base_env, f"{urls['base']}/ready", work / f"base-{workers}.log")
+                )
             servers.enter_context(
                 _server(peer_cmd, env, f"{urls['peer']}/ping", work / f"peer-{workers}.log")
             )
             sides = {"ours": (urls["ours"], "ours"), "peer": (urls["peer"], "peer")}
             if ROUTED:
                 sides["routed"] = (urls["routed"], "ours")
+            if BASE:
+                sides["base"] = (urls["base"], "ours")
             measured = _measure(sides, scripts, workers)
         results["runs"][str(workers)] = {**measured, "load_average": os.getloadavg()[0]}
     return results
@@ -404,6 +422,13 @@ def report(results: dict) -> list[str]:
             and (placement := _placement(ours["batch_c2"], peer["batch_c2"]))
         ):
             verdicts.append(f"workers={workers}, batch: {placement}")
+        if base := run_.get("base"):
+            verdicts += [
+                f"workers={workers}, {key}: base {base[key]['rps']:,.1f} req/s, base / peer"
+                f" {_ratio(base[key], peer[key]):.2f}x, ours / base {_ratio(ours[key], base[key]):.2f}x,"
+                f" base p99 {base[key]['p99_ms']:.1f} ms"
+                for key in ours
+            ]
     print_table(
         ["workers", "scenario", "ours req/s", "peer req/s", "ratio", "fast path vs FastAPI routes", "ours p50 ms",
          "peer p50 ms", "ours p99 ms", "peer p99 ms", "ours errors", "peer errors"],
@@ -421,9 +446,13 @@ def main() -> None:
     print(
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {SECONDS}s per run; workers {WORKERS}"
     )
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp, throwaway_postgres() as pg_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp,
+        throwaway_postgres() as pg_url,
+        throwaway_postgres() if BASE else contextlib.nullcontext() as base_url,
+    ):
         work = Path(tmp)
-        results = run(work, pg_url or f"sqlite:///{work / 'data.db'}")
+        results = run(work, pg_url or f"sqlite:///{work / 'data.db'}", base_url)
     results["prediction_log"] = "postgres" if pg_url else "sqlite"
     report(results)
     out = Path(os.environ.get("RAKUTEN_HOME", ".rakuten")) / "reports" / "bench_serve.json"

@@ -1,57 +1,69 @@
-"""What each index of ``predictions`` costs the prediction log's writes, on Postgres.
+"""What the keys and indexes of ``predictions`` cost the prediction log's writes, on Postgres.
 
 The API's writer sends each request batch's rows with one ``COPY`` (``serving/prediction_log.py``);
-Postgres updates every index of the day's partition for every row. This writes 1,000-row
-batches as the API formats them (a batch's prediction ids share their random part, one
-timestamp, one model version; with random product ids, or none as bench_serve sends) into a
-fresh database, under each layout of the secondary indexes (0004's, head's, fewer); the layouts
-alternate for BENCH_LOGWRITE_ROUNDS rounds (default 5) of BENCH_LOGWRITE_BATCHES (default 20)
-COPYs each. The table reports medians per 1,000-row COPY: the wall time (commit included) and the
-CPU time of the Postgres backend (from /proc: Postgres runs on this host), which a loaded machine
-disturbs less.
+Postgres updates every index of the day's partition for every row, and a profile of the backend
+(``perf``) shows the index insertions as more than half of its CPU. This writes 1,000-row
+batches as the API formats them (a batch's prediction ids share one random or time-ordered part,
+one timestamp, one model version; with random product ids, or none as bench_serve sends), each
+layout in a fresh database of its own:
+
+- ``0005``: primary key ``(id, created_at)`` and a unique ``(prediction_id, created_at)``, the
+  ids' first part a random UUID (version 4), as before migration 0006;
+- ``0006, random ids``: primary key ``(prediction_id, created_at)`` only, the same random ids;
+- ``0006, time-ordered ids`` (head): the same key, the ids' first part a UUID version 7
+  (``serving.predictor.time_ordered_id``), as the API makes them now.
+
+Every layout keeps the secondary indexes of head (``created_at``; ``productid`` where not NULL).
+The layouts alternate for BENCH_LOGWRITE_ROUNDS rounds (default 5) of BENCH_LOGWRITE_BATCHES
+(default 40) COPYs each, each database growing round after round as a day's partition does. The
+table reports medians per 1,000-row COPY: the wall time (commit included) and the CPU time of the
+Postgres backend (from /proc: Postgres runs on this host), which a loaded machine disturbs less.
 
 Run: ``python -m benchmarks.bench_logwrite`` (needs Postgres at 127.0.0.1:5432; about a minute).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-
-import sqlalchemy as sa
 
 from benchmarks.common import print_table, process_cpu, throwaway_postgres
 
 ROUNDS = int(os.environ.get("BENCH_LOGWRITE_ROUNDS", "5"))
-BATCHES = int(os.environ.get("BENCH_LOGWRITE_BATCHES", "20"))
+BATCHES = int(os.environ.get("BENCH_LOGWRITE_BATCHES", "40"))
 ROWS = 1000
-CREATED_AT = "CREATE INDEX ix_predictions_created_at ON predictions (created_at)"
-LAYOUTS = {  # the secondary indexes (the primary key and prediction_id's unique index stay)
-    "0004: created_at, model_version, productid": [
-        CREATED_AT,
-        "CREATE INDEX ix_predictions_model_version ON predictions (model_version)",
-        "CREATE INDEX ix_predictions_productid ON predictions (productid)",
-    ],
-    "0005 (head): created_at, productid where not null": [
-        CREATED_AT,
-        "CREATE INDEX ix_predictions_productid ON predictions (productid) WHERE productid IS NOT NULL",
-    ],
-    "created_at only": [CREATED_AT],
-    "no secondary index": [],
+
+
+def _time_ordered() -> str:
+    from rakuten_mlops.serving.predictor import time_ordered_id
+
+    return time_ordered_id()
+
+
+def _random() -> str:
+    return uuid.uuid4().hex
+
+
+LAYOUTS: dict[str, tuple[str, Callable[[], str]]] = {  # name -> (revision, the ids' first part)
+    "0005: pk (id, created_at) + unique (prediction_id, created_at), random ids": ("0005", _random),
+    "0006: pk (prediction_id, created_at), random ids": ("0006", _random),
+    "0006: pk (prediction_id, created_at), time-ordered ids (head)": ("0006", _time_ordered),
 }
 
 
-def _batch(rng: random.Random, productids: bool) -> str:
+def _batch(rng: random.Random, productids: bool, batch_id: str) -> str:
     from rakuten_mlops.model.probabilities import LOGGED_TOP_K, encode
     from rakuten_mlops.serving.prediction_log import PredictionRecord, copy_text
 
     codes = [10, 40, 50, 60, 1140, 1160, 1180, 1280, 1281, 1300, 2522, 2583, 2585, 2705, 2905]
-    batch_id, now = uuid.uuid4().hex, datetime.now(UTC)
+    now = datetime.now(UTC)
     records = []
     for i in range(ROWS):
         top = rng.sample(codes, LOGGED_TOP_K)
@@ -67,7 +79,7 @@ def _batch(rng: random.Random, productids: bool) -> str:
                 rng.randint(3, 300),
                 rng.random() < 0.3,
                 rng.random() / 3,
-                rng.randint(1, 10**9),
+                rng.randint(1, 10**9) if productids else None,
                 encode(top, p),
             )  # fmt: skip
         )
@@ -101,45 +113,32 @@ def _timed_copies(url: str, texts: list[str]) -> tuple[float, float]:
     return statistics.median(times), cpu
 
 
-def run(url: str) -> dict[tuple[str, bool], list[tuple[float, float]]]:
-    from rakuten_mlops.db.engine import engine_for, upgrade
+def run(urls: dict[str, str]) -> dict[tuple[str, bool], list[tuple[float, float]]]:
+    """Alternate the layouts (name -> its database) for ROUNDS rounds, with and without product ids."""
+    from rakuten_mlops.db.engine import upgrade
 
-    upgrade(url)
-    engine = engine_for(url)
     rng = random.Random(7)
-
-    def layout(statements: list[str]) -> None:
-        with engine.begin() as conn:
-            for name in (
-                "ix_predictions_created_at",
-                "ix_predictions_model_version",
-                "ix_predictions_productid",
-            ):
-                conn.execute(sa.text(f"DROP INDEX IF EXISTS {name}"))
-            for statement in statements:
-                conn.execute(sa.text(statement))
-
-    _timed_copies(url, [_batch(rng, True) for _ in range(5)])  # warm-up: connections, the day's partition
+    for name, (revision, first_part) in LAYOUTS.items():
+        upgrade(urls[name], revision)
+        _timed_copies(urls[name], [_batch(rng, True, first_part()) for _ in range(5)])  # warm-up
     results: dict[tuple[str, bool], list[tuple[float, float]]] = {
         (n, p): [] for n in LAYOUTS for p in (True, False)
     }
     for _ in range(ROUNDS):
-        for name, statements in LAYOUTS.items():
-            layout(statements)
-            for productids in (True, False):
-                with engine.begin() as conn:
-                    conn.execute(sa.text("CHECKPOINT"))
-                texts = [_batch(rng, productids) for _ in range(BATCHES)]  # fresh ids: they are unique
-                results[name, productids].append(_timed_copies(url, texts))
+        for productids in (True, False):
+            for name, (_, first_part) in LAYOUTS.items():
+                texts = [_batch(rng, productids, first_part()) for _ in range(BATCHES)]
+                results[name, productids].append(_timed_copies(urls[name], texts))
     return results
 
 
 def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}; {ROUNDS} rounds of {BATCHES} COPYs of {ROWS:,} rows")
-    with throwaway_postgres() as url:
-        if url is None:
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(throwaway_postgres()) for name in LAYOUTS}
+        if None in urls.values():
             return
-        results = run(url)
+        results = run(urls)
     rows = []
     for (name, productids), runs in results.items():
         wall, cpu = [w for w, _ in runs], [c for _, c in runs]
@@ -148,8 +147,8 @@ def main() -> None:
                      statistics.median(cpu), f"{min(cpu):.1f}-{max(cpu):.1f}",
                      statistics.median(cpu) - statistics.median(c for _, c in base)])  # fmt: skip
     print_table(
-        ["indexes", "product ids", "wall ms per COPY (median)", "backend CPU ms per COPY", "rounds",
-         "CPU vs 0004"],
+        ["keys and ids", "product ids", "wall ms per COPY (median)", "backend CPU ms per COPY", "rounds",
+         "CPU vs 0005"],
         rows,
     )  # fmt: skip
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

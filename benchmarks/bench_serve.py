@@ -16,8 +16,15 @@ routing and validation), shows what the plain-ASGI fast path buys, in the same r
 Each scenario alternates the sides for BENCH_SERVE_ROUNDS rounds (default 3) of
 BENCH_SERVE_SECONDS (default 5) and reports medians, so load from elsewhere on the machine hits
 both sides alike; a ratio is the median of the rounds' ratios (ours and the peer run back to back
-in a round). BENCH_SERVE_WORKERS (default "1,2"), BENCH_SERVE_ROWS (training rows, 20000),
+in a round). With 2 workers, every measured batch round has wrk's 2 connections on the 2 workers,
+on both sides: wrk is restarted until they are (``_wrk``; the report says how often), since a
+server whose connections share one worker serves at half its speed. BENCH_SERVE_WORKERS (default "1,2"), BENCH_SERVE_ROWS (training rows, 20000),
 BENCH_SERVE_SCENARIOS (default "single_c1,single_c32,batch_c2"), BENCH_SERVE_ROUTED (default true).
+
+BENCH_SERVE_BASE=<a src directory> adds a side "base": this API served from that source tree
+(``PYTHONPATH``, its own prediction-log database), e.g. ``git archive main src | tar -x -C
+/tmp/base`` then ``BENCH_SERVE_BASE=/tmp/base/src``, to compare a change with the code before
+it in the same rounds (the report adds base's ratio to the peer and ours / base).
 """
 
 from __future__ import annotations
@@ -47,9 +54,13 @@ ROUNDS = int(os.environ.get("BENCH_SERVE_ROUNDS", "3"))
 WORKERS = [int(w) for w in os.environ.get("BENCH_SERVE_WORKERS", "1,2").split(",")]
 TRAIN_ROWS = int(os.environ.get("BENCH_SERVE_ROWS", "20000"))
 ROUTED = os.environ.get("BENCH_SERVE_ROUTED", "true") != "false"  # the third side, FastAPI's routes
+BASE = os.environ.get("BENCH_SERVE_BASE")  # a fourth side: this API from another source tree
 BATCH = 1000
 N_BODIES = 200
 TARGET_RATIO, TARGET_P99_MS, TARGET_ITEMS, TARGET_BATCH_RATIO = 3.0, 20.0, 8000.0, 1.25
+PLACEMENT_ATTEMPTS = 40  # wrk restarts until its connections are spread over the workers (_wrk)
+PLACEMENT_CHECK_SECONDS = 0.3  # wrk has connected by then: where did its connections land
+PLACEMENT_SETTLE_SECONDS = 0.5  # after a stopped attempt, the servers finish the requests in flight
 
 
 def _free_port() -> int:
@@ -123,7 +134,35 @@ end
     return path
 
 
-def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+def _wrk(url: str, script: Path, connections: int, seconds: int, spread: int = 1) -> dict:
+    """One wrk run; with ``spread`` > 1, a run whose connections are held by ``spread`` distinct
+    server processes, from its start to its end.
+
+    With several workers, each accepts from the shared listening socket, and both of wrk's
+    connections often land on one worker (the one that wakes first takes every pending
+    connection), which then serves alone: the same server measures at half its speed or at full
+    speed by luck, for the peer as for us. So a run that should spread its connections is
+    checked a moment after wrk connects (``ss`` says which processes hold them): when fewer
+    processes hold them, wrk is stopped, the servers are given a moment to finish the requests
+    in flight, and wrk starts again, up to PLACEMENT_ATTEMPTS times. The check is repeated just
+    before the run ends (a connection that broke and came back may have landed elsewhere); a run
+    that fails it is thrown away too. Nothing changes on the server side: it is the placement a
+    user's clients get some of the time, made the same on both sides.
+    """
+    port = urlsplit(url).port
+    for attempt in range(1, PLACEMENT_ATTEMPTS + 1):
+        result = _wrk_once(url, script, connections, seconds, spread)
+        if result is not None:
+            return {**result, "placement_attempts": attempt}
+        time.sleep(PLACEMENT_SETTLE_SECONDS)
+    raise RuntimeError(
+        f"wrk's {connections} connections to port {port} did not land on {spread} distinct server"
+        f" processes in {PLACEMENT_ATTEMPTS} attempts: is a worker down?"
+    )
+
+
+def _wrk_once(url: str, script: Path, connections: int, seconds: int, spread: int) -> dict | None:
+    """One wrk run, or None when ``spread`` > 1 and fewer processes held its connections."""
     threads = min(2, connections)
     cmd = [
         "wrk",
@@ -136,11 +175,21 @@ def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
         str(script),
         url,
     ]
+    port = urlsplit(url).port
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers_used = None
     if connections <= 4:  # a few keep-alive connections: which worker processes hold them
-        time.sleep(min(1.0, seconds / 3))
-        workers_used = _workers_holding(urlsplit(url).port)
+        time.sleep(PLACEMENT_CHECK_SECONDS if spread > 1 else min(1.0, seconds / 3))
+        workers_used = _workers_holding(port)
+        if spread > 1 and (workers_used or 0) < spread:
+            proc.kill()
+            proc.communicate()
+            return None
+        if spread > 1:
+            time.sleep(max(seconds - PLACEMENT_CHECK_SECONDS - 0.5, 0))
+            if (_workers_holding(port) or 0) < spread:
+                proc.communicate()
+                return None
     out, err = proc.communicate()
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd, out, err)
@@ -157,12 +206,7 @@ def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
 
 
 def _workers_holding(port: int | None) -> int | None:
-    """How many server processes hold the established connections to ``port`` (``ss -tnp``).
-
-    With several workers, each accepts from the shared socket: both of wrk's connections often
-    land on one worker (the one that wakes first can take every pending connection), for the
-    peer as for us, and that worker then serves alone. The report says how often, per side.
-    """
+    """How many server processes hold the established connections to ``port`` (``ss -tnp``)."""
     try:
         listing = subprocess.run(
             ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
@@ -219,8 +263,12 @@ def _median_run(runs: list[dict]) -> dict:
     return out
 
 
-def _measure(sides: dict[str, tuple[str, str]], scripts: dict[str, Path]) -> dict[str, dict]:
-    """Alternate the sides (name -> (base URL, "ours"/"peer")) for every scenario, ROUNDS times; medians."""
+def _measure(sides: dict[str, tuple[str, str]], scripts: dict[str, Path], workers: int) -> dict[str, dict]:
+    """Alternate the sides (name -> (base URL, "ours"/"peer")) for every scenario, ROUNDS times; medians.
+
+    Batches run on fewer connections than single predictions: with several workers, every
+    batch run has its connections on as many distinct workers as it can (``_wrk``'s ``spread``).
+    """
     for url, kind in sides.values():  # warm-up
         _wrk(url + ("/predict" if kind == "ours" else "/invocations"), scripts[f"{kind}_single"], 4, 2)
     runs: dict[str, dict[str, list]] = {name: {k: [] for k, _, _ in SCENARIOS} for name in sides}
@@ -232,7 +280,10 @@ def _measure(sides: dict[str, tuple[str, str]], scripts: dict[str, Path]) -> dic
                     if kind == "peer"
                     else ("/predict" if scenario == "single" else "/predict/batch")
                 )
-                runs[name][key].append(_wrk(url + path, scripts[f"{kind}_{scenario}"], connections, SECONDS))
+                spread = min(connections, workers) if scenario == "batch" else 1
+                runs[name][key].append(
+                    _wrk(url + path, scripts[f"{kind}_{scenario}"], connections, SECONDS, spread)
+                )
     out = {name: {k: _median_run(v) for k, v in side.items()} for name, side in runs.items()}
     for side in out.values():
         if "batch_c2" in side:
@@ -246,22 +297,21 @@ def _ratio(ours: dict, peer: dict) -> float:
 
 
 def _placement(ours: dict, peer: dict) -> str:
-    """How the connections landed on the workers, per side, and the paired ratio over the rounds
-    where both sides had them spread alike (the comparison of equals)."""
+    """Where the connections were in every measured round, per side, and how many wrk runs were
+    stopped and started again before they were spread (``_wrk``)."""
     pairs = list(zip(ours["rounds"], peer["rounds"], strict=True))
     used = [(o.get("workers_used"), p.get("workers_used")) for o, p in pairs]
     if any(o is None or p is None for o, p in used):
         return ""
-    alike = [o["rps"] / p["rps"] for (o, p), (a, b) in zip(pairs, used, strict=True) if a == b]
-    spread = (
-        f"workers holding the connections per round: ours {[a for a, _ in used]}, peer {[b for _, b in used]}"
+    restarts = [(o["placement_attempts"] - 1, p["placement_attempts"] - 1) for o, p in pairs]
+    return (
+        f"workers holding the connections in every measured round: ours {[a for a, _ in used]},"
+        f" peer {[b for _, b in used]} (runs restarted until spread: ours {[a for a, _ in restarts]},"
+        f" peer {[b for _, b in restarts]})"
     )
-    if not alike:
-        return f"{spread}; no round with both sides alike"
-    return f"{spread}; ratio over the {len(alike)} rounds spread alike {statistics.median(alike):.2f}x"
 
 
-def run(work: Path, database_url: str) -> dict:
+def run(work: Path, database_url: str, base_database_url: str | None = None) -> dict:
     uri, products = _register_model(work)
     singles, batch_items = products[:N_BODIES], products[N_BODIES : N_BODIES + BATCH]
     lua = work / "lua"
@@ -292,13 +342,13 @@ def run(work: Path, database_url: str) -> dict:
     results: dict = {"load_average_start": os.getloadavg()[0], "seconds_per_run": SECONDS, "rounds": ROUNDS,
                      "runs": {}}  # fmt: skip
     for workers in WORKERS:
-        ports = {side: _free_port() for side in ("ours", "routed", "peer")}
+        ports = {side: _free_port() for side in ("ours", "routed", "base", "peer")}
         urls = {side: f"http://127.0.0.1:{port}" for side, port in ports.items()}
 
         ours_cmd = {
             side: [sys.executable, "-m", "rakuten_mlops.cli", "serve", "--host", "127.0.0.1",
                    "--port", str(ports[side]), "--workers", str(workers)]
-            for side in ("ours", "routed")
+            for side in ("ours", "routed", "base")
         }  # fmt: skip
 
         peer_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/rakuten_classifier@production",
@@ -316,13 +366,25 @@ def run(work: Path, database_url: str) -> dict:
                         work / f"routed-{workers}.log",
                     )
                 )
+            if BASE:
+                base_env = {
+                    **env,
+                    "PYTHONPATH": BASE,
+                    "RAKUTEN_HOME": str(work / "home-base"),
+                    "RAKUTEN_DATABASE_URL": base_database_url or f"sqlite:///{work / 'base.db'}",
+                }
+                servers.enter_context(
+                    _server(ours_cmd["base"], base_env, f"{urls['base']}/ready", work / f"base-{workers}.log")
+                )
             servers.enter_context(
                 _server(peer_cmd, env, f"{urls['peer']}/ping", work / f"peer-{workers}.log")
             )
             sides = {"ours": (urls["ours"], "ours"), "peer": (urls["peer"], "peer")}
             if ROUTED:
                 sides["routed"] = (urls["routed"], "ours")
-            measured = _measure(sides, scripts)
+            if BASE:
+                sides["base"] = (urls["base"], "ours")
+            measured = _measure(sides, scripts, workers)
         results["runs"][str(workers)] = {**measured, "load_average": os.getloadavg()[0]}
     return results
 
@@ -360,6 +422,13 @@ def report(results: dict) -> list[str]:
             and (placement := _placement(ours["batch_c2"], peer["batch_c2"]))
         ):
             verdicts.append(f"workers={workers}, batch: {placement}")
+        if base := run_.get("base"):
+            verdicts += [
+                f"workers={workers}, {key}: base {base[key]['rps']:,.1f} req/s, base / peer"
+                f" {_ratio(base[key], peer[key]):.2f}x, ours / base {_ratio(ours[key], base[key]):.2f}x,"
+                f" base p99 {base[key]['p99_ms']:.1f} ms"
+                for key in ours
+            ]
     print_table(
         ["workers", "scenario", "ours req/s", "peer req/s", "ratio", "fast path vs FastAPI routes", "ours p50 ms",
          "peer p50 ms", "ours p99 ms", "peer p99 ms", "ours errors", "peer errors"],
@@ -377,9 +446,13 @@ def main() -> None:
     print(
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {SECONDS}s per run; workers {WORKERS}"
     )
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp, throwaway_postgres() as pg_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp,
+        throwaway_postgres() as pg_url,
+        throwaway_postgres() if BASE else contextlib.nullcontext() as base_url,
+    ):
         work = Path(tmp)
-        results = run(work, pg_url or f"sqlite:///{work / 'data.db'}")
+        results = run(work, pg_url or f"sqlite:///{work / 'data.db'}", base_url)
     results["prediction_log"] = "postgres" if pg_url else "sqlite"
     report(results)
     out = Path(os.environ.get("RAKUTEN_HOME", ".rakuten")) / "reports" / "bench_serve.json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -56,6 +57,10 @@ def test_classifies_products_and_logs_every_prediction(registered_model, pg_url,
     assert first.word_count > 0 and first.text_length > 0 and 0.0 <= first.oov_rate <= 1.0
     assert by_id[singles[3]["prediction_id"]].productid == 4252011632
     assert by_id[singles[1]["prediction_id"]].description_empty is True
+    # one id per product: the batch's UUID version 7 and the row number
+    ids = [p["prediction_id"] for p in batch["predictions"]]
+    assert [i.split("-")[1] for i in ids] == [f"{n:03x}" for n in range(len(ids))]
+    assert {uuid.UUID(i.split("-")[0]).version for i in ids} == {7}
 
 
 BAD_INPUTS = [

@@ -139,3 +139,23 @@ def test_copy_text_is_the_csv_copy_reads(version, blobs):
     for copies in (1, 4):  # a few rows are formatted one by one, a request batch column by column
         parsed = list(csv.reader(io.StringIO(copy_text(rows * copies, 0.2))))
         assert parsed == expected * copies
+
+
+def test_prediction_ids_start_with_the_time_so_the_log_key_grows_at_its_end():
+    """A batch's prediction ids share a UUID version 7 (milliseconds first, then random bits):
+    ids made later sort after earlier ones, which keeps Postgres adding them at the right end of
+    the primary key's index; ids made in the same millisecond still differ."""
+    import uuid
+
+    from rakuten_mlops.serving.predictor import time_ordered_id
+
+    before_ms = time.time_ns() // 1_000_000
+    first = time_ordered_id()
+    same_instant = {time_ordered_id() for _ in range(10_000)}
+    time.sleep(0.003)
+    later = time_ordered_id()
+    parsed = uuid.UUID(first)
+    assert len(first) == 32 and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert 0 <= int(first[:12], 16) - before_ms <= 1000  # the millisecond it was made
+    assert len(same_instant | {first}) == 10_001
+    assert later > max(same_instant | {first})

@@ -74,11 +74,13 @@ class Prediction(Base):
     On Postgres the table is partitioned by day of ``created_at`` (one partition per UTC day,
     plus a default partition; see :mod:`rakuten_mlops.db.retention`). A partitioned table's
     unique constraints must hold the partition key, so there the primary key is
-    ``(id, created_at)`` and ``prediction_id`` is unique together with ``created_at`` (the API
-    makes every ``prediction_id`` from a fresh random UUID, so ids do not repeat across days
-    either); that index, ``prediction_id`` first, serves look-ups by ``prediction_id`` (one
-    probe per partition, fewer when a ``created_at`` range is given). SQLite keeps ``id`` and
-    ``prediction_id`` unique on their own.
+    ``(prediction_id, created_at)`` (migration 0006; the API makes every ``prediction_id`` from a
+    fresh UUID, so ids do not repeat across days either); its index, ``prediction_id`` first,
+    serves look-ups by ``prediction_id`` (one probe per partition, fewer when a ``created_at``
+    range is given). ``id`` is a plain column there, still drawn from its sequence, with no index
+    (no reader looks rows up by it; the API's writer would update one more index per row).
+    SQLite keeps ``id`` as its primary key and ``prediction_id`` unique on its own. The mapping
+    below keeps ``id`` as the ORM's identity on both.
 
     ``sample_rate`` is the share of predictions the API logged when it wrote the row
     (``RAKUTEN_PREDICTION_LOG_SAMPLE``): each row stands for ``1 / sample_rate`` predictions.
@@ -87,7 +89,6 @@ class Prediction(Base):
     __tablename__ = "predictions"
     __table_args__ = (
         Index("ix_predictions_created_at", "created_at"),
-        UniqueConstraint("prediction_id", "created_at", name="uq_predictions_prediction_id_created_at"),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
 

@@ -8,7 +8,8 @@ batch uses one model reference, so every product of a response gets the same ver
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,26 @@ from rakuten_mlops.serving.model_store import LoadedModel, ModelStore
 from rakuten_mlops.serving.prediction_log import PredictionLog, PredictionRecord
 
 MAX_MERGED_ROWS = 2_000
+
+
+def time_ordered_id() -> str:
+    """A fresh UUID version 7 (RFC 9562) in hex: 48 bits of Unix milliseconds, then 74 random bits.
+
+    The prediction ids of a batch are this plus ``-`` and the row number. Starting with the time,
+    the ids of the log's rows arrive in nearly increasing order, so Postgres adds each one at the
+    right end of the primary key's index (``prediction_id, created_at``), where the pages are in
+    memory, instead of at a random leaf; 74 random bits per batch keep the ids from repeating
+    across batches, workers and pods.
+    """
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76  # version 7
+        | (random_bits >> 62 & 0xFFF) << 64
+        | 0b10 << 62  # the RFC's variant
+        | random_bits & (1 << 62) - 1
+    )
+    return f"{value:032x}"
 
 
 class _Names(dict):
@@ -117,7 +138,7 @@ class PredictionService:
         now = datetime.now(UTC)
         version = model.version
         names = self._names
-        batch_id = uuid.uuid4().hex  # prediction ids: one random part per batch + the row (36 chars)
+        batch_id = time_ordered_id()  # prediction ids: one per batch + the row (36 characters)
         pids = [f"{batch_id}-{i:03x}" for i in range(len(codes))]
         results: list[list[dict]] = []
         start = 0

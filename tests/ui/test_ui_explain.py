@@ -3,6 +3,8 @@ two tables (the n-grams that pushed the predicted class most, the runner-up's st
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from tests.ui.apptest import main_text, open_app
@@ -20,6 +22,9 @@ def test_predict_page_explains_the_prediction_when_asked(api_env, api):
     at.button(key="classify").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Why this category" not in main_text(at)  # not asked: not shown
+    # the whole id, for POST /feedback; the metric shows its tail (ids start with their time)
+    full_id = re.search(r"POST /feedback`: `([0-9a-f]{32}-[0-9a-f]{3})`", main_text(at)).group(1)
+    assert at.main.metric[2].value == full_id[-12:]
 
     at.checkbox(key="explain").check()
     at.button(key="classify").click().run()

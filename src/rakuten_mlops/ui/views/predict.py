@@ -28,7 +28,9 @@ if prediction := st.session_state.get("prediction"):
     cols = st.columns(3)
     cols[0].metric("Confidence", f"{prediction['confidence']:.1%}")
     cols[1].metric("Model version", f"v{prediction['model_version']}")
-    cols[2].metric("Prediction id", prediction["prediction_id"][:8])
+    # Ids start with their time, so only the tail tells two predictions of the same minute apart.
+    cols[2].metric("Prediction id", prediction["prediction_id"][-12:])
+    st.caption(f"Prediction id for `POST /feedback`: `{prediction['prediction_id']}`")
     st.bar_chart(
         predict_q.top_k_frame(prediction), x="class", y="probability", horizontal=True, sort="-probability"
     )

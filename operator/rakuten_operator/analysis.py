@@ -158,7 +158,8 @@ class Check:
     ok: bool
     quantile: float | None = None  # the latency check: the quantile compared ...
     sample: float | None = None  # ... on this many requests (the smaller version's) ...
-    seconds: tuple[float, float] | None = None  # ... and its value for the candidate and the stable
+    seconds: tuple[float, float] | None = None  # ... its value for the candidate and the stable ...
+    floor: float | None = None  # ... and the ratio from the start of the candidate's bucket (judged)
 
     def describe(self) -> str:
         value = "n/a" if self.value is None else f"{self.value:.3g}"
@@ -168,6 +169,8 @@ class Check:
             basis = f" as {quantile_name(self.quantile)} of {self.sample:.0f} requests"
             if self.seconds is not None:
                 basis += f": {1000 * self.seconds[0]:.3g} ms vs {1000 * self.seconds[1]:.3g} ms"
+            if self.floor is not None:
+                basis += f", bucket floor {self.floor:.3g}"
         return f"{self.name} {value}{basis} ({'ok' if self.ok else 'NOT'} {op} {self.limit:g})"
 
     def as_status(self) -> dict[str, Any]:
@@ -175,6 +178,8 @@ class Check:
                "limit": self.limit, "ok": self.ok}  # fmt: skip
         if self.quantile is not None:
             out.update(quantile=round(self.quantile, 4), requests=round(self.sample or 0.0, 1))
+        if self.floor is not None:
+            out["floor"] = round(self.floor, 4)
         return out
 
 
@@ -269,10 +274,28 @@ def latency_quantile(requests: float) -> float:
     return min(MAX_QUANTILE, max(MIN_QUANTILE, 1.0 - TAIL_REQUESTS / requests))
 
 
+def bucket_start(value: float, buckets: Mapping[float, float]) -> float:
+    """The lower bound of the histogram bucket that holds ``value`` (0 for the first bucket)."""
+    return max((bound for bound in buckets if bound < value), default=0.0)
+
+
+def buckets_apart(low: float, high: float, buckets: Mapping[float, float]) -> int:
+    """How many bucket bounds lie in ``[low, high)``: 0 same bucket, 1 the next one up ..."""
+    return sum(1 for bound in buckets if low <= bound < high)
+
+
 def latency_check(signals: Signals, limit: float) -> Check:
     """The candidate's latency quantile over the stable version's, at :func:`latency_quantile` of
     the smaller of the two samples (both versions at the same quantile); not measured (passes)
-    when either version answered nothing in the window."""
+    when either version answered nothing in the window.
+
+    ``value`` is the ratio of the interpolated quantiles (PromQL's); what must stay within the
+    limit is ``floor``: the same ratio, except when the candidate's quantile lies in the stable
+    one's bucket or the next one up, where it counts from the lower bound of the candidate's
+    bucket. Within a bucket the histogram does not say where the requests lie: with the API's
+    buckets (1, 2.5, 5 ms ...) a candidate one bucket above the stable version reads up to twice
+    its latency by interpolation alone. Two buckets up or more, the interpolated ratio stands.
+    """
     stable, candidate = signals.stable_latency, signals.candidate_latency
     sample = min(max(stable.values(), default=0.0), max(candidate.values(), default=0.0))
     if sample <= 0:
@@ -282,7 +305,10 @@ def latency_check(signals: Signals, limit: float) -> Check:
     if candidate_q is None or not stable_q:
         return Check("p99_latency_ratio", None, limit, True, q, sample)
     ratio = candidate_q / stable_q
-    return Check("p99_latency_ratio", ratio, limit, ratio <= limit, q, sample, (candidate_q, stable_q))
+    floor = ratio
+    if buckets_apart(stable_q, candidate_q, candidate) <= 1:
+        floor = min(ratio, bucket_start(candidate_q, candidate) / stable_q)
+    return Check("p99_latency_ratio", ratio, limit, floor <= limit, q, sample, (candidate_q, stable_q), floor)
 
 
 def checks(signals: Signals, limits: Thresholds) -> tuple[Check, ...]:

@@ -133,8 +133,9 @@ def test_each_threshold_alone_aborts(changes, broken):
 def test_boundaries_are_inclusive():
     exact = with_(GOOD, candidate_error_rate=0.01, agreement=0.85, candidate_confidence=0.60)
     assert all(c.ok for c in checks(exact, Thresholds()))
-    ratio = latency_check(GOOD, 1.5).value
-    assert latency_check(GOOD, ratio).ok and not latency_check(GOOD, ratio * 0.999).ok
+    slower = with_(GOOD, candidate_latency=histogram(latencies(600, scale=3)))
+    floor = latency_check(slower, 1.5).floor
+    assert latency_check(slower, floor).ok and not latency_check(slower, floor * 0.999).ok
 
 
 def test_signals_not_measured_pass_and_nan_counts_as_not_measured():
@@ -360,3 +361,21 @@ def test_the_latency_histogram_of_a_version_sums_its_pods_bucket_growth():
     assert latency_histogram(series, "2") == {0.01: 37.0, math.inf: 41.0}
     assert latency_histogram(series, "1") == {0.01: 100.0}
     assert latency_histogram(series, "3") == {}
+
+
+def test_a_candidate_one_bucket_up_is_judged_from_the_start_of_its_bucket():
+    """Within a bucket the histogram does not say where the requests lie: a candidate whose requests
+    take 2.6 ms where the stable version's take up to 2.5 ms (1.04x) sits one bucket up, (2.5, 5] ms,
+    and interpolation reads twice the latency (an identical canary read 2.04 so, 5 ms against
+    2.46 ms at p92.3 of 65 requests). Judged from the bucket's start, 2.5 ms, it passes."""
+    stable = histogram(latencies(450, scale=0.5))  # 0.5-2.5 ms
+    candidate = histogram([0.0026] * 65)
+    check = latency_check(with_(GOOD, requests=65, stable_latency=stable, candidate_latency=candidate), 2.0)
+    assert check.value > 2.0, f"the situation built: interpolation reads {check.value:.2f}"
+    assert check.ok and check.floor == pytest.approx(0.0025 / check.seconds[1])
+    assert f"bucket floor {check.floor:.3g} (ok <= 2)" in check.describe()
+    assert {"floor", "quantile", "requests"} <= set(check.as_status())
+    # two buckets up or more (here (7.5, 10] ms against (1, 2.5]): the interpolated ratio stands
+    slower = histogram([0.0026] * 5 + [0.008] * 60)
+    broken = latency_check(with_(GOOD, requests=65, stable_latency=stable, candidate_latency=slower), 2.0)
+    assert not broken.ok and broken.floor == broken.value > 2.0, broken.describe()

@@ -5,6 +5,11 @@ requests with the candidate in the background), then one ``canary`` stage per en
 ``canary.steps`` (a canary Deployment pinned to the candidate takes that share of the traffic).
 At each look the operator measures the candidate against the stable version (:class:`Signals`,
 read from Prometheus by :mod:`rakuten_operator.prometheus`) and :func:`judge` says what to do.
+
+The latency check compares one quantile of both versions' request latencies, the p99 when the
+window holds enough requests, else the highest quantile the smaller sample supports
+(:func:`latency_quantile`): the p99 of a few dozen requests is about their slowest one, so one
+slow request (a scheduler stall on a busy node, a garbage collection) would decide it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ from enum import StrEnum
 from typing import Any
 
 SHADOW = "shadow"
+
+#: The latency check's quantile leaves at least this many requests of each version above it.
+TAIL_REQUESTS = 5
+#: The quantile compared once the samples are large enough (what ``maxP99LatencyRatio`` names) ...
+MAX_QUANTILE = 0.99
+#: ... and the lowest one compared, whatever the sample (the median of up to 10 requests).
+MIN_QUANTILE = 0.5
 
 
 class Verdict(StrEnum):
@@ -120,15 +132,17 @@ class Signals:
     ``requests`` is what the stage counts towards ``minRequests``: sampled requests scored by the
     candidate in the shadow, requests the canary answered in a canary step. ``inconsistent`` says
     why the window's numbers cannot all be true (more agreements than scored samples): such a
-    window is not judged.
+    window is not judged. ``stable_latency``/``candidate_latency`` are the window's latency
+    histograms of the requests each version answered (canary steps only): cumulative counts by
+    bucket upper bound in seconds, as Prometheus' ``le`` (``math.inf`` for ``+Inf``).
     """
 
     requests: float = 0.0
     inconsistent: str = ""
     stable_error_rate: float | None = None
     candidate_error_rate: float | None = None
-    stable_p99: float | None = None
-    candidate_p99: float | None = None
+    stable_latency: Mapping[float, float] = field(default_factory=dict)
+    candidate_latency: Mapping[float, float] = field(default_factory=dict)
     agreement: float | None = None
     stable_classes: Mapping[str, float] = field(default_factory=dict)
     candidate_classes: Mapping[str, float] = field(default_factory=dict)
@@ -142,11 +156,31 @@ class Check:
     value: float | None
     limit: float
     ok: bool
+    quantile: float | None = None  # the latency check: the quantile compared ...
+    sample: float | None = None  # ... on this many requests (the smaller version's) ...
+    seconds: tuple[float, float] | None = None  # ... its value for the candidate and the stable ...
+    floor: float | None = None  # ... and the ratio from the start of the candidate's bucket (judged)
 
     def describe(self) -> str:
         value = "n/a" if self.value is None else f"{self.value:.3g}"
         op = ">=" if self.name == "agreement" else "<="
-        return f"{self.name} {value} ({'ok' if self.ok else 'NOT'} {op} {self.limit:g})"
+        basis = ""
+        if self.quantile is not None:
+            basis = f" as {quantile_name(self.quantile)} of {self.sample:.0f} requests"
+            if self.seconds is not None:
+                basis += f": {1000 * self.seconds[0]:.3g} ms vs {1000 * self.seconds[1]:.3g} ms"
+            if self.floor is not None:
+                basis += f", bucket floor {self.floor:.3g}"
+        return f"{self.name} {value}{basis} ({'ok' if self.ok else 'NOT'} {op} {self.limit:g})"
+
+    def as_status(self) -> dict[str, Any]:
+        out = {"name": self.name, "value": None if self.value is None else round(self.value, 4),
+               "limit": self.limit, "ok": self.ok}  # fmt: skip
+        if self.quantile is not None:
+            out.update(quantile=round(self.quantile, 4), requests=round(self.sample or 0.0, 1))
+        if self.floor is not None:
+            out["floor"] = round(self.floor, 4)
+        return out
 
 
 @dataclass(frozen=True)
@@ -175,11 +209,8 @@ class Analysis:
             "stage": self.stage,
             "reason": self.reason,
             "requests": round(self.requests, 1),
-            "checks": [
-                {"name": c.name, "value": None if c.value is None else round(c.value, 4), "limit": c.limit, "ok": c.ok}
-                for c in self.checks
-            ],
-        }  # fmt: skip
+            "checks": [check.as_status() for check in self.checks],
+        }
 
 
 def total_variation(a: Mapping[str, float], b: Mapping[str, float]) -> float | None:
@@ -195,6 +226,91 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) or math.isinf(value) else float(value)
 
 
+def quantile_name(q: float) -> str:
+    """``p99``, ``p95``, ``p91.7``: a quantile as the percentile it names."""
+    return f"p{100 * q:.3g}"
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The ``q`` quantile of a histogram as PromQL's ``histogram_quantile`` computes it.
+
+    ``buckets`` are cumulative counts by upper bound (``math.inf`` for ``+Inf``). The quantile
+    falls in the first bucket whose count reaches ``q`` of the total and is interpolated linearly
+    within it (from 0 for the first bucket); in the ``+Inf`` bucket it is the highest finite bound.
+    None without a ``+Inf`` bucket or without observations.
+    """
+    bounds = sorted(buckets)
+    if len(bounds) < 2 or not math.isinf(bounds[-1]):
+        return None
+    counts, highest = [], 0.0
+    for bound in bounds:  # a count below the one before is an artefact of scrapes: held level
+        highest = max(highest, float(buckets[bound]))
+        counts.append(highest)
+    total = counts[-1]
+    if total <= 0:
+        return None
+    rank = q * total
+    index = next(i for i, count in enumerate(counts) if count >= rank)
+    if index == len(bounds) - 1:
+        return bounds[-2]
+    if index == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start, below = (bounds[index - 1], counts[index - 1]) if index > 0 else (0.0, 0.0)
+    inside = counts[index] - below
+    return start + (bounds[index] - start) * ((rank - below) / inside)
+
+
+def latency_quantile(requests: float) -> float:
+    """The quantile the latency check compares on a sample of ``requests``.
+
+    The highest one with at least :data:`TAIL_REQUESTS` requests above it (``1 - 5/n``: the p95
+    of 100 requests, the p99 from 500 on), capped at the p99 and never below the median. Above
+    that, the quantile of a small sample is its few slowest requests, which a single stall
+    decides; at ``1 - 5/n`` a version's quantile moves only when more than five of its requests
+    are slow, which a slower model does to most of its requests.
+    """
+    if requests <= 0:
+        return MIN_QUANTILE
+    return min(MAX_QUANTILE, max(MIN_QUANTILE, 1.0 - TAIL_REQUESTS / requests))
+
+
+def bucket_start(value: float, buckets: Mapping[float, float]) -> float:
+    """The lower bound of the histogram bucket that holds ``value`` (0 for the first bucket)."""
+    return max((bound for bound in buckets if bound < value), default=0.0)
+
+
+def buckets_apart(low: float, high: float, buckets: Mapping[float, float]) -> int:
+    """How many bucket bounds lie in ``[low, high)``: 0 same bucket, 1 the next one up ..."""
+    return sum(1 for bound in buckets if low <= bound < high)
+
+
+def latency_check(signals: Signals, limit: float) -> Check:
+    """The candidate's latency quantile over the stable version's, at :func:`latency_quantile` of
+    the smaller of the two samples (both versions at the same quantile); not measured (passes)
+    when either version answered nothing in the window.
+
+    ``value`` is the ratio of the interpolated quantiles (PromQL's); what must stay within the
+    limit is ``floor``: the same ratio, except when the candidate's quantile lies in the stable
+    one's bucket or the next one up, where it counts from the lower bound of the candidate's
+    bucket. Within a bucket the histogram does not say where the requests lie: with the API's
+    buckets (1, 2.5, 5 ms ...) a candidate one bucket above the stable version reads up to twice
+    its latency by interpolation alone. Two buckets up or more, the interpolated ratio stands.
+    """
+    stable, candidate = signals.stable_latency, signals.candidate_latency
+    sample = min(max(stable.values(), default=0.0), max(candidate.values(), default=0.0))
+    if sample <= 0:
+        return Check("p99_latency_ratio", None, limit, True)
+    q = latency_quantile(sample)
+    stable_q, candidate_q = histogram_quantile(q, stable), histogram_quantile(q, candidate)
+    if candidate_q is None or not stable_q:
+        return Check("p99_latency_ratio", None, limit, True, q, sample)
+    ratio = candidate_q / stable_q
+    floor = ratio
+    if buckets_apart(stable_q, candidate_q, candidate) <= 1:
+        floor = min(ratio, bucket_start(candidate_q, candidate) / stable_q)
+    return Check("p99_latency_ratio", ratio, limit, floor <= limit, q, sample, (candidate_q, stable_q), floor)
+
+
 def checks(signals: Signals, limits: Thresholds) -> tuple[Check, ...]:
     """Each threshold against what was measured; a signal not measured passes (value None)."""
     out: list[Check] = []
@@ -202,10 +318,7 @@ def checks(signals: Signals, limits: Thresholds) -> tuple[Check, ...]:
     increase = None if cand_err is None else cand_err - (stable_err or 0.0)
     out.append(Check("error_rate_increase", increase, limits.max_error_rate_increase,
                      increase is None or increase <= limits.max_error_rate_increase))  # fmt: skip
-    stable_p99, cand_p99 = _finite(signals.stable_p99), _finite(signals.candidate_p99)
-    ratio = cand_p99 / stable_p99 if cand_p99 is not None and stable_p99 else None
-    out.append(Check("p99_latency_ratio", ratio, limits.max_p99_latency_ratio,
-                     ratio is None or ratio <= limits.max_p99_latency_ratio))  # fmt: skip
+    out.append(latency_check(signals, limits.max_p99_latency_ratio))
     agreement = _finite(signals.agreement)
     out.append(Check("agreement", agreement, limits.min_agreement,
                      agreement is None or agreement >= limits.min_agreement))  # fmt: skip

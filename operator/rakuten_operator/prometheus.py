@@ -34,6 +34,8 @@ import httpx
 
 from rakuten_operator.analysis import Signals
 
+LATENCY_BUCKETS = "rakuten_model_request_duration_seconds_bucket"
+
 #: A window shorter than this would hold fewer than two scrapes of a usual 15 s interval... or of
 #: the tests' 1 s one: increase() needs two samples in the window.
 MIN_WINDOW_SECONDS = 5
@@ -43,17 +45,13 @@ class PrometheusUnavailable(RuntimeError):
     """Prometheus did not answer (or answered 5xx): the analysis cannot be taken now."""
 
 
-def _sel(namespace: str, **labels: str) -> str:
-    pairs = {"namespace": namespace, **labels}
-    return "{" + ", ".join(f'{key}="{value}"' for key, value in pairs.items()) + "}"
-
-
 def window(seconds: float) -> str:
     return f"{max(MIN_WINDOW_SECONDS, math.ceil(seconds))}s"
 
 
-#: The counters the analysis reads (histogram ``_sum``/``_count`` are counters too).
+#: The counters the analysis reads (a histogram's buckets, ``_sum`` and ``_count`` are counters too).
 COUNTERS = (
+    LATENCY_BUCKETS,
     "rakuten_model_requests_total",
     "rakuten_shadow_agreements_total",
     "rakuten_shadow_confidence_count",
@@ -69,19 +67,16 @@ def queries(namespace: str, stable: str, candidate: str, seconds: float) -> dict
     """The PromQL of one analysis window (the last ``seconds``), by name.
 
     ``counters`` returns the raw samples of every counter series of both versions in the window
-    (scoped by ``namespace``, the pods' namespace label as the ServiceMonitor sets it);
-    :func:`counter_results` turns them into the signals' numbers. The p99 latencies are PromQL's.
+    (scoped by ``namespace``, the pods' namespace label as the ServiceMonitor sets it), the
+    latency histograms' buckets among them; :func:`counter_results` turns them into the signals'
+    numbers, and the latency check computes its quantiles from the buckets' growth
+    (:func:`rakuten_operator.analysis.histogram_quantile`, PromQL's ``histogram_quantile``).
     """
     w = window(seconds)
     names = "|".join(COUNTERS)
     versions = "|".join(re.escape(version) for version in (stable, candidate))
     counters = f'{{__name__=~"{names}", namespace="{namespace}", model_version=~"{versions}"}}[{w}]'
-
-    def p99(version: str) -> str:
-        buckets = f"rakuten_model_request_duration_seconds_bucket{_sel(namespace, model_version=version)}"
-        return f"histogram_quantile(0.99, sum by (le) (increase({buckets}[{w}])))"
-
-    return {"counters": counters, "stable_p99": p99(stable), "candidate_p99": p99(candidate)}
+    return {"counters": counters}
 
 
 def growth(values: Sequence[float]) -> float:
@@ -118,6 +113,18 @@ def _classes(series: Iterable[Series], version: str, role: str) -> dict[str, flo
     return out
 
 
+def latency_histogram(series: Iterable[Series], version: str) -> dict[float, float]:
+    """The latency buckets of ``version``'s requests in the window: growth by upper bound, summed
+    over its series (pods), as ``sum by (le) (increase(...))`` without the extrapolation."""
+    out: dict[float, float] = {}
+    for labels, values in series:
+        if labels.get("__name__") == LATENCY_BUCKETS and labels.get("model_version") == version:
+            bound = float(labels.get("le", "nan"))  # "+Inf" parses to inf
+            if not math.isnan(bound):
+                out[bound] = out.get(bound, 0.0) + growth(values)
+    return out
+
+
 def counter_results(series: Sequence[Series], stable: str, candidate: str) -> dict[str, Any]:
     """The numbers of one window from the raw samples of its counter series, by signal name."""
     return {
@@ -142,6 +149,8 @@ def counter_results(series: Sequence[Series], stable: str, candidate: str) -> di
         "candidate_errors": _total(
             series, "rakuten_model_requests_total", model_version=candidate, outcome="error"
         ),
+        "stable_latency": latency_histogram(series, stable),
+        "candidate_latency": latency_histogram(series, candidate),
     }  # fmt: skip
 
 
@@ -190,8 +199,8 @@ def to_signals(results: dict[str, Any], canary: bool) -> Signals:
         requests=results.get("candidate_requests") or 0.0,
         stable_error_rate=_ratio(results.get("stable_errors"), results.get("stable_requests")),
         candidate_error_rate=_ratio(results.get("candidate_errors"), results.get("candidate_requests")),
-        stable_p99=results.get("stable_p99"),
-        candidate_p99=results.get("candidate_p99"),
+        stable_latency=results.get("stable_latency") or {},
+        candidate_latency=results.get("candidate_latency") or {},
         **common,
     )
 
@@ -259,12 +268,8 @@ class Prometheus:
     ) -> tuple[Signals, dict[str, Any]]:
         """Run :func:`queries` for the window ending now; returns the signals and every number by name.
 
-        The counters come from one query (one snapshot); the p99 queries are evaluated at the same
-        instant.
+        Every number, the latency buckets included, comes from one query (one snapshot).
         """
-        at = time.time()
         exprs = queries(namespace, stable, candidate, seconds)
-        results = counter_results(self.samples(exprs["counters"], at), stable, candidate)
-        for name in ("stable_p99", "candidate_p99"):
-            results[name] = self.scalar(exprs[name], at)
+        results = counter_results(self.samples(exprs["counters"], time.time()), stable, candidate)
         return to_signals(results, canary), results

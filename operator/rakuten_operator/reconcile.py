@@ -380,9 +380,12 @@ class ModelRollout:
 
 
 def _results_text(results: dict[str, Any]) -> str:
-    """The query results of one analysis, short enough for an Event."""
+    """The query results of one analysis, short enough for an Event (the latency histograms are
+    in the latency check's description: quantile, requests and both values)."""
     parts = []
     for name, value in results.items():
+        if name.endswith("_latency"):
+            continue
         if isinstance(value, dict):
             top = sorted(value.items(), key=lambda kv: -kv[1])[:3]
             parts.append(f"{name}=" + "{" + ", ".join(f"{k}: {v:.0f}" for k, v in top) + "}")

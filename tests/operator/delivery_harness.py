@@ -123,14 +123,29 @@ class Pod:
 
 @dataclass
 class Answered:
-    """What the Service answered: counts by version, and the time of every candidate answer."""
+    """What the Service answered: counts by version, and the time, version and latency (seen by
+    the client) of every answer."""
 
     by_version: Counter = field(default_factory=Counter)
     errors: int = 0
-    times: list[tuple[float, str]] = field(default_factory=list)
+    times: list[tuple[float, str, float]] = field(default_factory=list)
 
     def since(self, moment: float) -> Counter:
-        return Counter(version for at, version in self.times if at >= moment)
+        return Counter(version for at, version, _ in self.times if at >= moment)
+
+    def latency_summary(self, moment: float) -> str:
+        """Per version since ``moment``: answers, median and slowest (ms), answers over 20 ms, and
+        the first three answers (a freshly started pod's first requests)."""
+        out = []
+        for version in sorted({v for at, v, _ in self.times if at >= moment}):
+            seconds = [s for at, v, s in self.times if at >= moment and v == version]
+            ranked = sorted(seconds)
+            first = ", ".join(f"{1000 * s:.1f}" for s in seconds[:3])
+            out.append(
+                f"version {version}: n={len(seconds)} median {1000 * ranked[len(ranked) // 2]:.1f} ms, "
+                f"max {1000 * ranked[-1]:.1f} ms, {sum(s > 0.02 for s in seconds)} over 20 ms, first {first}"
+            )
+        return "; ".join(out)
 
 
 class Fleet:
@@ -240,6 +255,7 @@ class Fleet:
                     time.sleep(0.05)
                     continue
                 product = REALISTIC_PRODUCTS[rng.randrange(len(REALISTIC_PRODUCTS))]
+                sent = time.monotonic()
                 try:
                     rsp = client.post(f"{pod.process.url}/predict", json=product)
                 except httpx.HTTPError:
@@ -248,7 +264,8 @@ class Fleet:
                 if rsp.status_code == 200:
                     version = rsp.json()["model_version"]
                     self.answered.by_version[version] += 1
-                    self.answered.times.append((time.monotonic(), version))
+                    now = time.monotonic()
+                    self.answered.times.append((now, version, now - sent))
                 else:
                     self.answered.errors += 1
                 time.sleep(1 / rate)

@@ -13,10 +13,14 @@ from rakuten_operator.analysis import (
     Thresholds,
     Verdict,
     checks,
+    histogram_quantile,
     judge,
+    latency_check,
+    latency_quantile,
     total_variation,
 )
-from rakuten_operator.prometheus import growth, to_signals
+from rakuten_operator.prometheus import growth, latency_histogram, to_signals
+from tests.operator.latency_samples import histogram, latencies
 
 ISSUE_SPEC = {
     "shadow": {"sampleRate": 0.2, "minRequests": 500, "maxSeconds": 600},
@@ -36,8 +40,8 @@ GOOD = Signals(
     requests=600,
     stable_error_rate=0.0,
     candidate_error_rate=0.0,
-    stable_p99=0.010,
-    candidate_p99=0.011,
+    stable_latency=histogram(latencies(2000)),
+    candidate_latency=histogram(latencies(600)),
     agreement=0.97,
     stable_classes=MIX,
     candidate_classes={"10": 38.0, "40": 32.0, "50": 30.0},
@@ -102,7 +106,7 @@ def test_total_variation_distance(a, b, expected):
 def test_a_good_candidate_passes_every_check_with_its_numbers():
     results = {c.name: c for c in checks(GOOD, Thresholds())}
     assert all(c.ok for c in results.values())
-    assert results["p99_latency_ratio"].value == pytest.approx(1.1)
+    assert results["p99_latency_ratio"].value == pytest.approx(1.0, abs=0.02)
     assert results["agreement"].value == pytest.approx(0.97)
     assert results["predicted_class_shift"].value == pytest.approx(0.02)
     assert results["confidence_drop"].value == pytest.approx(0.02)
@@ -113,7 +117,7 @@ def test_a_good_candidate_passes_every_check_with_its_numbers():
     "changes, broken",
     [
         ({"candidate_error_rate": 0.02}, "error_rate_increase"),
-        ({"candidate_p99": 0.031}, "p99_latency_ratio"),
+        ({"candidate_latency": histogram(latencies(600, scale=3))}, "p99_latency_ratio"),
         ({"agreement": 0.5}, "agreement"),
         ({"candidate_classes": {"10": 100.0}}, "predicted_class_shift"),
         ({"candidate_confidence": 0.5}, "confidence_drop"),
@@ -127,15 +131,17 @@ def test_each_threshold_alone_aborts(changes, broken):
 
 
 def test_boundaries_are_inclusive():
-    exact = with_(GOOD, candidate_error_rate=0.01, candidate_p99=0.015, agreement=0.85,
-                  candidate_confidence=0.60)  # fmt: skip
+    exact = with_(GOOD, candidate_error_rate=0.01, agreement=0.85, candidate_confidence=0.60)
     assert all(c.ok for c in checks(exact, Thresholds()))
+    slower = with_(GOOD, candidate_latency=histogram(latencies(600, scale=3)))
+    floor = latency_check(slower, 1.5).floor
+    assert latency_check(slower, floor).ok and not latency_check(slower, floor * 0.999).ok
 
 
 def test_signals_not_measured_pass_and_nan_counts_as_not_measured():
     empty = Signals(requests=600)
     assert all(c.ok and c.value is None for c in checks(empty, Thresholds()))
-    nan = with_(GOOD, candidate_p99=math.nan, stable_p99=0.0, agreement=math.inf)
+    nan = with_(GOOD, candidate_latency={0.01: 5.0}, stable_latency={}, agreement=math.inf)
     values = {c.name: c.value for c in checks(nan, Thresholds())}
     assert values["p99_latency_ratio"] is None and values["agreement"] is None
     assert judge(STRATEGY, -1, empty, 1).verdict == Verdict.CONTINUE
@@ -164,7 +170,7 @@ def test_passing_stages(stage, elapsed, expected):
 
 
 def test_a_broken_threshold_aborts_a_canary_step_before_stepseconds():
-    slow = with_(GOOD, candidate_p99=0.04)
+    slow = with_(GOOD, candidate_latency=histogram(latencies(600, scale=4)))
     assert judge(STRATEGY, 0, slow, 5).verdict == Verdict.ABORT
 
 
@@ -227,3 +233,149 @@ def test_a_window_with_more_agreements_than_samples_is_not_judged():
     consistent = to_signals({**results, "shadow_agreements": 60.0}, canary=False)
     assert not consistent.inconsistent and consistent.agreement == 1.0
     assert judge(Strategy(shadow_min_requests=40), -1, consistent, 30).verdict == Verdict.CONTINUE
+
+
+# --- the latency check ------------------------------------------------------------------------
+
+
+def test_histogram_quantile_interpolates_within_a_bucket_as_promql():
+    buckets = {0.01: 50.0, 0.02: 100.0, math.inf: 100.0}
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.01)
+    assert histogram_quantile(0.25, buckets) == pytest.approx(0.005), "the first bucket starts at 0"
+    assert histogram_quantile(0.75, buckets) == pytest.approx(0.015)
+    assert histogram_quantile(0.99, {0.01: 10.0, 0.02: 10.0, math.inf: 20.0}) == 0.02, "+Inf: highest bound"
+    assert histogram_quantile(0.5, {0.01: 5.0, 0.02: 5.0}) is None, "no +Inf bucket"
+    assert histogram_quantile(0.5, {0.01: 0.0, math.inf: 0.0}) is None, "no observations"
+    assert histogram_quantile(0.5, {0.01: 60.0, 0.02: 50.0, math.inf: 100.0}) == pytest.approx(
+        0.0083, abs=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "requests, quantile",
+    [(0, 0.5), (6, 0.5), (10, 0.5), (60, 1 - 5 / 60), (100, 0.95), (250, 0.98), (500, 0.99), (10_000, 0.99)],
+)
+def test_the_quantile_compared_leaves_five_requests_above_it_up_to_the_p99(requests, quantile):
+    assert latency_quantile(requests) == pytest.approx(quantile)
+
+
+CANARY = Strategy(steps=(10, 50), step_seconds=3, canary_min_requests=60,
+                  thresholds=Thresholds(max_p99_latency_ratio=2.0))  # fmt: skip
+#: The stable pods' window: 450 requests, 1 % of them slow (what the scenarios read beside a canary).
+STABLE_450 = histogram(latencies(450, slow=(0.03, 0.04, 0.06, 0.08)))
+
+
+@pytest.mark.parametrize(
+    "n, slow",
+    [
+        (60, (0.06, 0.07, 0.12)),
+        (67, (0.055, 0.06, 0.15)),  # the good candidate rolled back under load: 3 of 67 over 50 ms
+        (92, (0.02, 0.03, 0.045, 0.06)),
+        (100, (0.03, 0.05, 0.06, 0.09, 0.2)),
+    ],
+)
+def test_an_identical_candidate_with_a_few_slow_requests_passes_on_a_small_sample(n, slow):
+    candidate = histogram(latencies(n, slow))
+    signals = with_(GOOD, requests=n, stable_latency=STABLE_450, candidate_latency=candidate)
+    # what the p99 read: the candidate's few slowest requests against the stable pods' p99
+    p99_ratio = histogram_quantile(0.99, candidate) / histogram_quantile(0.99, STABLE_450)
+    assert p99_ratio > 2.0, f"the situation built: the p99 ratio {p99_ratio:.2f} breaks the limit"
+    check = latency_check(signals, 2.0)
+    assert check.ok, check.describe()
+    assert check.quantile == pytest.approx(1 - 5 / n) and check.sample == n
+    assert check.value == pytest.approx(1.0, abs=0.25), "the same distribution below the outliers"
+    assert judge(CANARY, 0, signals, 10).verdict == Verdict.CONTINUE
+
+
+@pytest.mark.parametrize("n", [60, 100])
+@pytest.mark.parametrize(
+    "slower",
+    [
+        lambda xs: [3 * x for x in xs],  # every call three times as long
+        lambda xs: [x + 0.06 for x in xs],  # every call 60 ms longer (the scenarios' slow model)
+    ],
+)
+def test_a_slower_candidate_fails_on_a_small_sample(n, slower):
+    candidate = histogram(slower(latencies(n)))
+    signals = with_(GOOD, requests=n, stable_latency=STABLE_450, candidate_latency=candidate)
+    analysis = judge(CANARY, 0, signals, 10)
+    assert analysis.verdict == Verdict.ABORT, analysis.summary()
+    assert [c.name for c in analysis.failed] == ["p99_latency_ratio"]
+
+
+def test_with_enough_requests_the_check_is_the_p99_ratio():
+    stable = histogram(latencies(3000, slow=(0.02,) * 30))
+    candidate = histogram(latencies(600, slow=(0.02,) * 6))
+    check = latency_check(with_(GOOD, stable_latency=stable, candidate_latency=candidate), 1.5)
+    assert check.quantile == 0.99 and check.sample == 600
+    p99 = histogram_quantile(0.99, candidate) / histogram_quantile(0.99, stable)
+    assert check.value == pytest.approx(p99) and check.ok
+    # 3 % of the candidate's requests slow: its p99 moves, and with 600 requests that is judged
+    regressed = histogram(latencies(600, slow=(0.05,) * 18))
+    broken = latency_check(with_(GOOD, stable_latency=stable, candidate_latency=regressed), 1.5)
+    assert broken.quantile == 0.99 and not broken.ok, broken.describe()
+    # the same share on 60 requests: 2 slow ones, fewer than the 5 above the quantile compared
+    few = histogram(latencies(60, slow=(0.05,) * 2))
+    assert latency_check(with_(GOOD, stable_latency=stable, candidate_latency=few), 1.5).ok
+
+
+def test_both_versions_are_compared_at_the_quantile_the_smaller_sample_supports():
+    """At ``canary 50%`` the stable pods may have answered fewer requests than the canary."""
+    stable = histogram(latencies(80, slow=(0.06, 0.07)))
+    candidate = histogram(latencies(400))
+    check = latency_check(with_(GOOD, stable_latency=stable, candidate_latency=candidate), 2.0)
+    assert check.sample == 80 and check.quantile == pytest.approx(1 - 5 / 80)
+
+
+def test_the_latency_check_says_which_quantile_on_how_many_requests():
+    signals = with_(GOOD, requests=60, stable_latency=STABLE_450,
+                    candidate_latency=histogram([x + 0.06 for x in latencies(60)]))  # fmt: skip
+    analysis = judge(CANARY, 0, signals, 10)
+    check = analysis.failed[0]
+    assert check.describe().startswith(f"p99_latency_ratio {check.value:.3g} as p91.7 of 60 requests: ")
+    assert "(NOT <= 2)" in check.describe() and check.describe() in analysis.summary()
+    status = {c["name"]: c for c in analysis.as_status()["checks"]}["p99_latency_ratio"]
+    assert status["quantile"] == pytest.approx(0.9167) and status["requests"] == 60
+    assert "quantile" not in {c["name"]: c for c in analysis.as_status()["checks"]}["agreement"]
+
+
+def test_not_measured_latency_passes():
+    assert latency_check(with_(GOOD, candidate_latency={}), 1.5).value is None
+    assert latency_check(with_(GOOD, stable_latency={0.01: 0.0, math.inf: 0.0}), 1.5).ok
+
+
+def test_the_latency_histogram_of_a_version_sums_its_pods_bucket_growth():
+    def bucket(version, le, pod, values):
+        labels = {"__name__": "rakuten_model_request_duration_seconds_bucket", "model_version": version,
+                  "le": le, "pod": pod}  # fmt: skip
+        return labels, values
+
+    series = [
+        bucket("2", "0.01", "a", [0.0, 10.0, 30.0]),
+        bucket("2", "+Inf", "a", [0.0, 12.0, 33.0]),
+        bucket("2", "0.01", "b", [50.0, 55.0, 2.0]),  # restarted: 5 before, 2 since
+        bucket("2", "+Inf", "b", [60.0, 66.0, 2.0]),
+        bucket("1", "0.01", "c", [0.0, 100.0]),
+        ({"__name__": "rakuten_model_requests_total", "model_version": "2", "le": "0.01"}, [0.0, 99.0]),
+    ]
+    assert latency_histogram(series, "2") == {0.01: 37.0, math.inf: 41.0}
+    assert latency_histogram(series, "1") == {0.01: 100.0}
+    assert latency_histogram(series, "3") == {}
+
+
+def test_a_candidate_one_bucket_up_is_judged_from_the_start_of_its_bucket():
+    """Within a bucket the histogram does not say where the requests lie: a candidate whose requests
+    take 2.6 ms where the stable version's take up to 2.5 ms (1.04x) sits one bucket up, (2.5, 5] ms,
+    and interpolation reads twice the latency (an identical canary read 2.04 so, 5 ms against
+    2.46 ms at p92.3 of 65 requests). Judged from the bucket's start, 2.5 ms, it passes."""
+    stable = histogram(latencies(450, scale=0.5))  # 0.5-2.5 ms
+    candidate = histogram([0.0026] * 65)
+    check = latency_check(with_(GOOD, requests=65, stable_latency=stable, candidate_latency=candidate), 2.0)
+    assert check.value > 2.0, f"the situation built: interpolation reads {check.value:.2f}"
+    assert check.ok and check.floor == pytest.approx(0.0025 / check.seconds[1])
+    assert f"bucket floor {check.floor:.3g} (ok <= 2)" in check.describe()
+    assert {"floor", "quantile", "requests"} <= set(check.as_status())
+    # two buckets up or more (here (7.5, 10] ms against (1, 2.5]): the interpolated ratio stands
+    slower = histogram([0.0026] * 5 + [0.008] * 60)
+    broken = latency_check(with_(GOOD, requests=65, stable_latency=stable, candidate_latency=slower), 2.0)
+    assert not broken.ok and broken.floor == broken.value > 2.0, broken.describe()

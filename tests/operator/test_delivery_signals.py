@@ -7,13 +7,14 @@ Real MLflow, real Prometheus (1 s scrapes), real ``rakuten-mlops serve``; no Kub
 
 from __future__ import annotations
 
+import math
 import time
 
 import httpx
 import pytest
 
 from rakuten_mlops.registry import SHADOW_TAG
-from rakuten_operator.analysis import Strategy, Verdict, judge
+from rakuten_operator.analysis import Strategy, Verdict, judge, latency_check, latency_quantile
 from rakuten_operator.prometheus import Prometheus, PrometheusUnavailable, queries
 from tests.operator.delivery_harness import PrometheusServer, api_env, register
 from tests.serving.factories import REALISTIC_PRODUCTS, ApiProcess
@@ -27,6 +28,20 @@ def scraped(prom: Prometheus, expr: str, expected: float, timeout: float = 30) -
     wait_until(
         lambda: prom.scalar(expr) == expected, timeout, 0.3, f"{expr} == {expected} (now {prom.scalar(expr)})"
     )
+
+
+def exported_buckets(url: str, version: str) -> dict[float, float]:
+    """The latency buckets of ``version`` on an API process's ``/metrics``, by upper bound."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "rakuten_model_request_duration_seconds_bucket"
+        and sample.labels.get("model_version") == version
+    }
 
 
 def test_shadow_and_canary_signals_per_version(mlflow_server, delivery_models, tmp_path):
@@ -72,8 +87,8 @@ def test_shadow_and_canary_signals_per_version(mlflow_server, delivery_models, t
         seconds = time.monotonic() - started + 30  # covers all the traffic while the queries run
 
         shadow, results = prom.signals(NAMESPACE, "1", "2", seconds, canary=False)
-        assert set(queries(NAMESPACE, "1", "2", seconds)) == {"counters", "stable_p99", "candidate_p99"}
-        assert {"shadow_scored", "shadow_agreements", "stable_p99", "candidate_p99"} <= set(results)
+        assert set(queries(NAMESPACE, "1", "2", seconds)) == {"counters"}, "one query, one snapshot"
+        assert {"shadow_scored", "shadow_agreements", "stable_latency", "candidate_latency"} <= set(results)
         assert shadow.requests == 60
         predicted = {code: n for code, n in results["candidate_classes"].items() if n}
         assert list(predicted.values()) == [60], f"the candidate predicts one class: {predicted}"
@@ -81,7 +96,7 @@ def test_shadow_and_canary_signals_per_version(mlflow_server, delivery_models, t
         assert sum(shadow.stable_classes.values()) == pytest.approx(shadow.requests)
         assert shadow.candidate_error_rate == 0 and shadow.stable_error_rate == 0
         assert shadow.stable_confidence is not None and shadow.candidate_confidence is not None
-        assert shadow.stable_p99 is None, "latency is judged in the canary, not the shadow"
+        assert not shadow.stable_latency, "latency is judged in the canary, not the shadow"
         verdict = judge(Strategy(shadow_min_requests=40), -1, shadow, seconds)
         assert verdict.verdict == Verdict.ABORT
         assert {c.name for c in verdict.failed} >= {"agreement", "predicted_class_shift"}
@@ -89,7 +104,16 @@ def test_shadow_and_canary_signals_per_version(mlflow_server, delivery_models, t
         in_canary, _ = prom.signals(NAMESPACE, "1", "2", seconds, canary=True)
         assert in_canary.requests == 30
         assert in_canary.candidate_error_rate == 0 and in_canary.stable_error_rate == 0
-        assert 0 < in_canary.stable_p99 < 5 and 0 < in_canary.candidate_p99 < 5
+        # the buckets of each version's requests, as the processes count them (every request in the window)
+        assert in_canary.stable_latency[math.inf] == 60 and in_canary.candidate_latency[math.inf] == 30
+        for process, version, buckets in (
+            (stable, "1", in_canary.stable_latency),
+            (canary, "2", in_canary.candidate_latency),
+        ):
+            assert exported_buckets(process.url, version) == buckets
+        check = latency_check(in_canary, 1.5)
+        assert check.sample == 30 and check.quantile == latency_quantile(30)
+        assert 0 < check.seconds[0] < 5 and 0 < check.seconds[1] < 5
         assert in_canary.agreement == shadow.agreement, "the stable pods keep shadowing during the canary"
 
         # Back on version 1: the candidate is dropped, nothing more is sampled.

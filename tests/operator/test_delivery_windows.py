@@ -1,9 +1,11 @@
-"""The analysis window's numbers when pods restart, and when the queries of one look take time.
+"""The analysis window's numbers when pods restart, when the queries of one look take time, and
+the latency check's quantiles from the buckets of that one look.
 
 A real Prometheus scrapes, every second, a stand-in for one API pod: a loopback HTTP server that
 exports the shadow's counters with the values the test sets (what a stable pod that shadows a
-candidate beside version 1 exports; each test its own candidate version), and that the test stops and starts again on the same port
-as a container restarting in its pod (same ``instance``, counters from 0). The operator's adapter
+candidate beside version 1 exports; each test its own candidate version), or the latency buckets
+of two versions, and that the test stops and starts again on the same port as a container
+restarting in its pod (same ``instance``, counters from 0). The operator's adapter
 (:class:`rakuten_operator.prometheus.Prometheus`) reads the window from that Prometheus.
 """
 
@@ -15,8 +17,16 @@ import time
 import httpx
 import pytest
 
-from rakuten_operator.analysis import Strategy, Verdict, judge
+from rakuten_operator.analysis import (
+    Strategy,
+    Verdict,
+    histogram_quantile,
+    judge,
+    latency_check,
+    latency_quantile,
+)
 from rakuten_operator.prometheus import Prometheus
+from tests.operator.latency_samples import bucket_lines, histogram, latencies
 from tests.support import StandInHttpServer, free_port, wait_until
 from tests.support.prometheus import instant_query, start_prometheus
 
@@ -37,6 +47,7 @@ class CounterPod:
     def __init__(self, port: int) -> None:
         self.port = port
         self.candidate, self.scored, self.agreed = "", 0.0, 0.0
+        self.latency: dict[str, float] = {}
         self.server: StandInHttpServer | None = None
 
     def start(self, candidate: str, scored: float, agreed: float) -> CounterPod:
@@ -55,12 +66,19 @@ class CounterPod:
     def set(self, scored: float, agreed: float) -> None:
         self.scored, self.agreed = scored, agreed
         # one assignment: a scrape reads both values of one set()
-        self.values = {scored_series(self.candidate): scored, agreed_series(self.candidate): agreed}
+        self.values = {scored_series(self.candidate): scored, agreed_series(self.candidate): agreed,
+                       **self.latency}  # fmt: skip
+
+    def set_latency(self, stable: list[float], candidate: list[float]) -> None:
+        """Export the latency buckets of version 1 (``stable``) and of the candidate (seconds)."""
+        self.latency = {**bucket_lines("1", stable), **bucket_lines(self.candidate, candidate)}
+        self.set(self.scored, self.agreed)
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        self.latency = {}
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +182,43 @@ def test_the_numbers_of_one_look_come_from_one_snapshot(scraped, monkeypatch):
     assert signals.agreement == 1.0
     verdict = judge(Strategy(shadow_min_requests=50), -1, signals, 60)
     assert verdict.verdict == Verdict.CONTINUE, verdict.summary()
+
+
+def test_the_latency_quantiles_come_from_the_buckets_of_the_one_snapshot(scraped):
+    """An identical canary with 3 slow requests of 67 (a good candidate once rolled back on them):
+    the buckets read in the counters' snapshot are the exported counts, the quantile computed from
+    them is PromQL's ``histogram_quantile`` of the same window, and the check compares the p92.5
+    those 67 requests support, where PromQL's p99 ratio (the check before) broke the limit."""
+    pod, url = scraped
+    stable, canary = latencies(450, slow=(0.03, 0.04, 0.06, 0.08)), latencies(67, slow=(0.055, 0.06, 0.15))
+    started = time.time()
+    pod.start("4", scored=0, agreed=0)
+    pod.set_latency([], [])  # the series exist from 0 before the first request (as on the API)
+    wait_scraped(url, "4", 0)
+    wait_until(lambda: instant_query(url, sel(f'{BUCKET}{{model_version="4"}}')), 30, 0.1, "bucket series")
+    pod.set_latency(stable, canary)
+    pod.set(scored=1, agreed=1)  # marks the scrape that holds the buckets
+    wait_scraped(url, "4", 1)
+    seconds = time.time() - started + 2
+    try:
+        signals, _ = Prometheus(url).signals("windows", "1", "4", seconds, canary=True)
+    finally:
+        pod.stop()
+    assert signals.stable_latency == histogram(stable) and signals.candidate_latency == histogram(canary)
+
+    def promql(q: float, version: str) -> float:
+        buckets = sel(f'{BUCKET}{{model_version="{version}"}}', f"{int(seconds) + 1}s")
+        rows = instant_query(url, f"histogram_quantile({q}, sum by (le) (increase({buckets})))")
+        return float(rows[0]["value"][1])
+
+    q = latency_quantile(67)
+    for version, buckets in (("1", signals.stable_latency), ("4", signals.candidate_latency)):
+        for quantile in (0.5, q, 0.99):
+            assert histogram_quantile(quantile, buckets) == pytest.approx(promql(quantile, version), rel=1e-6)
+    assert promql(0.99, "4") / promql(0.99, "1") > 2.0, "the situation built: the p99 ratio breaks 2.0"
+    check = latency_check(signals, 2.0)
+    assert check.ok and check.quantile == q and check.sample == 67, check.describe()
+    assert check.describe().startswith("p99_latency_ratio 1.03 as p92.5 of 67 requests")
+
+
+BUCKET = "rakuten_model_request_duration_seconds_bucket"

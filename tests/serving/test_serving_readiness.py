@@ -107,3 +107,41 @@ def test_a_pinned_version_that_does_not_exist_is_not_ready(registered_model, set
         store.load()
     status, body = ready_now(store)
     assert status == 503 and "has no version 99" in body["reason"]
+
+
+def test_a_loaded_model_predicts_once_before_it_serves(
+    mlflow_server, fitted_pipelines, settings, monkeypatch, caplog
+):
+    """The first call of a freshly loaded pipeline is its slow one: the store makes it on a placeholder
+    product before the model serves (and ``/ready`` answers 200), so no user request pays for it."""
+    import rakuten_mlops.serving.model_store as model_store
+
+    calls: list[tuple[list[str], list[str]]] = []
+    fail = {"now": False}
+
+    class Counted:
+        def __init__(self, runner):
+            self.runner, self.kind = runner, runner.kind
+
+        def run(self, designations, descriptions):
+            calls.append((list(designations), list(descriptions)))
+            if fail["now"]:
+                raise ValueError("cannot score the placeholder")
+            return self.runner.run(designations, descriptions)
+
+    real_plan = model_store.plan_for
+    monkeypatch.setattr(model_store, "plan_for", lambda pipeline: Counted(real_plan(pipeline)))
+    settings.mlflow_tracking_uri, settings.registered_model = mlflow_server.uri, fresh_name()
+    register_version(mlflow_server.uri, settings.registered_model, pipeline=fitted_pipelines[0])
+    store = ModelStore(settings, reload_signal=None)
+    store.load()
+    assert calls == [(["warm-up"], [""])], "one prediction before serving"
+    assert ready_now(store)[0] == 200
+    store.current.predict([REALISTIC_PRODUCTS[0]["designation"]], [""], 3)
+    assert len(calls) == 2
+
+    fail["now"] = True  # a model that cannot score the placeholder still loads: its requests will say
+    register_version(mlflow_server.uri, settings.registered_model, pipeline=fitted_pipelines[0])
+    with caplog.at_level("WARNING", logger="rakuten_mlops.serving"):
+        assert store.load() is True
+    assert "warm-up prediction failed" in caplog.text and len(calls) == 3

@@ -328,6 +328,7 @@ class ModelStore:
         aliases = target.aliases
         scores = {k: float(v) for k, v in target.tags.items() if k in SCORE_TAGS and _is_float(v)}
         runner = plan_for(pipeline)
+        warm_up(runner)
         log.info("loaded %s in %.2fs (%s run)", uri, time.perf_counter() - started, runner.kind)
         return LoadedModel(
             name=self.name,
@@ -394,6 +395,17 @@ class ModelStore:
                     pending = None
             else:
                 pending = None
+
+
+def warm_up(runner: Any) -> None:
+    """One prediction on a placeholder product before the model serves (and before ``/ready``):
+    the first call of a freshly loaded pipeline pays for what later calls reuse (its first
+    vectorisation, numpy's first dispatches), which would otherwise land on the first user
+    request. A model that fails on it is left for the requests to report."""
+    try:
+        runner.run(["warm-up"], [""])
+    except Exception as exc:
+        log.warning("warm-up prediction failed, serving without it: %s", _short(exc))
 
 
 def freeze_heap() -> None:

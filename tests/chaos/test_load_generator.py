@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import StandInHttpServer, free_port
-from tests.support.load import LoadPlan, start_load
+from tests.support.load import LoadPlan, generator_capacity, start_load
 
 
 @pytest.mark.chaos
@@ -68,3 +68,34 @@ def test_the_generator_retries_after_retry_after_and_counts_a_client_that_gives_
     assert result.returned_ids() == {"id-0", "id-1"}
     assert result.latency[1] >= 1.0  # counted from the due time, through the Retry-After wait
     assert len(result.refusal_times()) == 4
+
+
+@pytest.mark.chaos
+def test_the_generators_closed_loop_counts_answers_in_its_window_only(stand_in_server, tmp_path):
+    """The capacity the scenarios take a share of: answers per second of the generator's own
+    closed loop, 2xx only, refusals and failures counted apart; the warm-up is not counted."""
+    seen: list[int] = []
+
+    def respond(request):
+        n = request["body"]["n"]
+        seen.append(n)
+        if n == 1:
+            return 503, {"detail": "busy"}, {"Retry-After": "1"}
+        if n == 2:
+            return 500, {"detail": "broken"}
+        return 200, {"prediction_id": "x", "model_version": "1"}
+
+    server = stand_in_server(respond, keep_alive=True)
+    bodies = [f'{{"n": {n}}}' for n in range(3)]
+    capacity = generator_capacity(f"{server.url}/predict", bodies, 1.0, tmp_path, connections=3, warmup=0.5)
+
+    counted = capacity.ok + capacity.refused + capacity.failed
+    assert capacity.ok > 0 and capacity.refused > 0 and capacity.failed > 0
+    assert (
+        max(capacity.ok, capacity.refused, capacity.failed)
+        - min(capacity.ok, capacity.refused, capacity.failed)
+        <= 3
+    )
+    assert counted < len(seen)  # the warm-up's answers are not counted
+    assert capacity.rate == capacity.ok / 1.0
+    assert "status=500" in capacity.errors[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import StandInHttpServer, free_port
-from tests.support.load import LoadPlan, generator_capacity, start_load
+from tests.support.load import TICK_SECONDS, LoadPlan, generator_capacity, start_load
 
 
 @pytest.mark.chaos
@@ -37,6 +37,21 @@ def test_the_generator_counts_a_server_that_is_not_there(tmp_path):
 
     assert result.window().failed == 50
     assert "ConnectionRefusedError" in result.failures()[0]
+
+
+@pytest.mark.chaos
+def test_the_generators_scheduler_does_not_spin_between_due_times(tmp_path):
+    """At 5,000 requests/s the due times are 0.2 ms apart, under an event loop's millisecond
+    timers: the scheduler wakes about once per ``TICK_SECONDS`` and sends what is due, instead of
+    spinning through loop iterations that each find nothing due (the CPU that capped the rate the
+    campaign could send). The requests go to a port nobody listens on: only the schedule counts."""
+    seconds = 1.0
+    plan = LoadPlan(f"http://127.0.0.1:{free_port()}/predict", ['{"n": 0}'], rate=5000, seconds=seconds)
+    result = start_load(plan, tmp_path).result()
+
+    assert result.window().requests == 5000
+    assert result.wakeups <= 1.2 * seconds / TICK_SECONDS
+    assert result.window(0.5).requests == 2500  # still due at a constant rate
 
 
 @pytest.mark.chaos

@@ -33,9 +33,9 @@ Why an asyncio generator in Python and not ``wrk`` for the constant rate:
 - it stays cheap on 2 cores: plain asyncio streams (uvloop when installed), one small request
   writer and one ``Content-Length`` reader, no HTTP library, ``orjson`` for the bodies. Its
   scheduler wakes at most once a millisecond (``TICK_SECONDS``) and sends every request then due:
-  event loops time their timers in whole milliseconds, so sleeping until each due time (a tenth
-  of a millisecond apart at 9,000 requests/s) spun the loop between them and cost the generator
-  a core. The generator's own CPU time is measured and reported (``LoadResult.cpu_seconds``), so
+  uvloop times its timers in whole milliseconds, so sleeping until each due time (a tenth of a
+  millisecond apart at 9,000 requests/s) spun the loop between them and cost the generator a
+  core. The generator's own CPU time is measured and reported (``LoadResult.cpu_seconds``), so
   a reader sees the share it took from the server.
 
 The generator's closed loop and its open loop do the same work per answer (the same request
@@ -532,8 +532,8 @@ async def _generate(plan: dict) -> dict:
             task.add_done_callback(tasks.discard)
             i += 1
         if i < total:
-            # event loops time their timers in whole milliseconds (libuv, uvloop's): a shorter
-            # sleep returns at the next loop iteration, and waiting for each due time would spin
+            # uvloop (libuv) times its timers in whole milliseconds: a shorter sleep returns at
+            # the next loop iteration, and waiting for each due time would spin the loop
             await asyncio.sleep(max(TICK_SECONDS, i * interval - (time.time() - started)))
     while tasks:
         await asyncio.wait(list(tasks))

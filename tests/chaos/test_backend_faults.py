@@ -157,6 +157,11 @@ def test_api_under_load_while_a_backend_fails(fault, tmp_path, chaos_figures):
             record(label, during.p99 * 1000)
         record("generator CPU (share of one core)", result.cpu_share())
         record("generator send lag p99 (ms; its backlog, ~0 when on schedule)", result.send_lag() * 1000)
+        stalls, stalled, longest = result.stalled()
+        record(
+            "generator stalls over 50 ms: count / total s / longest s",
+            f"{stalls} / {stalled:.1f} / {longest:.2f}",
+        )
 
         # memory: flat from before the fault to the end of the run (and, with two outages, from
         # between them to the end: the second reuses what the first left)

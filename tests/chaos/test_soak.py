@@ -114,6 +114,11 @@ def test_soak_with_hot_swaps(tmp_path, chaos_figures):
     record(f"refused (503 + Retry-After; client retries up to {RETRIES}x)", whole.refusals)
     record("requests that got through on a retry", whole.retried)
     record("generator send lag p99 (ms)", result.send_lag() * 1000)
+    stalls, stalled, longest = result.stalled()
+    record(
+        "generator stalls over 50 ms: count / total s / longest s",
+        f"{stalls} / {stalled:.1f} / {longest:.2f}",
+    )
     record("p99 over the run (ms)", whole.p99 * 1000)
     swaps_at = [promoted - result.started for _, promoted, _ in held[1:]]
     record("p99 within 10 s of a promotion (ms)", p99_near(result, swaps_at, 10.0, near=True) * 1000)

@@ -134,6 +134,10 @@ class LoadResult:
     wall_seconds: float
     refused: list[list[float]]  # per request: when each 503 with Retry-After answered it
     wakeups: int = 0  # times the scheduler woke to send the requests then due
+    # (when, seconds): the scheduler woke more than STALL_SECONDS after its previous wake-up, the
+    # generator's process held off the CPU (or its loop busy) that long; its requests then due
+    # leave together once it runs again
+    stalls: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def latency(self) -> list[float]:
@@ -182,6 +186,11 @@ class LoadResult:
     def cpu_share(self) -> float:
         """The generator's CPU time over the run's wall time (1.0 = one core)."""
         return self.cpu_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+    def stalled(self) -> tuple[int, float, float]:
+        """(stalls of the generator over ``STALL_SECONDS``, their total, the longest), in seconds."""
+        gaps = [gap for _, gap in self.stalls]
+        return len(gaps), sum(gaps), max(gaps, default=0.0)
 
     def send_lag(self, q: float = 99) -> float:
         """The ``q``-th percentile of how late first attempts were sent after their due time
@@ -324,6 +333,7 @@ def _lua_string(text: str) -> str:
 
 
 IDLE_EXPIRY_SECONDS = 2.0  # under uvicorn's 5 s keep-alive timeout, as HTTP clients' pools do
+STALL_SECONDS = 0.05  # a scheduler wake-up this late after the previous one is a stall of the generator
 TICK_SECONDS = 0.001  # the scheduler wakes at most this often and sends every request then due
 
 
@@ -523,9 +533,14 @@ async def _generate(plan: dict) -> dict:
 
     tasks = set()
     i = wakeups = 0
+    stalls: list[tuple[float, float]] = []
+    last = 0.0
     while i < total:
         wakeups += 1
         now = time.time() - started
+        if now - last > STALL_SECONDS:
+            stalls.append((last, now - last))
+        last = now
         while i < total and i * interval <= now:
             task = asyncio.ensure_future(fire(i))
             tasks.add(task)
@@ -555,6 +570,7 @@ async def _generate(plan: dict) -> dict:
         - (cpu_before.ru_utime + cpu_before.ru_stime),
         "wall_seconds": wall,
         "wakeups": wakeups,
+        "stalls": stalls,
     }
     for n, (sent, done, status, error, versions, ids, refused) in enumerate(results):
         out["due"].append(n * interval)

@@ -9,14 +9,12 @@ Capacity is what the campaign's own generator (``tests.support.load``) gets answ
 loop of 16 clients (single predictions), run in its own process as during the load: on a 2-core
 machine the generator's CPU is taken from the API while it measures, as it is during the run
 (``generator_capacity``). ``wrk`` alone (C, negligible CPU per request) is recorded next to it,
-not used: 70 % of what the API does with a core to itself was more than the Python generator can
-send (on a quiet machine: 9,130 requests/s asked, 5,300/s sent at 0.95 of a core, so its backlog
-became the p99) and more than the API gets once the generator and other jobs take their share
-(refusals from the first second, long before any fault). With the generator's own closed loop as
-the reference, 70 % is a rate it can send with its CPU taken, which ``send lag`` (how late the
-first attempts left, p99) shows in the table; the API then runs at 70 % of what it achieves in
-these conditions (or less, when the generator is the bottleneck: the ratio to ``wrk`` says
-which). The faults:
+not used: 70 % of what the API does with a core to itself can be more than it gets once the
+generator and other jobs take their share, and the scenario would then measure an overload
+(docs/chaos.md). With the generator's own closed loop as the reference, 70 % is a rate it can
+send with its CPU taken, which ``send lag`` (how late the first attempts left, p99) and the
+generator's stalls show in the table; the API then runs at 70 % of what it achieves in these
+conditions (or less, when the generator is the bottleneck: the ratio to ``wrk`` says which). The faults:
 
 - ``postgres``: ``pg_ctl stop -m fast`` (the API's prediction log and MLflow's store go away),
   started again a minute later (20 % of the run);

@@ -57,9 +57,8 @@ def test_the_generators_scheduler_does_not_spin_between_due_times(tmp_path):
 @pytest.mark.chaos
 def test_the_generator_runs_without_cyclic_garbage_collection(tmp_path):
     """The generator keeps a record of every request; the cyclic collector's full passes over
-    them grew with the run (to a second after three minutes at 4,000 requests/s) and held the
-    event loop, releasing the requests due meanwhile as one burst. It runs with the collector
-    off: no pass during a run of 5,000 requests."""
+    them grow with the run and hold the event loop, releasing the requests due meanwhile as one
+    burst. It runs with the collector off: no pass during a run of 5,000 requests."""
     plan = LoadPlan(f"http://127.0.0.1:{free_port()}/predict", ['{"n": 0}'], rate=5000, seconds=1.0)
     result = start_load(plan, tmp_path).result()
 

@@ -1,6 +1,6 @@
 """The faults-and-load campaign (`make chaos`): every scenario records its figures through the
 ``chaos_figures`` fixture; the session prints them as one table and writes it as Markdown to
-``$RAKUTEN_CHAOS_REPORT`` (default ``.rakuten/chaos-report.md``).
+``$RAKUTEN_CHAOS_REPORT`` (default ``.rakuten/chaos-report.md``), rewritten after every scenario.
 
 ``RAKUTEN_CHAOS_SCALE`` (default 1.0) multiplies every scenario duration, so a quick dry run of the
 whole campaign is ``RAKUTEN_CHAOS_SCALE=0.1 make chaos``; the figures of a scaled run say so."""
@@ -8,6 +8,7 @@ whole campaign is ``RAKUTEN_CHAOS_SCALE=0.1 make chaos``; the figures of a scale
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def chaos_figures(request: pytest.FixtureRequest) -> ChaosFigures:
-    return ChaosFigures(request.config.stash[_FIGURES], request.node.name)
+def chaos_figures(request: pytest.FixtureRequest) -> Iterator[ChaosFigures]:
+    rows = request.config.stash[_FIGURES]
+    yield ChaosFigures(rows, request.node.name)
+    # after every scenario, so an interrupted campaign keeps the rows of those that ran
+    _report_path(request.config).write_text(_table(rows))
+
+
+def _report_path(config: pytest.Config) -> Path:
+    target = Path(
+        os.environ.get("RAKUTEN_CHAOS_REPORT", Path(config.rootpath) / ".rakuten" / "chaos-report.md")
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def _table(rows: list[Figure]) -> str:
@@ -80,9 +92,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     table = _table(rows)
     terminalreporter.write_sep("=", "chaos figures")
     terminalreporter.write(table)
-    target = Path(
-        os.environ.get("RAKUTEN_CHAOS_REPORT", Path(config.rootpath) / ".rakuten" / "chaos-report.md")
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = _report_path(config)
     target.write_text(table)
     terminalreporter.write_line(f"written to {target}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import StandInHttpServer, free_port
-from tests.support.load import LoadPlan, start_load
+from tests.support.load import TICK_SECONDS, LoadPlan, generator_capacity, start_load
 
 
 @pytest.mark.chaos
@@ -40,6 +40,33 @@ def test_the_generator_counts_a_server_that_is_not_there(tmp_path):
 
 
 @pytest.mark.chaos
+def test_the_generators_scheduler_does_not_spin_between_due_times(tmp_path):
+    """At 5,000 requests/s the due times are 0.2 ms apart, under an event loop's millisecond
+    timers: the scheduler wakes about once per ``TICK_SECONDS`` and sends what is due, instead of
+    spinning through loop iterations that each find nothing due (the CPU that capped the rate the
+    campaign could send). The requests go to a port nobody listens on: only the schedule counts."""
+    seconds = 1.0
+    plan = LoadPlan(f"http://127.0.0.1:{free_port()}/predict", ['{"n": 0}'], rate=5000, seconds=seconds)
+    result = start_load(plan, tmp_path).result()
+
+    assert result.window().requests == 5000
+    assert result.wakeups <= 1.2 * seconds / TICK_SECONDS
+    assert result.window(0.5).requests == 2500  # still due at a constant rate
+
+
+@pytest.mark.chaos
+def test_the_generator_runs_without_cyclic_garbage_collection(tmp_path):
+    """The generator keeps a record of every request; the cyclic collector's full passes over
+    them grow with the run and hold the event loop, releasing the requests due meanwhile as one
+    burst. It runs with the collector off: no pass during a run of 5,000 requests."""
+    plan = LoadPlan(f"http://127.0.0.1:{free_port()}/predict", ['{"n": 0}'], rate=5000, seconds=1.0)
+    result = start_load(plan, tmp_path).result()
+
+    assert result.window().requests == 5000
+    assert result.gc_collections == 0
+
+
+@pytest.mark.chaos
 def test_the_generator_retries_after_retry_after_and_counts_a_client_that_gives_up(tmp_path):
     """A 503 with ``Retry-After`` is sent again after that delay; the request counts as retried
     when a retry gets through and as failed when the retries run out. The server here is a
@@ -68,3 +95,34 @@ def test_the_generator_retries_after_retry_after_and_counts_a_client_that_gives_
     assert result.returned_ids() == {"id-0", "id-1"}
     assert result.latency[1] >= 1.0  # counted from the due time, through the Retry-After wait
     assert len(result.refusal_times()) == 4
+
+
+@pytest.mark.chaos
+def test_the_generators_closed_loop_counts_answers_in_its_window_only(stand_in_server, tmp_path):
+    """The capacity the scenarios take a share of: answers per second of the generator's own
+    closed loop, 2xx only, refusals and failures counted apart; the warm-up is not counted."""
+    seen: list[int] = []
+
+    def respond(request):
+        n = request["body"]["n"]
+        seen.append(n)
+        if n == 1:
+            return 503, {"detail": "busy"}, {"Retry-After": "1"}
+        if n == 2:
+            return 500, {"detail": "broken"}
+        return 200, {"prediction_id": "x", "model_version": "1"}
+
+    server = stand_in_server(respond, keep_alive=True)
+    bodies = [f'{{"n": {n}}}' for n in range(3)]
+    capacity = generator_capacity(f"{server.url}/predict", bodies, 1.0, tmp_path, connections=3, warmup=0.5)
+
+    counted = capacity.ok + capacity.refused + capacity.failed
+    assert capacity.ok > 0 and capacity.refused > 0 and capacity.failed > 0
+    assert (
+        max(capacity.ok, capacity.refused, capacity.failed)
+        - min(capacity.ok, capacity.refused, capacity.failed)
+        <= 3
+    )
+    assert counted < len(seen)  # the warm-up's answers are not counted
+    assert capacity.rate == capacity.ok / 1.0
+    assert "status=500" in capacity.errors[0]

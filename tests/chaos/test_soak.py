@@ -1,10 +1,24 @@
 """Soak with hot swaps.
 
 Thirty minutes (``scaled(1800)``) of batch requests (four products each) at half the API's
-measured capacity, on the cluster-like stack of ``tests.chaos.stack``, while every two minutes
+capacity, on the cluster-like stack of ``tests.chaos.stack``, while every two minutes
 (``scaled(120)``) a different registered version is promoted to ``production`` through the
 registry adapter (compare-and-set under the registry lock, as ``rakuten-mlops rollback --to``
 moves it); the API follows through its alias poll (``RAKUTEN_MODEL_POLL_SECONDS=1``).
+
+Admission control is on, with the batch limit sized for these batches: the default
+``RAKUTEN_MAX_INFLIGHT_BATCHES=2`` is meant for batches of up to 1,000 products, and two batches
+of four in flight at once is less than one worker's scheduling jitter absorbs at half its
+capacity (refusals from the first second, and clients running out of retries, docs/chaos.md).
+The soak sets it to ``BATCHES_AT_ONCE``: as many products in flight as the single-prediction
+limit allows (``RAKUTEN_MAX_INFLIGHT``, 64), in batches of four.
+
+Capacity is what the campaign's own generator gets answered in a closed loop of a quarter of
+that many clients (nothing is refused there), measured with the generator's CPU taken as it is
+during the run (``tests.support.load.generator_capacity``; ``wrk`` alone at the same concurrency
+is a figure of the table, to compare). The client honours ``Retry-After`` as in the
+backend-fault scenarios: a refused batch is sent again after the delay, up to ``RETRIES`` times;
+refusals and retried requests are counted apart, a client out of retries is a failed request.
 
 What a user checks: no request fails; no response mixes versions (the batch's
 ``model_version`` and every prediction's agree); every response's version is one that held the
@@ -21,15 +35,27 @@ import time
 
 import pytest
 
+from rakuten_mlops.settings import Settings
 from tests.chaos.conftest import scaled
 from tests.chaos.stack import SINGLE_BODIES, cluster_stack, machine_load
-from tests.support.load import LoadPlan, LoadResult, closed_loop_capacity, percentile, start_load
+from tests.support.load import (
+    LoadPlan,
+    LoadResult,
+    closed_loop_capacity,
+    generator_capacity,
+    percentile,
+    start_load,
+)
 
 LOAD_SHARE = 0.5
 RSS_GROWTH_LIMIT = 0.05
+RETRIES = 3
+BATCH_ITEMS = 4
 BATCH_BODIES = [
-    json.dumps({"items": [json.loads(body) for body in SINGLE_BODIES[i : i + 4]]}) for i in range(2)
+    json.dumps({"items": [json.loads(body) for body in SINGLE_BODIES[i : i + BATCH_ITEMS]]}) for i in range(2)
 ]
+BATCHES_AT_ONCE = Settings.model_fields["max_inflight"].default // BATCH_ITEMS
+CLIENTS = BATCHES_AT_ONCE // 4
 
 
 @pytest.mark.chaos
@@ -38,17 +64,23 @@ def test_soak_with_hot_swaps(tmp_path, chaos_figures):
     total = scaled(1800, floor=60)
     every = scaled(120, floor=10)
     record = chaos_figures.record
-    with cluster_stack(tmp_path / "stack", versions=3) as stack:
+    with cluster_stack(
+        tmp_path / "stack", versions=3, rakuten_max_inflight_batches=str(BATCHES_AT_ONCE)
+    ) as stack:
         versions = stack.versions
         record("machine load at start (1/5/15 min)", machine_load())
-        capacity = closed_loop_capacity(
-            f"{stack.api.url}/predict/batch", BATCH_BODIES[0], scaled(15, floor=3)
-        )
-        rate = LOAD_SHARE * capacity
-        record("capacity (wrk, 16 connections, batches of 4/s)", capacity)
+        url = f"{stack.api.url}/predict/batch"
+        alone = closed_loop_capacity(url, BATCH_BODIES[0], scaled(15, floor=3), CLIENTS)
+        capacity = generator_capacity(url, BATCH_BODIES, scaled(15, floor=3), tmp_path, CLIENTS)
+        assert capacity.failed == 0, capacity.errors
+        rate = LOAD_SHARE * capacity.rate
+        record("batches admitted in flight (RAKUTEN_MAX_INFLIGHT_BATCHES)", BATCHES_AT_ONCE)
+        record(f"capacity, wrk alone ({CLIENTS} connections, batches of 4/s)", alone)
+        record(f"capacity, this generator closed loop ({CLIENTS} clients, batches/s)", capacity.rate)
+        record("generator CPU while measuring capacity (share of one core)", capacity.cpu_share)
         record("load (50 % of capacity, batches/s)", rate)
 
-        plan = LoadPlan(f"{stack.api.url}/predict/batch", BATCH_BODIES, rate, total, collect_ids=False)
+        plan = LoadPlan(url, BATCH_BODIES, rate, total, collect_ids=False, retries=RETRIES)
         load = start_load(plan, tmp_path, "soak")
         try:
             begun = time.time()
@@ -78,7 +110,15 @@ def test_soak_with_hot_swaps(tmp_path, chaos_figures):
 
     whole = result.window()
     record("requests sent", whole.requests)
-    record("failed requests", whole.failed, goal="0", met=whole.failed == 0)
+    record("failed requests (a client out of retries counts)", whole.failed, goal="0", met=whole.failed == 0)
+    record(f"refused (503 + Retry-After; client retries up to {RETRIES}x)", whole.refusals)
+    record("requests that got through on a retry", whole.retried)
+    record("generator send lag p99 (ms)", result.send_lag() * 1000)
+    stalls, stalled, longest = result.stalled()
+    record(
+        "generator stalls over 50 ms: count / total s / longest s",
+        f"{stalls} / {stalled:.1f} / {longest:.2f}",
+    )
     record("p99 over the run (ms)", whole.p99 * 1000)
     swaps_at = [promoted - result.started for _, promoted, _ in held[1:]]
     record("p99 within 10 s of a promotion (ms)", p99_near(result, swaps_at, 10.0, near=True) * 1000)

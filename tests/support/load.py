@@ -12,8 +12,14 @@ A plan with ``retries`` behaves as an HTTP client that honours ``Retry-After``: 
 the header (the API's admission control refusing a request beyond its in-flight limit) is sent
 again after the delay it names, up to ``retries`` times. The result keeps, per request, when each
 refusal came; a request is failed only by its last answer (a refusal after the last retry is a
-client giving up), and its latency counts from its due time to that last answer. :func:`closed_loop_capacity` measures what a
-server sustains (Debian's ``wrk``), the reference the scenarios take a share of.
+client giving up), and its latency counts from its due time to that last answer.
+
+Capacity, the reference the scenarios take a share of, is :func:`generator_capacity`: the same
+generator in a closed loop (``connections`` clients, each sending its next request when its last
+is answered) against the same server, in its own process, so the CPU the generator takes from a
+2-core machine is taken while the capacity is measured too. :func:`closed_loop_capacity`
+(Debian's ``wrk``, C, negligible CPU per request) is what the server does alone: a figure to
+compare, not a rate the Python generator can drive (docs/chaos.md).
 
 Why an asyncio generator in Python and not ``wrk`` for the constant rate:
 
@@ -25,18 +31,23 @@ Why an asyncio generator in Python and not ``wrk`` for the constant rate:
 - the scenarios need each response's body (model versions, prediction ids); in ``wrk`` that is
   Lua string matching written to files per thread;
 - it stays cheap on 2 cores: plain asyncio streams (uvloop when installed), one small request
-  writer and one ``Content-Length`` reader, no HTTP library, ``orjson`` for the bodies. The
-  generator's own CPU time is measured and reported (``LoadResult.cpu_seconds``), so a reader sees
-  the share it took from the server.
+  writer and one ``Content-Length`` reader, no HTTP library, ``orjson`` for the bodies. Its
+  scheduler wakes at most once a millisecond (``TICK_SECONDS``) and sends every request then due:
+  uvloop times its timers in whole milliseconds, so sleeping until each due time (a tenth of a
+  millisecond apart at 9,000 requests/s) spun the loop between them and cost the generator a
+  core. The generator's own CPU time is measured and reported (``LoadResult.cpu_seconds``), so
+  a reader sees the share it took from the server.
 
-Closed-loop capacity stays with ``wrk`` (C, negligible CPU per request): there the point is the
-highest rate the server reaches, and a Python client could be the bottleneck.
+The generator's closed loop and its open loop do the same work per answer (the same request
+bytes, the same header reader, the same JSON read of the body), so a share of the first is a
+rate the second can send; :meth:`LoadResult.send_lag` says whether it did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -66,6 +77,8 @@ class LoadPlan:
     headers: dict[str, str] = field(default_factory=dict)
     collect_ids: bool = True  # keep every prediction id (the prediction-log checks need them)
     retries: int = 0  # a 503 with Retry-After is sent again after that delay, this many times at most
+    closed_loop: int = 0  # > 0: that many clients, each sending when its last answer came (no rate)
+    warmup: float = 0.0  # closed loop: seconds run before the counting starts
 
     def to_json(self) -> str:
         return json.dumps(
@@ -79,6 +92,8 @@ class LoadPlan:
                 "headers": self.headers,
                 "collect_ids": self.collect_ids,
                 "retries": self.retries,
+                "closed_loop": self.closed_loop,
+                "warmup": self.warmup,
             }
         )
 
@@ -119,6 +134,12 @@ class LoadResult:
     cpu_seconds: float
     wall_seconds: float
     refused: list[list[float]]  # per request: when each 503 with Retry-After answered it
+    wakeups: int = 0  # times the scheduler woke to send the requests then due
+    # (when, seconds): the scheduler woke more than STALL_SECONDS after its previous wake-up, the
+    # generator's process held off the CPU (or its loop busy) that long; its requests then due
+    # leave together once it runs again
+    stalls: list[tuple[float, float]] = field(default_factory=list)
+    gc_collections: int = 0  # passes of the cyclic garbage collector during the run (it is off)
 
     @property
     def latency(self) -> list[float]:
@@ -168,6 +189,22 @@ class LoadResult:
         """The generator's CPU time over the run's wall time (1.0 = one core)."""
         return self.cpu_seconds / self.wall_seconds if self.wall_seconds else 0.0
 
+    def stalled(self) -> tuple[int, float, float]:
+        """(stalls of the generator over ``STALL_SECONDS``, their total, the longest), in seconds."""
+        gaps = [gap for _, gap in self.stalls]
+        return len(gaps), sum(gaps), max(gaps, default=0.0)
+
+    def send_lag(self, q: float = 99) -> float:
+        """The ``q``-th percentile of how late first attempts were sent after their due time
+        (seconds): the generator's own backlog, plus waits for a free connection. Near zero
+        when the generator keeps its schedule."""
+        first = sorted(
+            (sent - due)
+            for sent, due, refused in zip(self.sent, self.due, self.refused, strict=True)
+            if not refused
+        )
+        return percentile(first, q) or 0.0
+
     @classmethod
     def from_json(cls, data: dict) -> LoadResult:
         return cls(**data)
@@ -212,6 +249,54 @@ def start_load(plan: LoadPlan, workdir: Path, name: str = "load") -> LoadRun:
     return run
 
 
+@dataclass
+class Capacity:
+    """What :func:`generator_capacity` measured: answers per second and how they went."""
+
+    rate: float  # 2xx answers per second
+    ok: int
+    refused: int  # 503 with Retry-After (none expected below the API's in-flight limit)
+    failed: int
+    seconds: float
+    cpu_share: float  # the generator's CPU over the measured run (1.0 = one core)
+    connections: int
+    errors: list[str]
+
+
+def generator_capacity(
+    url: str,
+    bodies: Sequence[bytes | str],
+    seconds: float,
+    workdir: Path,
+    connections: int = 16,
+    warmup: float = 2.0,
+    name: str = "capacity",
+) -> Capacity:
+    """Answers per second this generator gets from ``url`` in a closed loop of ``connections``
+    clients (requests that are not 2xx are not counted in ``rate``; they are in the result), run
+    as the scenarios run it: in its own process, doing the same work per answer."""
+    plan = LoadPlan(url, bodies, rate=0.0, seconds=seconds, closed_loop=connections, warmup=warmup)
+    run = start_load(plan, workdir, name)
+    try:
+        run.proc.wait(warmup + seconds + plan.timeout + 60)
+    except subprocess.TimeoutExpired:
+        run.stop(grace=5)
+        raise AssertionError(f"the closed loop did not finish:\n{run.log_tail()}") from None
+    if run.proc.returncode != 0 or not run.result_path.exists():
+        raise AssertionError(f"the closed loop failed ({run.proc.returncode}):\n{run.log_tail()}")
+    data = json.loads(run.result_path.read_text())
+    return Capacity(
+        rate=data["ok"] / data["seconds"],
+        ok=data["ok"],
+        refused=data["refused"],
+        failed=data["failed"],
+        seconds=data["seconds"],
+        cpu_share=data["cpu_seconds"] / data["seconds"],
+        connections=connections,
+        errors=data["errors"],
+    )
+
+
 def closed_loop_capacity(url: str, body: bytes | str, seconds: float, connections: int = 16) -> float:
     """Requests/s ``wrk`` gets from ``url`` (POST ``body``) in a closed loop of ``connections``;
     raises when any request failed (a capacity measured on errors means nothing)."""
@@ -250,6 +335,8 @@ def _lua_string(text: str) -> str:
 
 
 IDLE_EXPIRY_SECONDS = 2.0  # under uvicorn's 5 s keep-alive timeout, as HTTP clients' pools do
+STALL_SECONDS = 0.05  # a scheduler wake-up this late after the previous one is a stall of the generator
+TICK_SECONDS = 0.001  # the scheduler wakes at most this often and sends every request then due
 
 
 class _Connections:
@@ -348,12 +435,11 @@ def _read_predictions(body: bytes) -> tuple[list[str], list[str]]:
     return versions, ids
 
 
-async def _generate(plan: dict) -> dict:
+def _requests(plan: dict) -> list[bytes]:
     parts = urlsplit(plan["url"])
-    pool = _Connections(parts.hostname, parts.port or 80, plan["max_connections"])
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = "".join(f"{k}: {v}\r\n" for k, v in plan["headers"].items())
-    requests = [
+    return [
         (
             f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
             f"{headers}Content-Length: {len(body.encode())}\r\n\r\n"
@@ -361,10 +447,69 @@ async def _generate(plan: dict) -> dict:
         + body.encode()
         for body in plan["bodies"]
     ]
+
+
+def _pool(plan: dict, limit: int) -> _Connections:
+    parts = urlsplit(plan["url"])
+    return _Connections(parts.hostname, parts.port or 80, limit)
+
+
+async def _closed_loop(plan: dict) -> dict:
+    """``plan["closed_loop"]`` clients, each sending its next request as soon as its last was
+    answered, for ``warmup`` then ``seconds``; the answers that came in ``seconds`` are counted."""
+    clients = plan["closed_loop"]
+    pool, requests = _pool(plan, clients), _requests(plan)
+    counts = {"ok": 0, "refused": 0, "failed": 0}
+    errors: list[str] = []
+    start = time.monotonic() + plan["warmup"]
+    end = start + plan["seconds"]
+    cpu: list = []
+
+    async def client(k: int) -> None:
+        i = k
+        while time.monotonic() < end:
+            _, status, body, error, retry_after = await _one(
+                pool, requests[i % len(requests)], plan["timeout"]
+            )
+            i += 1
+            if status // 100 == 2:
+                _read_predictions(body)  # the open loop's work per answer
+            if not start <= time.monotonic() < end:
+                continue
+            if status // 100 == 2:
+                counts["ok"] += 1
+            elif status == 503 and retry_after is not None:
+                counts["refused"] += 1
+            else:
+                counts["failed"] += 1
+                if len(errors) < 5:
+                    errors.append(f"status={status} {error or body[:200].decode(errors='replace')}")
+
+    async def mark() -> None:
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        cpu.append(resource.getrusage(resource.RUSAGE_SELF))
+
+    await asyncio.gather(mark(), *(client(k) for k in range(clients)))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    pool.close_all()
+    before = cpu[0]
+    return {
+        **counts,
+        "errors": errors,
+        "seconds": plan["seconds"],
+        "cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+    }
+
+
+async def _generate(plan: dict) -> dict:
+    if plan["closed_loop"]:
+        return await _closed_loop(plan)
+    pool, requests = _pool(plan, plan["max_connections"]), _requests(plan)
     total = int(plan["rate"] * plan["seconds"])
     interval = 1.0 / plan["rate"]
     results: list = [None] * total
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    collections_before = sum(g["collections"] for g in gc.get_stats())
     started = time.time()
 
     async def fire(i: int) -> None:
@@ -390,16 +535,24 @@ async def _generate(plan: dict) -> dict:
         results[i] = (sent - started, done, status, error, versions, ids, refused)
 
     tasks = set()
-    i = 0
+    i = wakeups = 0
+    stalls: list[tuple[float, float]] = []
+    last = 0.0
     while i < total:
+        wakeups += 1
         now = time.time() - started
+        if now - last > STALL_SECONDS:
+            stalls.append((last, now - last))
+        last = now
         while i < total and i * interval <= now:
             task = asyncio.ensure_future(fire(i))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             i += 1
         if i < total:
-            await asyncio.sleep(max(0.0, i * interval - (time.time() - started)))
+            # uvloop (libuv) times its timers in whole milliseconds: a shorter sleep returns at
+            # the next loop iteration, and waiting for each due time would spin the loop
+            await asyncio.sleep(max(TICK_SECONDS, i * interval - (time.time() - started)))
     while tasks:
         await asyncio.wait(list(tasks))
     wall = time.time() - started
@@ -419,6 +572,9 @@ async def _generate(plan: dict) -> dict:
         "cpu_seconds": (cpu_after.ru_utime + cpu_after.ru_stime)
         - (cpu_before.ru_utime + cpu_before.ru_stime),
         "wall_seconds": wall,
+        "wakeups": wakeups,
+        "stalls": stalls,
+        "gc_collections": sum(g["collections"] for g in gc.get_stats()) - collections_before,
     }
     for n, (sent, done, status, error, versions, ids, refused) in enumerate(results):
         out["due"].append(n * interval)
@@ -435,6 +591,11 @@ async def _generate(plan: dict) -> dict:
 def main(argv: list[str]) -> None:
     plan_path, result_path = Path(argv[0]), Path(argv[1])
     plan = json.loads(plan_path.read_text())
+    # The run keeps a record of every request (millions of tuples and lists): the cyclic garbage
+    # collector's full passes walk them all, each longer than the last, and hold the event loop
+    # meanwhile, so the requests due then leave in one burst. The generator makes no cycles it
+    # needs collected during a run; its reference counts free the rest.
+    gc.disable()
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -443,7 +604,10 @@ def main(argv: list[str]) -> None:
     temporary = result_path.with_suffix(".tmp")
     temporary.write_text(json.dumps(out))
     temporary.replace(result_path)
-    print(f"{len(out['status'])} requests in {out['wall_seconds']:.1f}s, cpu {out['cpu_seconds']:.1f}s")
+    if plan["closed_loop"]:
+        print(f"closed loop: {out['ok']} ok, {out['refused']} refused, {out['failed']} failed")
+    else:
+        print(f"{len(out['status'])} requests in {out['wall_seconds']:.1f}s, cpu {out['cpu_seconds']:.1f}s")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ pods that shadow a candidate, the comparison on the sampled requests (``rakuten_
 :meth:`Prometheus.signals` runs it and turns the results into :class:`analysis.Signals`.
 
 The counters of one window are read in a single query that returns their raw samples, and their
-growth is computed here (:func:`growth`), for two reasons:
+growth is the sum of each series' rises (:func:`rakuten_mlops.monitoring.counters.counted`, the
+control room's reading too), for two reasons:
 
 - one query reads one snapshot of the TSDB: numerator and denominator of a ratio (agreements and
   scored samples, errors and requests) come from the same scrapes. Queries run one after the other
@@ -32,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from rakuten_mlops.monitoring.counters import counted as growth
 from rakuten_operator.analysis import Signals
 
 LATENCY_BUCKETS = "rakuten_model_request_duration_seconds_bucket"
@@ -77,19 +79,6 @@ def queries(namespace: str, stable: str, candidate: str, seconds: float) -> dict
     versions = "|".join(re.escape(version) for version in (stable, candidate))
     counters = f'{{__name__=~"{names}", namespace="{namespace}", model_version=~"{versions}"}}[{w}]'
     return {"counters": counters}
-
-
-def growth(values: Sequence[float]) -> float:
-    """What one counter series counted between its first and last sample in the window.
-
-    The sum of its rises; a value below the previous one is a reset (the process started again,
-    its counters from 0), so the value itself is what it counted since. A series that appears in
-    the window counts from its first sample, which is 0 for the series the API creates up front.
-    """
-    total = 0.0
-    for previous, value in zip(values, values[1:], strict=False):
-        total += value - previous if value >= previous else value
-    return total
 
 
 def _total(series: Iterable[Series], metric: str, **labels: str) -> float | None:

@@ -129,8 +129,8 @@ class Strategy:
 class Signals:
     """The candidate against the stable version over one window; None = not measured.
 
-    ``requests`` is what the stage counts towards ``minRequests``: sampled requests scored by the
-    candidate in the shadow, requests the canary answered in a canary step. ``inconsistent`` says
+    ``requests`` is what the stage counts towards ``minRequests``: sampled requests the candidate
+    scored or failed on in the shadow, requests the canary answered in a canary step. ``inconsistent`` says
     why the window's numbers cannot all be true (more agreements than scored samples): such a
     window is not judged. ``stable_latency``/``candidate_latency`` are the window's latency
     histograms of the requests each version answered (canary steps only): cumulative counts by
@@ -292,9 +292,10 @@ def latency_check(signals: Signals, limit: float) -> Check:
     ``value`` is the ratio of the interpolated quantiles (PromQL's); what must stay within the
     limit is ``floor``: the same ratio, except when the candidate's quantile lies in the stable
     one's bucket or the next one up, where it counts from the lower bound of the candidate's
-    bucket. Within a bucket the histogram does not say where the requests lie: with the API's
-    buckets (1, 2.5, 5 ms ...) a candidate one bucket above the stable version reads up to twice
-    its latency by interpolation alone. Two buckets up or more, the interpolated ratio stands.
+    bucket. Within a bucket the histogram does not say where the requests lie: a candidate one
+    bucket above the stable version reads up to the ratio of two bucket steps by interpolation
+    alone (1.25x steps in the API's per-version buckets, ``MODEL_LATENCY_BUCKETS``, so up to
+    1.56x). Two buckets up or more, the interpolated ratio stands.
     """
     stable, candidate = signals.stable_latency, signals.candidate_latency
     sample = min(max(stable.values(), default=0.0), max(candidate.values(), default=0.0))

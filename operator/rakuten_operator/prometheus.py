@@ -44,7 +44,8 @@ MIN_WINDOW_SECONDS = 5
 
 
 class PrometheusUnavailable(RuntimeError):
-    """Prometheus did not answer (or answered 5xx): the analysis cannot be taken now."""
+    """No usable answer from Prometheus (unreachable, an HTTP error, a body that is not a Prometheus
+    API answer: an auth proxy, a wrong route prefix, another server): the analysis cannot be taken now."""
 
 
 def window(seconds: float) -> str:
@@ -179,7 +180,7 @@ def to_signals(results: dict[str, Any], canary: bool) -> Signals:
     )
     if not canary:
         return Signals(
-            requests=scored,
+            requests=scored + failed,  # a candidate that fails every sample is judged on its errors
             stable_error_rate=_ratio(results.get("stable_errors"), results.get("stable_requests")),
             candidate_error_rate=_ratio(failed, scored + failed),
             **common,
@@ -241,12 +242,20 @@ class Prometheus:
     def _data(self, expr: str, at: float | None) -> dict[str, Any]:
         params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
         rsp = self._get("/api/v1/query", **params)
-        body = rsp.json() if rsp.headers.get("content-type", "").startswith("application/json") else {}
-        if rsp.status_code != 200 or body.get("status") != "success":
-            raise ValueError(
-                f"Prometheus refused {expr!r}: HTTP {rsp.status_code} {body.get('error', rsp.text[:200])}"
+        try:
+            body = rsp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = {}
+        data = body.get("data")
+        if rsp.status_code != 200 or body.get("status") != "success" or not isinstance(data, dict):
+            error = body.get("error")
+            raise PrometheusUnavailable(
+                f"Prometheus at {self.url} did not answer {expr[:80]!r}: HTTP {rsp.status_code}"
+                f" {error or ' '.join(rsp.text[:200].split())}"
             )
-        return body["data"]
+        return data
 
     def scalar(self, expr: str, at: float | None = None) -> float | None:
         rows = self.query(expr, at)

@@ -272,6 +272,11 @@ class ModelRollout:
             )
         now = utcnow()
         stage = status.stage_index
+        if stage >= len(strategy.steps):  # canary.steps shortened mid-step: judged as the new last step
+            log.info(
+                "%s: canary.steps has %d step(s) now, at step %d", self.ref, len(strategy.steps), stage + 1
+            )
+            stage = len(strategy.steps) - 1
         started = parse_time(status.stage_started_at) or now
         elapsed = (now - started).total_seconds()
         if stage >= 0:

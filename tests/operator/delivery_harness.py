@@ -14,8 +14,10 @@ target list that carries the ``namespace`` label a ServiceMonitor would set.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import statistics
 import threading
 import time
 import uuid
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from tests.operator.delivery_models import log_candidate, one_class, slowed
 from tests.operator.emulated_api import DEPLOYMENTS, EmulatedApiServer
@@ -49,12 +52,25 @@ scrape_configs:
 """
 
 
+def chart_analysis() -> dict[str, Any]:
+    """The analysis thresholds the chart gives a ServedModel by default
+    (``operator.servedModel.strategy.analysis`` in values.yaml)."""
+    values = yaml.safe_load((REPO / "charts" / "rakuten-mlops" / "values.yaml").read_text())
+    return dict(values["operator"]["servedModel"]["strategy"]["analysis"])
+
+
 # --- models -----------------------------------------------------------------------------------
+
+
+@functools.cache
+def stable_fit():
+    """The pipeline every delivery candidate is made from, fitted once per session."""
+    return fit_pipeline(0)
 
 
 def log_delivery_models(tracking_uri: str, slow_seconds: float) -> dict[str, Any]:
     """The stable fit and its candidates, each logged once (ModelInfo by kind)."""
-    stable = fit_pipeline(0)
+    stable = stable_fit()
     code = int(sample_frame()["prdtypecode"].value_counts().index[-1])  # a rare class: little agreement
     logged = log_candidate(tracking_uri, stable)
     return {
@@ -62,6 +78,8 @@ def log_delivery_models(tracking_uri: str, slow_seconds: float) -> dict[str, Any
         "good": logged,  # same data, same fit: a retrain that changes nothing
         "one_class": log_candidate(tracking_uri, one_class(stable, code)),
         "slow": log_candidate(tracking_uri, slowed(stable, slow_seconds)),
+        # the same fit run by scikit-learn as a whole (a Pause of 0 s: not the compiled runner's shape)
+        "plain": log_candidate(tracking_uri, slowed(stable, 0.0)),
     }
 
 
@@ -132,6 +150,14 @@ class Answered:
 
     def since(self, moment: float) -> Counter:
         return Counter(version for at, version, _ in self.times if at >= moment)
+
+    def median(self, version: str, since: float = 0.0) -> float | None:
+        """The median latency (s) of ``version``'s answers since ``since``; None before any."""
+        seconds = [s for at, v, s in list(self.times) if at >= since and v == version]
+        return statistics.median(seconds) if seconds else None
+
+    def count(self, version: str, since: float = 0.0) -> int:
+        return sum(1 for at, v, _ in list(self.times) if at >= since and v == version)
 
     def latency_summary(self, moment: float) -> str:
         """Per version since ``moment``: answers, median and slowest (ms), answers over 20 ms, and

@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from rakuten_mlops.serving.metrics import LATENCY_BUCKETS
+from rakuten_mlops.serving.metrics import MODEL_LATENCY_BUCKETS
 
-BOUNDS = (*LATENCY_BUCKETS, math.inf)
+BOUNDS = (*MODEL_LATENCY_BUCKETS, math.inf)
 
 
-def histogram(seconds: Iterable[float]) -> dict[float, float]:
-    """Cumulative counts by bucket upper bound of ``seconds``, as the API's histogram counts them."""
+def histogram(seconds: Iterable[float], bounds: Iterable[float] = BOUNDS) -> dict[float, float]:
+    """Cumulative counts by bucket upper bound of ``seconds``, as the API's per-version latency
+    histogram counts them (``bounds``: another layout's, ending with ``math.inf``)."""
     values = list(seconds)
-    return {bound: float(sum(1 for x in values if x <= bound)) for bound in BOUNDS}
+    return {bound: float(sum(1 for x in values if x <= bound)) for bound in bounds}
 
 
 def latencies(n: int, slow: tuple[float, ...] = (), scale: float = 1.0) -> list[float]:

@@ -8,6 +8,7 @@ is a real one. A stable pod is its real ModelStore and ShadowScorer, in this pro
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from rakuten_operator.reconcile import ModelRollout
 from rakuten_operator.rollout import ServedModelSpec, read_deployment
 from tests.operator.emulated_api import DEPLOYMENTS, SERVEDMODELS
 from tests.operator.operator_harness import DeploymentController, api_deployment, served_model
-from tests.support import free_port
+from tests.support import StandInHttpServer, free_port
 from tests.support.prometheus import start_prometheus
 
 
@@ -137,12 +138,33 @@ def stable_pod_shadow(settings, mlflow_server):
         ({"canary": {"steps": [20]}}, "dead", "readiness-only: Prometheus at http://127.0.0.1:"),
         (None, "dead", "readiness-only: no spec.strategy"),
         ({"canary": {"steps": [20]}}, None, "readiness-only: RAKUTEN_PROMETHEUS_URL is not set"),
+        ({"canary": {"steps": [20]}}, "auth proxy", "readiness-only: Prometheus at http://127.0.0.1:"),
+        ({"canary": {"steps": [20]}}, "not prometheus", "readiness-only: Prometheus at http://127.0.0.1:"),
     ],
 )
 def test_without_a_reachable_prometheus_the_rollout_is_readiness_only_and_nothing_shadows(
     kube, namespace, on_version_1, stable_pod_shadow, strategy, prometheus, delivery
 ):
-    sm = on_version_1(strategy, f"http://127.0.0.1:{free_port()}" if prometheus else "")
+    """``prometheus``: nothing listening, not set, or a server that is not Prometheus' API: a stand-in
+    HTTP server answering as an auth proxy in front of it (401, JSON) or as another server at the
+    configured address (200, an HTML page), which the operator must not take for an answer."""
+    answers = {
+        "auth proxy": (401, {"message": "Unauthorized"}),
+        "not prometheus": (200, b"<html>Grafana</html>"),
+    }
+    server = StandInHttpServer(lambda request: answers[prometheus]).start() if prometheus in answers else None
+    url = server.url if server else f"http://127.0.0.1:{free_port()}" if prometheus else ""
+    try:
+        _readiness_only(kube, namespace, on_version_1, stable_pod_shadow, strategy, url, delivery)
+    finally:
+        if server:
+            server.stop()
+    if server:
+        assert server.requests, "the operator asked the server"
+
+
+def _readiness_only(kube, namespace, on_version_1, stable_pod_shadow, strategy, url, delivery):
+    sm = on_version_1(strategy, url)
     # a tag left by an earlier rollout that judged version 2 in shadow beside version 1
     sm.client.set_model_version_tag(sm.model, "2", SHADOW_TAG, "1")
 
@@ -154,11 +176,7 @@ def test_without_a_reachable_prometheus_the_rollout_is_readiness_only_and_nothin
     assert kube.get(DEPLOYMENTS, namespace, f"{sm.deployment}-canary") is None
     stored = kube.get(SERVEDMODELS, namespace, f"sm-{sm.deployment}")["status"]
     assert stored["delivery"] == status["delivery"]
-    assert (
-        ("Warning", "AnalysisUnavailable") in {e[:2] for e in sm.events}
-        or prometheus is None
-        or strategy is None
-    )
+    assert ("Warning", "AnalysisUnavailable") in {e[:2] for e in sm.events} or not url or strategy is None
     # No analysis to feed: the stable pods, which serve until they are replaced, do not shadow.
     assert sm.client.get_model_version(sm.model, "2").tags[SHADOW_TAG] == ""
     shadow = stable_pod_shadow(sm.model)
@@ -191,5 +209,39 @@ def test_the_stable_pods_shadow_only_while_the_operator_judges_the_candidate(
         assert status["phase"] == "RollingOut" and status["delivery"] == "readiness-only: no spec.strategy"
         shadow.refresh()
         assert shadow.candidate is None
+    finally:
+        process.stop()
+
+
+@pytest.mark.slow
+def test_canary_steps_shortened_mid_step_go_on_from_the_new_last_step(
+    kube, namespace, on_version_1, tmp_path
+):
+    """``canary.steps`` cut from two steps to one while the rollout is at the second (a ``helm
+    upgrade`` that changes the strategy): the operator judges the step it is at as the new last
+    one, instead of failing on every look. A real Prometheus with no pods to scrape: every window
+    is insufficient, and ``onInsufficientData: promote`` moves the rollout on at each deadline."""
+    process, url = start_prometheus(tmp_path / "prometheus", f"127.0.0.1:{free_port()}")
+    try:
+        strategy = {
+            "shadow": {"minRequests": 10, "maxSeconds": 1},
+            "canary": {"steps": [10, 50], "stepSeconds": 1, "minRequests": 10},
+            "onInsufficientData": "promote",
+        }
+        sm = on_version_1(strategy, url)
+        sm.client.set_registered_model_alias(sm.model, "production", "2")
+        seen = [sm.step()["phase"]]
+        for _ in range(40):
+            if sm.status.get("stageIndex") == 1:
+                break
+            time.sleep(0.3)
+            seen.append(sm.step()["phase"])
+        assert sm.status["stageIndex"] == 1 and sm.status["phase"] == "Canary", (seen, sm.status)
+
+        sm.body["spec"]["strategy"]["canary"]["steps"] = [25]
+        time.sleep(1.1)
+        status = sm.step()
+        assert status["phase"] == "RollingOut" and status["desiredVersion"] == "2", status
+        assert read_deployment(kube.get(DEPLOYMENTS, namespace, sm.deployment), "api").pinned_version == "2"
     finally:
         process.stop()

@@ -57,6 +57,14 @@ LATENCY_BUCKETS = (
     2.5,
     5,
 )
+#: The buckets of the per-version latency the operator judges a canary on (docs/operator.md, "The
+#: latency check"): each bound at most 1.25x the one below up to 300 ms, so a quantile is known
+#: within that factor from the bucket it falls in (LATENCY_BUCKETS' steps are up to 2.5x).
+MODEL_LATENCY_BUCKETS = (
+    0.001, 0.00125, 0.0015, 0.00175, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.005, 0.006, 0.007, 0.008,
+    0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.07, 0.08,
+    0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5,
+)  # fmt: skip
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LENGTH_BUCKETS = (10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 20_000)
 MODEL_INFO = "rakuten_model_info"
@@ -166,7 +174,7 @@ class ApiMetrics:
             "rakuten_model_request_duration_seconds",
             "Latency of prediction requests by the model version that answered.",
             ["model_version"],
-            buckets=LATENCY_BUCKETS,
+            buckets=MODEL_LATENCY_BUCKETS,
         )
         self.shadow_samples = Counter(
             "rakuten_shadow_samples_total",
@@ -194,7 +202,7 @@ class ApiMetrics:
             "rakuten_shadow_duration_seconds",
             "The candidate's scoring time per shadow sample (a batch's time divided by its rows).",
             ["model_version"],
-            buckets=LATENCY_BUCKETS,
+            buckets=MODEL_LATENCY_BUCKETS,
         )
         self.shadow_candidate = Gauge(
             SHADOW_INFO,

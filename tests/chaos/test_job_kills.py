@@ -9,13 +9,16 @@ no violation: no half batch, no production alias without its ``model_events`` ro
 (database rows, files, MLflow runs) that is partial yet looks complete; the job's own output must
 be absent or complete. The next kill starts from what the last one left; after every fifth kill
 and after the last, the same command is run again to its end and must reach the same end state
-as the unkilled run (the loaded batches, the trained model's score, the drift tests, the estimate,
-the scored file), and the check must still pass.
+as the unkilled run (the trained model's score, the drift tests, the estimate, the scored file;
+for ``data load``, exactly one batch more than the kills left, the batches as many never-killed
+loads make), and the check must still pass. At least a third of the points must land (find the
+job still running): a run whose kills all came after the job finished tested nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -349,17 +352,23 @@ def test_job_killed_at_random_points(name: str, platform: Platform, chaos_figure
         if (i + 1) % RERUN_EVERY and i + 1 < points:
             continue  # the next kill starts from what this one left behind
         reruns += 1
+        # a finished load adds exactly one batch to what the kills left (each added one or none):
+        # the rerun must end with one batch more, as many as never-killed loads make
+        want = unkilled_batches[: len(job.end_state()) + 1] if name == "load" else expected
         _run_to_end(platform, job, f"rerun-{i}")
         state = job.end_state()
-        # each load adds a batch: compare with as many batches of never-killed loads
-        same = state == (unkilled_batches[: len(state)] if name == "load" else expected)
+        same = state == want
         reruns_ok += same
         if not same:
-            violations.append(f"rerun {i} ended in {state!r}, the unkilled run in {expected!r}")
+            violations.append(f"rerun {i} ended in {state!r}, expected {want!r}")
         violations += [f"after rerun {i}: {v}" for v in _violations(platform)]
 
     seconds = time.monotonic() - began
-    chaos_figures.record(f"{name}: kills landed (of points)", f"{landed} of {points}")
+    # a point misses when the job finished before it: a run started from a killed run's leftovers
+    # can be much faster (score reuses finished chunks), so a third, not all
+    least = math.ceil(points / 3)
+    chaos_figures.record(f"{name}: kills landed (of points)", f"{landed} of {points}",
+                         goal=f">= {least}", met=landed >= least)  # fmt: skip
     chaos_figures.record(f"{name}: unkilled run (s)", duration)
     per_phase = Counter(phases)
     chaos_figures.record(
@@ -376,6 +385,10 @@ def test_job_killed_at_random_points(name: str, platform: Platform, chaos_figure
           f"kills per phase: {dict(per_phase)}")  # fmt: skip
     assert not violations, "\n".join(violations)
     assert reruns_ok == reruns and orphans == 0
+    assert landed >= least, (
+        f"{landed} of {points} kills found {name} still running (at least {least} must): "
+        "the others hit nothing, so the scenario tested too little"
+    )
 
 
 def _unkilled_batches(p: Platform, count: int) -> list[tuple]:

@@ -258,6 +258,7 @@ class Capacity:
     refused: int  # 503 with Retry-After (none expected below the API's in-flight limit)
     failed: int
     seconds: float
+    window_start: float  # time.monotonic() when the counted window began (one clock for the machine)
     cpu_share: float  # the generator's CPU over the measured run (1.0 = one core)
     connections: int
     errors: list[str]
@@ -291,6 +292,7 @@ def generator_capacity(
         refused=data["refused"],
         failed=data["failed"],
         seconds=data["seconds"],
+        window_start=data["window_start"],
         cpu_share=data["cpu_seconds"] / data["seconds"],
         connections=connections,
         errors=data["errors"],
@@ -497,6 +499,7 @@ async def _closed_loop(plan: dict) -> dict:
         **counts,
         "errors": errors,
         "seconds": plan["seconds"],
+        "window_start": start,
         "cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
     }
 

@@ -29,28 +29,21 @@ from pathlib import Path
 from benchmarks.common import print_table
 from rakuten_mlops.serving.metrics import LATENCY_BUCKETS, MODEL_LATENCY_BUCKETS
 from rakuten_operator.analysis import Signals, latency_check
+from tests.operator.latency_samples import histogram
 
 DRAWS = 400
 STABLE = 450
 SIZES = (60, 92, 300)
 LIMITS = (1.5, 2.0)
-LAYOUTS = {"LATENCY_BUCKETS (before)": LATENCY_BUCKETS, "MODEL_LATENCY_BUCKETS (now)": MODEL_LATENCY_BUCKETS}
+LAYOUTS = {  # bounds as a Prometheus histogram counts them, +Inf last
+    "LATENCY_BUCKETS (before)": (*LATENCY_BUCKETS, math.inf),
+    "MODEL_LATENCY_BUCKETS (now)": (*MODEL_LATENCY_BUCKETS, math.inf),
+}
 CANARIES = {
     "same (false abort)": lambda x: x,
     "3x as long": lambda x: 3 * x,
     "2x as long": lambda x: 2 * x,
 }
-
-
-def histogram(seconds: list[float], bounds: tuple[float, ...]) -> dict[float, float]:
-    """Cumulative counts by upper bound (``math.inf`` last), as a Prometheus histogram counts."""
-    ordered = sorted(seconds)
-    out, i = {}, 0
-    for bound in (*bounds, math.inf):
-        while i < len(ordered) and ordered[i] <= bound:
-            i += 1
-        out[bound] = float(i)
-    return out
 
 
 def pool(paths: list[Path]) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable
 
 from rakuten_mlops.serving.metrics import MODEL_LATENCY_BUCKETS
@@ -13,8 +14,8 @@ BOUNDS = (*MODEL_LATENCY_BUCKETS, math.inf)
 def histogram(seconds: Iterable[float], bounds: Iterable[float] = BOUNDS) -> dict[float, float]:
     """Cumulative counts by bucket upper bound of ``seconds``, as the API's per-version latency
     histogram counts them (``bounds``: another layout's, ending with ``math.inf``)."""
-    values = list(seconds)
-    return {bound: float(sum(1 for x in values if x <= bound)) for bound in bounds}
+    ordered = sorted(seconds)
+    return {bound: float(bisect_right(ordered, bound)) for bound in bounds}
 
 
 def latencies(n: int, slow: tuple[float, ...] = (), scale: float = 1.0) -> list[float]:

@@ -32,6 +32,7 @@ from tests.operator.delivery_harness import (
     PrometheusServer,
     api_env,
     chart_analysis,
+    plain,
     register,
     stable_fit,
 )
@@ -272,7 +273,7 @@ def test_a_slow_candidate_is_stopped_at_the_canary_step(scenario, start_operator
 
 @pytest.mark.long
 def test_a_candidate_three_times_slower_is_stopped_at_the_canary_step(
-    scenario, start_operator, mlflow_server
+    scenario, start_operator, mlflow_server, delivery_models
 ):
     """A candidate whose requests take three times as long as the stable version's, answers unchanged.
 
@@ -284,6 +285,7 @@ def test_a_candidate_three_times_slower_is_stopped_at_the_canary_step(
     meanwhile): the test checks it stays within 2 and 3.3, then that the latency check alone
     stopped the canary.
     """
+    plain(mlflow_server.uri, delivery_models)
     sc = scenario(["plain"])
     start_operator()
     sc.wait("Ready on version 1", ready_on("1"))
